@@ -1,0 +1,111 @@
+"""Run settings: one :class:`FitConfig` per run, built from a task preset plus user overrides.
+
+The paper's per-task settings (the reference notebooks) are the defaults; ``size`` swaps the
+network for a CPU-sized one without touching the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from .generators import LIGHT_SKIP, PAPER_SKIP, GeneratorSpec
+
+TASKS = ("denoise", "jpeg", "inpaint", "sr")
+SIZES = ("auto", "paper", "light")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything the fit loop needs besides the data, the operator and the device."""
+
+    net: GeneratorSpec = PAPER_SKIP
+    input_channels: int = 32
+    input_kind: str = "noise"  # "noise": uniform * input_scale; "meshgrid": 2 coordinate maps
+    input_scale: float = 0.1
+    jitter: float = 1 / 30  # sigma_p: fresh Gaussian perturbation of z at every step
+    lr: float = 0.01
+    max_iters: int = 3000
+    ema: float = 0.99  # 0 disables output averaging
+    backtrack: bool = True
+    backtrack_db: float = 5.0  # a loss jump worth this many dB of PSNR undoes the step
+    stopping: str = "wmv"  # "wmv", "emv" or "none"
+    window: int = 100
+    patience: int = 1000
+    preview_every: int = 0  # 0: no previews
+
+    def __post_init__(self):
+        if self.max_iters < 1:
+            raise ValueError(f"max_iters must be at least 1, not {self.max_iters}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), not {self.ema}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, not {self.lr}")
+        if self.input_kind not in ("noise", "meshgrid"):
+            raise ValueError(f"input_kind must be 'noise' or 'meshgrid', not {self.input_kind!r}")
+        if self.stopping not in ("wmv", "emv", "none"):
+            raise ValueError(f"stopping must be 'wmv', 'emv' or 'none', not {self.stopping!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    config: FitConfig
+    light_net: GeneratorSpec
+    light_patience: int = 300
+    notes: str = field(default="", compare=False)
+
+
+_JPEG_NET = GeneratorSpec(
+    down=(8, 16, 32, 64, 128), up=(8, 16, 32, 64, 128), skip=(0, 0, 0, 4, 4)
+)
+
+PRESETS: dict[str, TaskPreset] = {
+    "denoise": TaskPreset(
+        FitConfig(max_iters=3000), LIGHT_SKIP, notes="paper: skip 128x5, 3000 iterations, EMA"
+    ),
+    "jpeg": TaskPreset(
+        FitConfig(net=_JPEG_NET, input_channels=3, max_iters=2400),
+        _JPEG_NET,
+        notes="paper: blind JPEG restoration of snail.jpg",
+    ),
+    "inpaint": TaskPreset(
+        FitConfig(
+            net=replace(PAPER_SKIP, skip=(128,) * 5, upsample="nearest"),
+            jitter=0.03,
+            max_iters=6000,
+            ema=0.0,
+        ),
+        replace(LIGHT_SKIP, skip=(16, 32, 64, 64, 128), upsample="nearest"),
+        notes="paper: text inpainting of kate.png",
+    ),
+    "sr": TaskPreset(
+        FitConfig(jitter=0.03, max_iters=2000, ema=0.0),
+        LIGHT_SKIP,
+        notes="paper: 4x SR, 2000 iterations (8x: jitter 0.05, 4000)",
+    ),
+}
+
+
+def make_config(
+    task: str, size: str = "paper", factor: int | None = None, **overrides
+) -> FitConfig:
+    """The preset for ``task`` at network ``size`` ('paper' or 'light'), then ``overrides``."""
+    if task not in PRESETS:
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+    if size not in ("paper", "light"):
+        raise ValueError(f"unknown preset {size!r}: choose one of {', '.join(SIZES)}")
+    preset = PRESETS[task]
+    config = preset.config
+    if task == "sr" and factor == 8:
+        config = replace(config, jitter=0.05, max_iters=4000)
+    if size == "light":
+        config = replace(config, net=preset.light_net, patience=preset.light_patience)
+    known = {f.name for f in fields(FitConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(known))}"
+        )
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,136 @@
+"""Stacks (Z, T, ... over 2-D planes): restored slice by slice with one shared intensity map.
+
+Sharing the normalisation keeps intensities comparable between slices; the slice loop lives
+here so the CLI and the widget never iterate over axes themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from . import arrays
+from .restore import Progress, Result, as_cancel_check, restore_iter
+
+
+def _stack_normalisation(stack: np.ndarray, layout: arrays.Layout) -> arrays.Normalisation:
+    per_slice = [arrays.Normalisation.fit(layout.to_cyx(s), layout.kind == "channels_last")
+                 for s in stack]
+    if per_slice[0].dtype == "uint8":
+        return per_slice[0]
+    low = tuple(np.min([n.low for n in per_slice], axis=0).tolist())
+    high = tuple(np.max([n.high for n in per_slice], axis=0).tolist())
+    return arrays.Normalisation(low, high, per_slice[0].dtype)
+
+
+def _passthrough(plane: np.ndarray, task: str, factor: int, layout: arrays.Layout) -> np.ndarray:
+    """An unrestored slice in the output's shape (nearest-neighbour upsampled for SR)."""
+    if task != "sr":
+        return plane.copy()
+    cyx = layout.to_cyx(plane)
+    return layout.from_cyx(np.repeat(np.repeat(cyx, factor, axis=1), factor, axis=2))
+
+
+def restore_stack_iter(
+    stack: np.ndarray,
+    task: str = "denoise",
+    *,
+    mask: np.ndarray | None = None,
+    channel_axis: int | None = None,
+    slices: Sequence[int] | None = None,
+    factor: int = 4,
+    seed: int | None = None,
+    cancel=None,
+    reference: np.ndarray | None = None,
+    name: str = "image",
+    **kwargs,
+) -> Iterator[Progress | Result]:
+    """Restore each 2-D plane along axis 0 of ``stack``; yields progress, then one Result.
+
+    ``stack`` is (S, Y, X), (S, C, Y, X) or (S, Y, X, RGB); fold extra leading axes (T and Z)
+    into S first. ``mask`` is (Y, X), shared by every slice, or one per slice (S, Y, X).
+    ``slices`` restores only those indices; the others are copied through unchanged.
+    ``channel_axis`` is counted in the full stack's axes. Other keywords go to
+    :func:`~napari_dip.engine.restore_iter`.
+    """
+    stack = np.asarray(stack)
+    arrays.check_dtype(stack, name)
+    if stack.ndim not in (3, 4):
+        raise ValueError(
+            f"{name} has shape {stack.shape}; a stack is (S, Y, X), (S, C, Y, X) or "
+            "(S, Y, X, RGB). Reshape extra axes into the first one."
+        )
+    plane_axis = None if channel_axis is None else (channel_axis % stack.ndim) - 1
+    if stack.ndim == 3 and plane_axis is not None:
+        raise ValueError(f"{name} is (S, Y, X) but channel_axis={channel_axis} was given")
+    if stack.ndim == 4 and plane_axis is None:
+        plane_axis = 2 if stack.shape[-1] in (3, 4) else 0
+    layout = arrays.infer_layout(stack[0], plane_axis, f"{name} slice")
+    n = stack.shape[0]
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.ndim == stack.ndim - (1 if stack.ndim == 4 else 0) and mask.shape[0] == n \
+                and mask.ndim == 3:
+            masks = list(mask)
+        else:
+            masks = [mask] * n
+    else:
+        masks = [None] * n
+    todo = list(range(n)) if slices is None else [int(i) % n for i in slices]
+    arrays.check_values(stack[todo[0]] if len(todo) == 1 else stack, name)
+    norm = _stack_normalisation(stack[todo], layout)
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31 - 1))
+    check = as_cancel_check(cancel)
+
+    out, records, history = None, [], []
+    for k, i in enumerate(todo):
+        if check is not None and check():
+            break
+        result = None
+        for event in restore_iter(
+            stack[i], task, mask=masks[i], channel_axis=plane_axis, factor=factor, seed=seed,
+            cancel=check, normalisation=norm, name=f"{name} slice {i}",
+            reference=None if reference is None else reference[i], **kwargs,
+        ):
+            if isinstance(event, Result):
+                result = event
+            else:
+                event.slice_index, event.n_slices = i, len(todo)
+                yield event
+        if out is None:
+            out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
+        out[i] = result.image
+        records.append({"slice": i, **{k_: result.record[k_] for k_ in (
+            "iterations", "best_iteration", "stopped_by", "seconds", "planes")}})
+        history.append(result.history)
+        last = result.record
+        if result.stopped_by == "cancelled":
+            break
+    if out is None:
+        out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
+        last = {"task": task, "seed": seed}
+    stopped = [r["stopped_by"] for r in records]
+    record = {
+        **{k_: v for k_, v in last.items() if k_ not in ("planes",)},
+        "input_shape": list(stack.shape),
+        "slices": records,
+        "slices_done": [r["slice"] for r in records if r["stopped_by"] != "cancelled"],
+        "stopped_by": "cancelled" if len(records) < len(todo) or "cancelled" in stopped
+        else ("auto" if stopped and all(s == "auto" for s in stopped) else "max_iters"),
+        "iterations": sum(r["iterations"] for r in records),
+        "best_iteration": [r["best_iteration"] for r in records],
+        "seconds": round(sum(r["seconds"] for r in records), 3),
+    }
+    yield Result(out, record, history)
+
+
+def restore_stack(stack: np.ndarray, task: str = "denoise", *, callback=None, **kwargs) -> Result:
+    """Blocking form of :func:`restore_stack_iter`."""
+    for event in restore_stack_iter(stack, task, **kwargs):
+        if isinstance(event, Result):
+            return event
+        if callback is not None:
+            callback(event)
+    raise RuntimeError("the restoration ended without a result")  # pragma: no cover
