@@ -1,0 +1,1 @@
+"""Reproducible quality and speed benchmarks for napari-dip (see benchmarks/README.md)."""

@@ -1,0 +1,43 @@
+"""Image-quality metrics used by the benchmark suites (all in numpy, float64)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def psnr(out: np.ndarray, ref: np.ndarray, peak: float) -> float:
+    """PSNR over every pixel and channel, against ``peak`` (255 for 8-bit, 1 for [0, 1] data)."""
+    mse = np.mean((np.asarray(out, np.float64) - np.asarray(ref, np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+
+
+def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of 8-bit RGB (MATLAB ``rgb2ycbcr``: Y in 16..235), as the SR literature uses."""
+    x = np.asarray(rgb, np.float64)[..., :3] / 255.0
+    return 16.0 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]
+
+
+def psnr_y(out: np.ndarray, ref: np.ndarray, border: int = 4) -> float:
+    """SR protocol: Y-channel PSNR (peak 255) after removing ``border`` pixels on each side."""
+    yo, yr = rgb_to_y(out), rgb_to_y(ref)
+    if border:
+        yo, yr = yo[border:-border, border:-border], yr[border:-border, border:-border]
+    return psnr(yo, yr, 255.0)
+
+
+def affine_fit(x: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``a*x + b`` with (a, b) the least-squares fit of x to target (scale/offset-invariant comparison)."""
+    x64, t64 = np.asarray(x, np.float64).ravel(), np.asarray(target, np.float64).ravel()
+    design = np.stack([x64, np.ones_like(x64)], axis=1)
+    (a, b), *_ = np.linalg.lstsq(design, t64, rcond=None)
+    return (a * np.asarray(x, np.float64) + b).reshape(np.shape(x))
+
+
+def ssim(out: np.ndarray, ref: np.ndarray, peak: float) -> float:
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(
+        np.asarray(out, np.float64), np.asarray(ref, np.float64), data_range=peak
+    ))

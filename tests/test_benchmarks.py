@@ -1,0 +1,124 @@
+"""Smoke test for benchmarks/: every suite's code path on tiny synthetic images, in seconds.
+
+Needs neither the shared data folder, deepinv nor bm3d (those parts are skipped or reported as such).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` lives at the repository root
+
+pytest.importorskip("skimage")
+from benchmarks import baselines, datasets, deepinv_compat, run  # noqa: E402
+from benchmarks.datasets import Case  # noqa: E402
+from benchmarks.metrics import affine_fit, psnr, psnr_y  # noqa: E402
+
+
+def _scene(n: int) -> np.ndarray:
+    """A smooth RGB test scene in [0, 1]: gradients plus two discs."""
+    y, x = np.mgrid[0:n, 0:n] / n
+    r = 0.3 + 0.4 * x
+    g = 0.2 + 0.5 * y
+    b = 0.5 + 0.3 * np.sin(3 * x + 2 * y)
+    img = np.stack([r, g, b], -1)
+    img[(y - 0.35) ** 2 + (x - 0.4) ** 2 < 0.03] = [0.9, 0.8, 0.2]
+    img[(y - 0.7) ** 2 + (x - 0.65) ** 2 < 0.02] = [0.1, 0.2, 0.6]
+    return img.astype(np.float32)
+
+
+def _cases(n: int = 64) -> list[Case]:
+    rng = np.random.default_rng(0)
+    rgb = _scene(n)
+    noisy = np.clip(rgb + rng.normal(0, 25 / 255, rgb.shape), 0, 1).astype(np.float32)
+    grey8 = np.rint(rgb.mean(-1) * 255).astype(np.uint8)
+    rgb8 = np.rint(rgb * 255).astype(np.uint8)
+    missing = rng.random((n, n)) < 0.5
+    masked = np.where(missing, 0, grey8).astype(np.uint8)
+    lr = baselines.bicubic(rgb8, 1)[::4, ::4].copy()
+    fluo_noisy = np.clip(0.6 * grey8 + 40 + rng.normal(0, 12, grey8.shape), 0, 255).astype(np.uint8)
+    ref = np.clip(affine_fit(grey8.astype(float), fluo_noisy), 0, 255)
+    return [
+        Case("denoise", "scene", noisy, rgb, 1.0, paper=30.0, published={"DIP (paper)": rgb}),
+        Case("sr", "scene", lr, rgb8, 255.0),
+        Case("inpaint", "scene", masked, grey8, 255.0, mask=missing),
+        Case("fluo", "scene", fluo_noisy, grey8.astype(float), 255.0, reference=ref, note="affine"),
+    ]
+
+
+def test_metrics():
+    a = np.full((8, 8), 100.0)
+    assert psnr(a, a, 255) == math.inf
+    assert psnr(a + 1, a, 255) == pytest.approx(48.13, abs=0.01)
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    assert psnr_y(rgb, rgb) == math.inf
+    x = np.arange(20.0)
+    assert np.allclose(affine_fit(3 * x + 7, x), x)
+
+
+def test_quick_pipeline_on_tiny_images(tmp_path, monkeypatch):
+    # Keep the test independent of deepinv even where it is installed (it has its own test below).
+    monkeypatch.setattr(deepinv_compat, "load", lambda: None)
+    monkeypatch.setitem(deepinv_compat.STATUS, "error", "disabled in the smoke test")
+    suite = copy.deepcopy(run.SUITES["quick"])
+    suite["max_iters"] = {t: 3 for t in run.TASKS}
+    suite["speed"] = {"crop": 64, "iters": {"light": 2}, "isolate": False}
+    rgb = _scene(64)
+    noisy = _cases()[0].observed
+    results = run.run_suite("smoke", suite, cases=_cases(), device="cpu",
+                            speed_input=("scene", noisy, rgb), out_dir=tmp_path, log=lambda m: None)
+
+    rows = {r["task"]: r for r in results["rows"]}
+    assert set(rows) == {"denoise", "sr", "inpaint", "fluo"}
+    for r in rows.values():
+        d = r["napari_dip"]
+        assert d["iterations"] == 3 and math.isfinite(d["psnr"])
+        assert d["oracle_best_psnr"] is not None and d["s_per_iter"] > 0
+    assert rows["sr"]["napari_dip"]["psnr"] > 5
+    assert "bicubic" in rows["sr"]["baselines"]
+    assert "biharmonic" in rows["inpaint"]["baselines"]
+    assert rows["inpaint"]["baselines"]["biharmonic"]["psnr"] > rows["inpaint"]["input"]["psnr"]
+    assert "ssim" in rows["fluo"]["napari_dip"]
+    for name in ("NLM", "TV", "wavelet"):
+        assert rows["denoise"]["baselines"][name]["psnr"] > rows["denoise"]["input"]["psnr"]
+    bm3d_row = rows["denoise"]["baselines"]["BM3D"]
+    assert ("skipped" in bm3d_row) != baselines.has_bm3d()
+    assert rows["denoise"]["published"]["DIP (paper)"]["psnr"] == math.inf
+
+    speed = results["speed"]["light"]
+    assert speed["runs"]["napari-dip"]["iterations"] == 2
+    assert "skipped" in speed["runs"]["deepinv + same skip net"]
+
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "suite `smoke`" in md and "Speed" in md and "no GPU" in md
+    (saved_path,) = (tmp_path / "results").glob("smoke-*.json")
+    saved = json.loads(saved_path.read_text())
+    assert saved["rows"][0]["image"] == "scene"
+
+
+def test_deepinv_speed_row():
+    if deepinv_compat.load() is None:
+        pytest.skip(f"deepinv unavailable: {deepinv_compat.STATUS['error']}")
+    from benchmarks.speed import run_deepinv
+
+    rgb = _scene(64)
+    row = run_deepinv(rgb, rgb, "same skip net", "light", 2, "cpu")
+    assert row["iterations"] == 2 and row["s_per_iter"] > 0
+
+
+def test_shared_data_readers():
+    if not datasets.DEFAULT_DATA.is_dir():
+        pytest.skip("shared data folder not present")
+    (inp,) = datasets.inpaint_cases(datasets.DEFAULT_DATA, 32, ["house"])
+    assert 0.4 < inp.mask.mean() < 0.6 and np.all(inp.observed[~inp.mask] == inp.truth[~inp.mask])
+    (sr,) = datasets.sr_cases(datasets.DEFAULT_DATA, 16, ["bird"])
+    assert sr.truth.shape == (64, 64, 3) and sr.observed.shape == (16, 16, 3)
+    (fl,) = datasets.fluo_cases(datasets.DEFAULT_DATA, 32, ["gigadb_membrane"])
+    assert fl.observed.dtype == np.uint8 and fl.observed.shape == (32, 32)
