@@ -190,8 +190,10 @@ def fit(
             stopped_by = "auto"
             break
 
-    if best is None:  # cancelled or capped before the rule had a pick
+    picked = rule.best_iteration if rule.name != "none" else it
+    if best is None:  # cancelled or capped before the rule had a pick: keep the latest estimate
         best = (ema if ema is not None else net(z)[..., : out_hw[0], : out_hw[1]][0]).detach()
+        picked = it
     image = best.clamp(0, 1).cpu()
     oracle = None
     if ref is not None:
@@ -203,7 +205,7 @@ def fit(
     return FitOutcome(
         image=image,
         iterations=it,
-        best_iteration=rule.best_iteration if rule.name != "none" else it,
+        best_iteration=picked,
         stopped_by=stopped_by,
         backtracks=backtracks,
         seconds=time.perf_counter() - t0,

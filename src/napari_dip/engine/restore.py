@@ -66,13 +66,14 @@ def as_cancel_check(cancel: Cancel) -> Callable[[], bool] | None:
     return cancel.is_set
 
 
-def make_operator(task: str, spatial: tuple[int, int], mask, factor: int) -> Operator:
+def make_operator(task: str, spatial: tuple[int, int], mask, factor: int,
+                  mask_name: str = "mask") -> Operator:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
     if task == "inpaint":
         if mask is None:
             raise ValueError("task 'inpaint' needs a mask: non-zero pixels are the ones to fill")
-        return Mask(arrays.mask_to_known(mask, spatial))
+        return Mask(arrays.mask_to_known(mask, spatial, mask_name))
     if mask is not None:
         raise ValueError(f"a mask is only used by task 'inpaint', not {task!r}")
     if task == "sr":
@@ -110,6 +111,7 @@ def restore_iter(
     reference: np.ndarray | None = None,
     normalisation: arrays.Normalisation | None = None,
     name: str = "image",
+    mask_name: str = "mask",
     **overrides,
 ) -> Iterator[Progress | Result]:
     """Restore ``image`` with Deep Image Prior, yielding progress and finally the result.
@@ -130,6 +132,7 @@ def restore_iter(
         and the best estimate so far is returned.
     reference : ground truth (same layout as the output) to report PSNR per step; it never
         influences the run.
+    name, mask_name : how error messages refer to the image and the mask (e.g. a layer name).
     **overrides : any other :class:`~napari_dip.engine.presets.FitConfig` field (lr, jitter, ...).
     """
     image = np.asarray(image)
@@ -144,7 +147,7 @@ def restore_iter(
     arrays.check_values(cyx, name)
     if channels not in ("joint", "separate"):
         raise ValueError(f"channels must be 'joint' or 'separate', not {channels!r}")
-    operator = make_operator(task, spatial, mask, factor)
+    operator = make_operator(task, spatial, mask, factor, mask_name)
 
     dev = resolve_device(device)
     size = ("paper" if dev.type == "cuda" else "light") if preset == "auto" else preset

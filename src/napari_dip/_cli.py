@@ -1,0 +1,180 @@
+"""`napari-dip restore INPUT OUTPUT ...`: restore an image file from the command line.
+
+Argument parsing, file I/O and a progress bar; the maths is in :mod:`napari_dip.engine`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+import numpy as np
+
+from ._io import ImageFile, read_image, write_image
+
+CHANNEL_AXES = "CS"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="napari-dip", description="Deep Image Prior restoration of microscopy and other images."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser(
+        "restore",
+        help="restore an image file",
+        description="Restore INPUT (TIFF, PNG or JPEG) and write OUTPUT. Without --max-iters the "
+        "automatic stopping rule decides when to stop. Press Ctrl-C once to stop early and "
+        "still write the best result so far.",
+    )
+    r.add_argument("input")
+    r.add_argument("output")
+    r.add_argument("--task", choices=("denoise", "jpeg", "inpaint", "sr"), default="denoise")
+    r.add_argument("--mask", help="for --task inpaint: image of the input's height and width "
+                   "whose non-zero pixels are the ones to fill")
+    r.add_argument("--factor", type=int, choices=(2, 4, 8), default=4,
+                   help="super-resolution factor (default 4)")
+    r.add_argument("--max-iters", type=int, help="iteration cap (default: the task's preset)")
+    r.add_argument("--preset", choices=("auto", "paper", "light"), default="auto",
+                   help="network size: paper (reference net), light (CPU-sized), auto (paper on "
+                   "CUDA, light otherwise)")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    r.add_argument("--seed", type=int, help="random seed (recorded in the output either way)")
+    r.add_argument("--stopping", choices=("wmv", "emv", "none"),
+                   help="automatic stopping rule (default wmv; none runs to --max-iters)")
+    r.add_argument("--patience", type=int, help="iterations without improvement before stopping")
+    r.add_argument("--channels", choices=("joint", "separate"), default="joint",
+                   help="restore channels with one network or one run each")
+    r.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX or YXS; overrides the "
+                   "file's (letters other than Y, X, C and S are stacked and done slice by slice)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _plan(axes: str, shape: tuple[int, ...]) -> tuple[list[int], int | None, list[int]]:
+    """Split axes into stack axes, a channel axis and the (Y, X) axes."""
+    axes = axes.upper()
+    if len(axes) != len(shape):
+        raise ValueError(f"axes {axes!r} do not match the image's {len(shape)} dimensions {shape}")
+    if "Y" not in axes or "X" not in axes or len(set(axes)) != len(axes):
+        raise ValueError(f"axes {axes!r} must name Y and X once each (e.g. YX, ZYX, CYX, YXS)")
+    channels = [i for i, a in enumerate(axes) if a in CHANNEL_AXES]
+    if len(channels) > 1:
+        raise ValueError(f"axes {axes!r} have more than one channel axis")
+    stack = [i for i, a in enumerate(axes) if a not in "YX" + CHANNEL_AXES]
+    return stack, (channels[0] if channels else None), [axes.index("Y"), axes.index("X")]
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    src = read_image(args.input)
+    mask = None
+    if args.mask:
+        if args.task != "inpaint":
+            raise ValueError("--mask is only used with --task inpaint")
+        mask = read_image(args.mask, role="mask").data
+    elif args.task == "inpaint":
+        raise ValueError("--task inpaint needs --mask (non-zero pixels = pixels to fill)")
+    axes = (args.axes or src.axes).upper()
+    stack_axes, channel_axis, yx = _plan(axes, src.data.shape)
+
+    # Order as (stack..., Y, X, S) for RGB samples, else (stack..., [C,] Y, X).
+    rgb_last = channel_axis is not None and axes[channel_axis] == "S"
+    plane_order = yx + [channel_axis] if rgb_last else ([channel_axis] if channel_axis is not None
+                                                        else []) + yx
+    order = stack_axes + plane_order
+    data = np.transpose(src.data, order)
+    stack_shape = data.shape[: len(stack_axes)]
+    plane_shape = data.shape[len(stack_axes):]
+    plane_channel_axis = None if channel_axis is None else (-1 if rgb_last else 0)
+
+    from .engine import restore, restore_stack
+
+    cancel = threading.Event()
+    bar = _ProgressBar(disabled=args.quiet)
+    kwargs = dict(task=args.task, mask=mask, factor=args.factor, max_iters=args.max_iters,
+                  preset=args.preset, device=args.device, seed=args.seed,
+                  stopping=args.stopping, patience=args.patience, channels=args.channels,
+                  cancel=cancel, callback=bar.update, name=f"input {args.input!r}",
+                  mask_name=f"mask {args.mask!r}")
+    previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(cancel))
+    try:
+        if stack_axes:
+            flat = data.reshape((-1,) + plane_shape)
+            sca = None if plane_channel_axis is None else plane_channel_axis % len(plane_shape) + 1
+            result = restore_stack(flat, channel_axis=sca, **kwargs)
+        else:
+            result = restore(data, channel_axis=plane_channel_axis, **kwargs)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+
+    out = result.image
+    if stack_axes:
+        out = out.reshape(stack_shape + out.shape[1:])
+    out = np.transpose(out, np.argsort(order))
+    resolution = src.resolution
+    if resolution is not None and args.task == "sr":
+        resolution = (resolution[0] * args.factor, resolution[1] * args.factor)
+    write_image(args.output, ImageFile(out, axes, resolution, src.unit), result.record)
+    rec = result.record
+    print(
+        f"wrote {args.output}: {out.shape} {out.dtype}; {rec['iterations']} iterations, "
+        f"kept iteration {rec['best_iteration']} ({rec['stopped_by']}), {rec['seconds']:.0f} s "
+        f"on {rec.get('device')}, seed {rec['seed']}",
+        file=sys.stderr,
+    )
+    return 130 if rec["stopped_by"] == "cancelled" else 0
+
+
+def _interrupt(cancel: threading.Event) -> None:
+    if cancel.is_set():  # a second Ctrl-C: give up without writing
+        raise KeyboardInterrupt
+    print("\nstopping after this step; press Ctrl-C again to abort", file=sys.stderr)
+    cancel.set()
+
+
+class _ProgressBar:
+    def __init__(self, disabled: bool):
+        self.disabled, self.bar, self.key = disabled, None, None
+
+    def update(self, p) -> None:
+        if self.disabled:
+            return
+        key = (p.slice_index, p.plane)
+        if key != self.key:
+            from tqdm import tqdm
+
+            self.close()
+            desc = []
+            if p.n_slices:
+                desc.append(f"slice {p.slice_index + 1}/{p.n_slices}")
+            if p.n_planes > 1:
+                desc.append(f"channel {p.plane + 1}/{p.n_planes}")
+            self.bar = tqdm(total=p.max_iters, desc=" ".join(desc) or "restoring",
+                            unit="it", file=sys.stderr, leave=False, mininterval=1.0)
+            self.key = key
+        self.bar.set_postfix(loss=f"{p.loss:.4g}", kept=p.best_iteration, refresh=False)
+        self.bar.update(p.iteration - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return run_restore(args)
+    except (ValueError, FileNotFoundError, OSError, MemoryError, FloatingPointError) as exc:
+        print(f"napari-dip: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("napari-dip: aborted, nothing written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

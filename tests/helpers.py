@@ -1,0 +1,38 @@
+"""Shared test utilities: the committed crops and image-quality measures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "data"
+
+
+def load(name: str) -> np.ndarray:
+    path = DATA / name
+    if path.suffix == ".tif":
+        import tifffile
+
+        return tifffile.imread(path)
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+def add_gaussian_noise(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    """sigma in 8-bit units, clipped as in the paper's setup."""
+    rng = np.random.default_rng(seed)
+    noisy = img / 255.0 + rng.normal(0, sigma / 255.0, img.shape)
+    return np.round(np.clip(noisy, 0, 1) * 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    mse = np.mean((np.asarray(a, float) - np.asarray(b, float)) ** 2)
+    return float(10 * np.log10(peak**2 / mse))
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 Y channel (the SR literature's evaluation channel)."""
+    rgb = rgb.astype(float)
+    return 16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255

@@ -1,0 +1,257 @@
+"""End-to-end restorations on real crops, plus the public API's contracts."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from helpers import add_gaussian_noise, load, luma, psnr
+from napari_dip.engine import DIPMemoryError, Result, restore, restore_iter, restore_stack
+from napari_dip.engine import restore as restore_module_fn  # noqa: F401  (public name)
+
+FAST = dict(preset="light", device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def f16():
+    return load("f16_64.png")
+
+
+@pytest.fixture(scope="module")
+def denoised(f16):
+    noisy = add_gaussian_noise(f16, 25, seed=0)
+    result = restore(noisy, "denoise", patience=200, max_iters=2000, reference=f16, **FAST)
+    return noisy, result
+
+
+def test_denoise_gains_several_db_and_beats_tv(f16, denoised):
+    noisy, result = denoised
+    before, after = psnr(noisy, f16), psnr(result.image, f16)
+    assert after - before > 6, (before, after)
+    from skimage.restoration import denoise_tv_chambolle
+
+    tv_best = max(
+        psnr(np.clip(denoise_tv_chambolle(noisy / 255, weight=w, channel_axis=-1), 0, 1) * 255,
+             f16)
+        for w in (0.02, 0.05, 0.08, 0.1, 0.15, 0.2, 0.3)
+    )
+    assert after > tv_best, (after, tv_best)
+
+
+def test_automatic_stop_stops_on_its_own_near_the_best_iterate(denoised):
+    _, result = denoised
+    rec = result.record
+    assert rec["stopped_by"] == "auto"
+    assert rec["iterations"] < 2000
+    assert rec["iterations"] - rec["best_iteration"] == 200  # patience
+    oracle = rec["planes"][0]["oracle"]
+    # The returned image is the one at the detected iteration, close to the best possible iterate.
+    assert oracle["returned_psnr"] > oracle["best_psnr"] - 1.0, oracle
+
+
+def test_result_dtype_shape_and_record(f16, denoised):
+    _, result = denoised
+    assert result.image.dtype == np.uint8 and result.image.shape == f16.shape
+    rec = result.record
+    for key in ("task", "preset", "device", "seed", "config", "best_iteration", "normalisation",
+                "napari_dip", "torch", "parameters"):
+        assert key in rec
+    assert rec["seed"] == 0 and rec["task"] == "denoise" and rec["preset"] == "light"
+
+
+def test_inpainting_fills_masked_pixels():
+    gt = load("kate_64.png")
+    fill = load("kate_64_fill_mask.png") > 0
+    masked = gt.copy()
+    masked[fill] = 0
+    result = restore(masked, "inpaint", mask=fill, max_iters=600, patience=200, **FAST)
+    before, after = psnr(masked[fill], gt[fill]), psnr(result.image[fill], gt[fill])
+    assert after > before + 10, (before, after)
+    # Known pixels stay close to the input.
+    assert psnr(result.image[~fill], gt[~fill]) > 28
+
+
+def test_sr_x4_beats_bicubic():
+    from PIL import Image
+
+    hr = load("zebra_96_hr.png")
+    lr = np.asarray(Image.fromarray(hr).resize((24, 24), Image.BICUBIC))
+    bicubic = np.asarray(Image.fromarray(lr).resize((96, 96), Image.BICUBIC))
+    result = restore(lr, "sr", factor=4, max_iters=600, patience=200, **FAST)
+    assert result.image.shape == hr.shape and result.image.dtype == np.uint8
+    crop = (slice(4, -4), slice(4, -4))
+    ours, base = psnr(luma(result.image)[crop], luma(hr)[crop]), psnr(
+        luma(bicubic)[crop], luma(hr)[crop])
+    assert ours > base, (ours, base)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_dtype_and_range_round_trip(dtype):
+    nuclei = load("nuclei_64_uint16.tif").astype(np.float64)
+    if dtype == np.uint8:
+        img = nuclei.astype(np.uint8)
+    elif dtype == np.uint16:
+        img = (nuclei * 200 + 1000).astype(np.uint16)  # 16-bit range well above 255
+    else:
+        img = (nuclei / 100 - 0.5).astype(np.float32)  # negative values too
+    result = restore(img, "denoise", max_iters=150, **FAST)
+    out = result.image
+    assert out.dtype == img.dtype and out.shape == img.shape
+    # Same intensity scale: the restored image correlates with the input and spans its range.
+    span = float(img.max()) - float(img.min())
+    assert abs(float(out.mean()) - float(img.mean())) < 0.05 * span
+    assert np.corrcoef(out.ravel().astype(float), img.ravel().astype(float))[0, 1] > 0.9
+
+
+def test_multichannel_joint_and_separate_and_rgba():
+    nuclei = load("nuclei_64_uint16.tif")
+    cyx = np.stack([nuclei, nuclei[::-1]])
+    joint = restore(cyx, "denoise", max_iters=20, **FAST)
+    assert joint.image.shape == cyx.shape and len(joint.record["planes"]) == 1
+    separate = restore(cyx, "denoise", channels="separate", max_iters=20, **FAST)
+    assert separate.image.shape == cyx.shape and len(separate.record["planes"]) == 2
+
+    rgba = np.dstack([load("f16_64.png"), np.full((64, 64), 200, np.uint8)])
+    out = restore(rgba, "denoise", max_iters=20, **FAST).image
+    assert out.shape == rgba.shape
+    np.testing.assert_array_equal(out[..., 3], rgba[..., 3])  # alpha passes through
+
+
+def test_odd_and_small_sizes_are_padded_not_crashing():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (37, 53)).astype(np.uint8)
+    assert restore(img, "denoise", max_iters=3, **FAST).image.shape == (37, 53)
+    assert restore(img, "sr", factor=2, max_iters=3, **FAST).image.shape == (74, 106)
+    tiny = rng.integers(0, 255, (9, 12)).astype(np.uint8)
+    assert restore(tiny, "denoise", max_iters=3, **FAST).image.shape == (9, 12)
+
+
+def test_cancel_returns_best_so_far_promptly(f16):
+    cancel = threading.Event()
+    events = []
+    for event in restore_iter(f16, "denoise", max_iters=500, cancel=cancel, preview_every=2,
+                              **FAST):
+        events.append(event)
+        if len(events) == 5:
+            cancel.set()
+    result = events[-1]
+    assert isinstance(result, Result)
+    assert result.record["stopped_by"] == "cancelled"
+    assert result.record["iterations"] == 5
+    assert result.image.shape == f16.shape and result.image.dtype == np.uint8
+    previews = [e.preview for e in events[:-1] if e.preview is not None]
+    assert len(previews) == 2 and previews[0].shape == f16.shape
+
+
+def test_previews_and_progress_fields(f16):
+    events = list(restore_iter(f16, "denoise", max_iters=6, preview_every=3, **FAST))
+    progress, result = events[:-1], events[-1]
+    assert [p.iteration for p in progress] == [1, 2, 3, 4, 5, 6]
+    assert [p.preview is not None for p in progress] == [False, False, True, False, False, True]
+    assert all(p.max_iters == 6 and p.loss > 0 and p.elapsed >= 0 for p in progress)
+    assert isinstance(result, Result) and result.record["stopped_by"] == "max_iters"
+
+
+def test_same_seed_same_result_on_cpu(f16):
+    a = restore(f16, "denoise", max_iters=10, **FAST).image
+    b = restore(f16, "denoise", max_iters=10, **FAST).image
+    np.testing.assert_array_equal(a, b)
+    c = restore(f16, "denoise", max_iters=10, preset="light", device="cpu", seed=1).image
+    assert not np.array_equal(a, c)
+
+
+def test_random_seed_is_recorded(f16):
+    rec = restore(f16, "denoise", max_iters=2, preset="light", device="cpu").record
+    assert isinstance(rec["seed"], int)
+
+
+def test_input_arrays_are_never_modified():
+    gt = load("kate_64.png")
+    fill = load("kate_64_fill_mask.png") > 0
+    img, mask = gt.copy(), fill.copy()
+    img.setflags(write=False)  # any in-place write would raise
+    mask.setflags(write=False)
+    restore(img, "inpaint", mask=mask, max_iters=3, **FAST)
+    restore(img, "sr", factor=2, max_iters=3, **FAST)
+    np.testing.assert_array_equal(img, gt)
+    np.testing.assert_array_equal(mask, fill)
+
+
+def test_stack_slice_by_slice_with_broadcast_mask():
+    stack = load("nuclei3d_3x40x40_uint16.tif")
+    original = stack.copy()
+    result = restore_stack(stack, "denoise", max_iters=5, **FAST)
+    assert result.image.shape == stack.shape and result.image.dtype == stack.dtype
+    assert len(result.record["slices"]) == 3
+    mask = np.zeros((40, 40), bool)
+    mask[10:14, 10:14] = True
+    part = restore_stack(stack, "inpaint", mask=mask, slices=[1], max_iters=5, **FAST)
+    np.testing.assert_array_equal(part.image[0], stack[0])  # untouched slices copied through
+    assert part.record["slices_done"] == [1]
+    np.testing.assert_array_equal(stack, original)
+
+
+def test_stack_cancel_keeps_finished_slices():
+    stack = load("nuclei3d_3x40x40_uint16.tif")
+    cancel = threading.Event()
+    seen = []
+
+    def on_progress(p):
+        seen.append(p.slice_index)
+        if p.slice_index == 1:
+            cancel.set()
+
+    result = restore_stack(stack, "denoise", max_iters=4, cancel=cancel, callback=on_progress,
+                           **FAST)
+    assert result.record["stopped_by"] == "cancelled"
+    assert result.record["slices_done"] == [0]
+    np.testing.assert_array_equal(result.image[2], stack[2])
+
+
+BAD = [
+    ("nan", lambda img: np.where(np.arange(img.size).reshape(img.shape) == 5, np.nan,
+                                 img.astype(np.float32)), {}, "NaN"),
+    ("inf", lambda img: np.where(np.arange(img.size).reshape(img.shape) == 5, np.inf,
+                                 img.astype(np.float32)), {}, "infinite"),
+    ("constant", lambda img: np.full_like(img, 7), {}, "constant"),
+    ("bool", lambda img: img > 100, {}, "boolean"),
+    ("complex", lambda img: img.astype(np.complex64), {}, "complex"),
+    ("4d", lambda img: np.stack([img[None]] * 2), {}, "restore_stack"),
+    ("tiny", lambda img: img[:4, :4], {}, "at least"),
+    ("task", lambda img: img, {"task": "deblur"}, "unknown task"),
+    ("no mask", lambda img: img, {"task": "inpaint"}, "needs a mask"),
+    ("empty mask", lambda img: img, {"task": "inpaint", "mask": np.zeros((64, 64))}, "empty"),
+    ("full mask", lambda img: img, {"task": "inpaint", "mask": np.ones((64, 64))}, "every pixel"),
+    ("mask shape", lambda img: img, {"task": "inpaint", "mask": np.ones((32, 64))}, "shape"),
+    ("mask unused", lambda img: img, {"mask": np.ones((64, 64))}, "only used"),
+    ("factor", lambda img: img, {"task": "sr", "factor": 5}, "factor"),
+    ("device", lambda img: img, {"device": "tpu"}, "device"),
+    ("preset", lambda img: img, {"preset": "huge"}, "preset"),
+]
+
+
+@pytest.mark.parametrize("label,make,kwargs,message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_raises_clear_value_error(label, make, kwargs, message):
+    img = make(load("nuclei_64_uint16.tif"))
+    kwargs = {"task": "denoise", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        restore(img, max_iters=2, preset=kwargs.pop("preset", "light"),
+                device=kwargs.pop("device", "cpu"), name="layer 'nuclei'", **kwargs)
+
+
+def test_error_messages_name_the_layer():
+    with pytest.raises(ValueError, match="layer 'nuclei'"):
+        restore(np.full((32, 32), 3.0), "denoise", name="layer 'nuclei'", device="cpu")
+
+
+def test_out_of_memory_becomes_an_actionable_error(monkeypatch, f16):
+    from napari_dip.engine import restore as restore_mod  # noqa: F401
+    import napari_dip.engine.restore as module
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(module, "fit", oom)
+    with pytest.raises(DIPMemoryError, match=r"64x64.*GiB.*(crop|light)"):
+        restore(f16, "denoise", preset="paper", device="cpu", seed=0)

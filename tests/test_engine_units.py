@@ -1,0 +1,183 @@
+"""Fast checks of the engine's parts: networks, operators, stopping, checkpoints, arrays."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dip.engine import arrays
+from napari_dip.engine.devices import estimate_memory, resolve_device
+from napari_dip.engine.fit import _Checkpoint
+from napari_dip.engine.generators import (
+    LIGHT_SKIP, PAPER_SKIP, build_generator, count_parameters, hourglass, padded_size,
+)
+from napari_dip.engine.operators import Downsample, Mask, lanczos_kernel
+from napari_dip.engine.presets import make_config
+from napari_dip.engine.stopping import ExponentialVariance, WindowedVariance
+
+
+def test_paper_network_matches_reference_parameter_count():
+    # The reference code's denoising/SR net on a 32-channel input has 2,217,831 parameters.
+    assert count_parameters(build_generator(PAPER_SKIP, 32, 3)) == 2_217_831
+
+
+def test_hourglass_has_no_skips_and_fewer_parameters():
+    spec = hourglass(PAPER_SKIP)
+    assert spec.skip == (0,) * 5
+    assert count_parameters(build_generator(spec, 32, 1)) < count_parameters(
+        build_generator(PAPER_SKIP, 32, 1))
+
+
+@pytest.mark.parametrize("c_in,c_out", [(32, 1), (2, 3), (8, 5)])
+def test_generator_any_channels_output_in_unit_range(c_in, c_out):
+    net = build_generator(LIGHT_SKIP, c_in, c_out)
+    out = net(torch.rand(1, c_in, 64, 96))
+    assert out.shape == (1, c_out, 64, 96)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+@pytest.mark.parametrize("size", [1, 17, 33, 64, 65, 100])
+def test_padded_size_keeps_deepest_level_above_one_pixel(size):
+    p = padded_size(size, 5)
+    assert p >= size and p % 32 == 0 and p // 32 >= 2
+
+
+def test_lanczos_kernel_is_normalised_symmetric_and_sized_like_reference():
+    k = lanczos_kernel(4)
+    assert k.shape == (16, 16)  # 4*factor taps for Lanczos-2 at half-pixel phase
+    assert np.isclose(k.sum(), 1)
+    np.testing.assert_allclose(k, k[::-1, ::-1], atol=1e-7)
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_downsample_shape_and_preserves_constants(factor):
+    op = Downsample(factor)
+    x = torch.full((1, 3, 16 * factor, 12 * factor), 0.3)
+    y = op.forward(x)
+    assert y.shape == (1, 3, 16, 12)
+    torch.testing.assert_close(y, torch.full_like(y, 0.3))
+
+
+def test_mask_loss_is_mean_over_known_pixels_only():
+    known = np.zeros((4, 4), np.float32)
+    known[:2] = 1
+    op = Mask(known)
+    x = torch.zeros(1, 1, 4, 4)
+    y = torch.zeros(1, 1, 4, 4)
+    x[..., 2:, :] = 10.0  # errors on unknown pixels do not count
+    x[..., :2, :] = 1.0
+    assert float(op.data_term(x, y)) == pytest.approx(1.0)
+
+
+def test_windowed_variance_stops_after_patience_at_the_minimum():
+    rule = WindowedVariance(window=5, patience=20)
+    rng = np.random.default_rng(0)
+    # Output noise falls until iteration 50, then grows: the rule must pick ~50 and stop ~70.
+    stop_at = None
+    for it in range(1, 200):
+        scale = abs(it - 50) / 50 + 0.05
+        rule.update(it, torch.from_numpy(rng.normal(0, scale, 256)).float())
+        if rule.should_stop(it):
+            stop_at = it
+            break
+    assert stop_at is not None and 60 <= stop_at <= 80
+    assert 40 <= rule.best_iteration <= 60
+    assert stop_at - rule.best_iteration == 20
+
+
+def test_windowed_variance_subsamples_large_images():
+    rule = WindowedVariance(window=3, patience=5, max_pixels=100)
+    for it in range(1, 5):
+        rule.update(it, torch.rand(1000))
+    assert rule._buffer.shape == (3, 100)
+
+
+def test_exponential_variance_tracks_a_minimum():
+    rule = ExponentialVariance(alpha=0.5, patience=10, warmup=2)
+    rng = np.random.default_rng(1)
+    for it in range(1, 40):
+        rule.update(it, torch.from_numpy(rng.normal(0, abs(it - 20) / 20 + 0.01, 64)).float())
+    assert 12 <= rule.best_iteration <= 28
+
+
+def test_checkpoint_restores_weights_and_adam_state():
+    torch.manual_seed(0)
+    net = build_generator(LIGHT_SKIP, 4, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    z = torch.rand(1, 4, 64, 64)
+
+    def step():
+        opt.zero_grad()
+        net(z).mean().backward()
+        opt.step()
+
+    step()
+    ckpt = _Checkpoint(net, opt)
+    ckpt.save()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    moments = [opt.state[p]["exp_avg_sq"].clone() for p in net.parameters()]
+    for _ in range(3):
+        step()
+    ckpt.restore()
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    for p, m in zip(net.parameters(), moments):
+        torch.testing.assert_close(opt.state[p]["exp_avg_sq"], m)
+
+
+def test_checkpoint_before_first_step_clears_optimiser_state():
+    net = build_generator(LIGHT_SKIP, 4, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    ckpt = _Checkpoint(net, opt)
+    ckpt.save()
+    net(torch.rand(1, 4, 64, 64)).mean().backward()
+    opt.step()
+    ckpt.restore()
+    assert len(opt.state) == 0
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64])
+def test_normalisation_round_trip(dtype):
+    rng = np.random.default_rng(0)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        hi = min(info.max, 4000)
+        img = rng.integers(max(info.min, -300), hi, (2, 20, 20)).astype(dtype)
+    else:
+        img = rng.normal(5, 3, (2, 20, 20)).astype(dtype)
+    norm = arrays.Normalisation.fit(img, joint=False)
+    x = norm.forward(img)
+    assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
+    back = norm.inverse(x)
+    assert back.dtype == img.dtype
+    inside = (img >= np.array(norm.low)[:, None, None]) & (img <= np.array(norm.high)[:, None, None])
+    tol = 1 if np.issubdtype(dtype, np.integer) else 1e-3
+    assert np.abs(back.astype(float) - img.astype(float))[inside].max() <= tol
+
+
+def test_normalisation_ignores_a_hot_pixel_but_keeps_a_bright_spot():
+    img = np.full((1, 32, 32), 100, np.uint16)
+    img[0, 5, 5] = 60000  # hot pixel
+    img[0, 20:23, 20:23] = 3000  # small real spot
+    norm = arrays.Normalisation.fit(img, joint=False)
+    assert norm.high[0] < 4000 and norm.high[0] > 3000
+
+
+def test_presets_have_paper_defaults_and_validate_overrides():
+    c = make_config("denoise", "paper")
+    assert (c.lr, c.max_iters, c.ema, c.input_channels) == (0.01, 3000, 0.99, 32)
+    assert make_config("sr", "paper", factor=8).jitter == 0.05
+    assert make_config("denoise", "paper", lr=0.001).lr == 0.001
+    with pytest.raises(ValueError, match="unknown setting"):
+        make_config("denoise", "paper", learning_rate=1)
+    with pytest.raises(ValueError, match="unknown task"):
+        make_config("deblur", "paper")
+
+
+def test_device_resolution_and_memory_estimate():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="not available|unknown device"):
+        resolve_device("cuda:7" if torch.cuda.device_count() < 8 else "nonsense")
+    paper = estimate_memory(512, 512, PAPER_SKIP)
+    assert 2e9 < paper < 3.5e9  # measured: about 2.6 GB at 512x512
+    assert estimate_memory(512, 512, LIGHT_SKIP) < paper / 2
