@@ -222,7 +222,12 @@ def make_plan(
 
     slice_index = None
     if lead and slices == CURRENT:
-        point = np.zeros(len(lead)) if current_point is None else current_point
+        if current_point is None:
+            point = np.zeros(len(lead))
+        else:  # data coordinates of the layer: drop its channel axis, keep the stack axes
+            point = list(current_point)
+            if not extra and data_ca is not None:
+                del point[data_ca]
         idx = [int(np.clip(round(p), 0, n - 1)) for p, n in zip(point, lead)]
         slice_index = int(np.ravel_multi_index(idx, lead))
 
@@ -333,6 +338,8 @@ class DIPWidget(Container):
         )
         self.compare_button = PushButton(text="Compare side by side")
         self.metrics = Label(value="")
+        for label in (self.status, self.metrics):
+            label.native.setWordWrap(True)
 
         self.extend([
             self.image, self.task, self.factor, self.mask, self.channel_axis,
@@ -346,7 +353,7 @@ class DIPWidget(Container):
         self.task.changed.connect(self._on_task_changed)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._on_layers_changed)
-        self._on_task_changed()
+        self._update_visibility()
 
     # ---- choices ---------------------------------------------------------------------------
 
@@ -399,13 +406,27 @@ class DIPWidget(Container):
 
     def _on_layers_changed(self, event=None):
         self.reset_choices()
+        self._update_visibility()
 
     def _on_image_changed(self, value=None):
         self.channel_axis.reset_choices()
         self.channel_layers.reset_choices()
+        self._update_visibility()
 
     def _on_task_changed(self, value=None):
+        self._update_visibility()
+
+    def _update_visibility(self):
+        """Show only the options that apply to the chosen layer and task."""
+        layer = self._selected_image()
+        ndim = 0 if layer is None else _layer_array(layer).ndim
+        rgb = bool(layer is not None and layer.rgb)
         self.factor.visible = self.task.value == "sr"
+        self.mask.visible = self.task.value == "inpaint"
+        self.channel_axis.visible = len(self.channel_axis.choices) > 1
+        self.channel_layers.visible = bool(self.channel_layers.choices)
+        self.channels.visible = rgb or self.channel_axis.visible or self.channel_layers.visible
+        self.slices.visible = ndim > (3 if rgb else 2)
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -640,7 +661,7 @@ class DIPWidget(Container):
                         else f"PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.3f}")
             for k, v in out.items()
         ]
-        self.metrics.value = f"vs {ref_layer.name!r} — " + "; ".join(text)
+        self.metrics.value = f"vs {ref_layer.name!r}:\n" + "\n".join(text)
         results[-1].metadata = {**dict(results[-1].metadata), "napari_dip_metrics": {
             "reference": ref_layer.name, **out}}
         return out
