@@ -606,6 +606,9 @@ class DIPWidget(Container):
             layer.data = arr
             layer.metadata = {**dict(source.metadata), "napari_dip": record}
         self.last_result = result
+        pbar = run["progress"]
+        if plan.is_stack and result.stopped_by != "cancelled" and pbar.total > pbar.n:
+            pbar.update(pbar.total - pbar.n)  # the last slice has no successor to count it
         stopped = {"auto": "automatic stop", "max_iters": "iteration cap",
                    "cancelled": "stopped by the user"}.get(result.stopped_by, result.stopped_by)
         self.status.value = (
