@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from helpers import add_gaussian_noise, load, luma, psnr
-from napari_dip.engine import DIPMemoryError, Result, restore, restore_iter, restore_stack
-from napari_dip.engine import restore as restore_module_fn  # noqa: F401  (public name)
+from napari_dip.engine import (
+    DIPMemoryError, Result, restore, restore_iter, restore_stack, restore_stack_iter,
+)
 
 FAST = dict(preset="light", device="cpu", seed=0)
 
@@ -245,8 +246,7 @@ def test_error_messages_name_the_layer():
 
 
 def test_out_of_memory_becomes_an_actionable_error(monkeypatch, f16):
-    from napari_dip.engine import restore as restore_mod  # noqa: F401
-    import napari_dip.engine.restore as module
+    import napari_dip.engine.restoration as module
 
     def oom(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -255,3 +255,21 @@ def test_out_of_memory_becomes_an_actionable_error(monkeypatch, f16):
     monkeypatch.setattr(module, "fit", oom)
     with pytest.raises(DIPMemoryError, match=r"64x64.*GiB.*(crop|light)"):
         restore(f16, "denoise", preset="paper", device="cpu", seed=0)
+
+
+def test_user_supplied_network_input(f16):
+    guide = np.moveaxis(f16, -1, 0) / 255.0  # e.g. a flash image guiding a no-flash one
+    result = restore(f16, "denoise", net_input=guide, max_iters=3, **FAST)
+    assert result.image.shape == f16.shape
+    with pytest.raises(ValueError, match="spatial shape"):
+        restore(f16, "denoise", net_input=guide[:, :32], max_iters=3, **FAST)
+
+
+def test_stack_sends_each_finished_slice_as_a_final_preview():
+    stack = load("nuclei3d_3x40x40_uint16.tif")
+    events = list(restore_stack_iter(stack, "denoise", max_iters=3, **FAST))
+    finals = [e for e in events[:-1] if e.final]
+    assert [e.slice_index for e in finals] == [0, 1, 2]
+    result = events[-1]
+    for e in finals:
+        np.testing.assert_array_equal(e.preview, result.image[e.slice_index].astype(np.float32))

@@ -9,7 +9,7 @@ from .devices import DIPMemoryError, available_devices, estimate_memory, resolve
 from .generators import LIGHT_SKIP, PAPER_SKIP, GeneratorSpec, build_generator, hourglass
 from .operators import Downsample, Identity, Mask, Operator
 from .presets import PRESETS, SIZES, TASKS, FitConfig, make_config
-from .restore import Progress, Result, restore, restore_iter
+from .restoration import Progress, Result, restore, restore_iter
 from .stacks import restore_stack, restore_stack_iter
 
 __all__ = [

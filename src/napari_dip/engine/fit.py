@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .generators import build_generator, padded_size
 from .operators import Operator, psnr
@@ -99,8 +100,12 @@ def fit(
     seed: int,
     cancel: Callable[[], bool] | None = None,
     reference: torch.Tensor | None = None,
+    net_input: torch.Tensor | None = None,
 ) -> Iterator[FitStep]:
     """Fit a fresh generator to ``observation`` (1, C, h, w); a generator of steps.
+
+    ``net_input`` (1, Cz, H, W) at the restored image's size replaces the random input z
+    (e.g. the flash image of a flash/no-flash pair); it is padded to the network's size.
 
     The outcome is the generator's return value (``StopIteration.value``); ``run_fit`` is the
     blocking form.
@@ -111,7 +116,17 @@ def fit(
     net_hw = tuple(padded_size(s, config.net.depth) for s in out_hw)
 
     gen = torch.Generator().manual_seed(seed)
-    z = _make_input(config, net_hw, gen).to(device)
+    if net_input is None:
+        z = _make_input(config, net_hw, gen)
+    else:
+        if tuple(net_input.shape[-2:]) != tuple(out_hw):
+            raise ValueError(
+                f"the network input has spatial shape {tuple(net_input.shape[-2:])}; "
+                f"it must match the restored image's {tuple(out_hw)}"
+            )
+        pad = (0, net_hw[1] - out_hw[1], 0, net_hw[0] - out_hw[0])
+        z = F.pad(net_input.float(), pad, mode="replicate")
+    z = z.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_generator(config.net, z.shape[1], c).to(device)

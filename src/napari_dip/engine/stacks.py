@@ -7,11 +7,12 @@ here so the CLI and the widget never iterate over axes themselves.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from . import arrays
-from .restore import Progress, Result, as_cancel_check, restore_iter
+from .restoration import Progress, Result, as_cancel_check, restore_iter
 
 
 def _stack_normalisation(stack: np.ndarray, layout: arrays.Layout) -> arrays.Normalisation:
@@ -88,7 +89,7 @@ def restore_stack_iter(
     for k, i in enumerate(todo):
         if check is not None and check():
             break
-        result = None
+        result = last_progress = None
         for event in restore_iter(
             stack[i], task, mask=masks[i], channel_axis=plane_axis, factor=factor, seed=seed,
             cancel=check, normalisation=norm, name=f"{name} slice {i}",
@@ -98,7 +99,10 @@ def restore_stack_iter(
                 result = event
             else:
                 event.slice_index, event.n_slices = i, len(todo)
+                last_progress = event
                 yield event
+        if result.stopped_by != "cancelled" and last_progress is not None:
+            yield replace(last_progress, preview=result.image.astype(np.float32), final=True)
         if out is None:
             out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
         out[i] = result.image

@@ -24,7 +24,8 @@ from .presets import TASKS, make_config
 @dataclass
 class Progress:
     """One fit step. ``preview`` (float32, in the input's units and layout) is set every
-    ``preview_every`` iterations; ``psnr`` only when a reference was given."""
+    ``preview_every`` iterations; ``psnr`` only when a reference was given. In a stack, each
+    finished slice also sends one event with ``final=True`` whose preview is the kept image."""
 
     iteration: int
     max_iters: int
@@ -38,6 +39,7 @@ class Progress:
     n_planes: int = 1
     slice_index: int | None = None
     n_slices: int | None = None
+    final: bool = False
 
 
 @dataclass
@@ -112,6 +114,7 @@ def restore_iter(
     normalisation: arrays.Normalisation | None = None,
     name: str = "image",
     mask_name: str = "mask",
+    net_input: np.ndarray | None = None,
     **overrides,
 ) -> Iterator[Progress | Result]:
     """Restore ``image`` with Deep Image Prior, yielding progress and finally the result.
@@ -133,6 +136,8 @@ def restore_iter(
     reference : ground truth (same layout as the output) to report PSNR per step; it never
         influences the run.
     name, mask_name : how error messages refer to the image and the mask (e.g. a layer name).
+    net_input : (Cz, Y, X) array at the output's size to use as the network input instead of
+        random noise (values are used as given, so scale them to about [0, 1]).
     **overrides : any other :class:`~napari_dip.engine.presets.FitConfig` field (lr, jitter, ...).
     """
     image = np.asarray(image)
@@ -172,6 +177,15 @@ def restore_iter(
             )
         ref = torch.from_numpy(norm.forward(ref_cyx))
 
+    z_in = None
+    if net_input is not None:
+        z_in = np.asarray(net_input, dtype=np.float32)
+        if z_in.ndim == 2:
+            z_in = z_in[None]
+        if z_in.ndim != 3 or not np.isfinite(z_in).all():
+            raise ValueError("net_input must be a finite (C, Y, X) or (Y, X) array")
+        z_in = torch.from_numpy(z_in)[None]
+
     groups = [list(range(cyx.shape[0]))] if channels == "joint" else [
         [c] for c in range(cyx.shape[0])
     ]
@@ -191,7 +205,7 @@ def restore_iter(
             break
         steps = fit(
             obs[:, group], operator, config, device=dev, seed=seed, cancel=check,
-            reference=None if ref is None else ref[group],
+            reference=None if ref is None else ref[group], net_input=z_in,
         )
         try:
             while True:
