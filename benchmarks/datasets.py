@@ -59,6 +59,25 @@ def centre_box(shape: tuple[int, int], size: int | None, multiple: int = 1) -> t
     return y0, y0 + sh, x0, x0 + sw
 
 
+def content_box(image: np.ndarray, size: int | None) -> tuple[int, int, int, int]:
+    """The ``size`` square (on a grid of stride size/2) where ``image`` varies most; full image if None.
+
+    Microscopy frames are mostly background, so a centre crop can be empty (GigaDB's 2048² centre is).
+    Chosen on the clean image only; every method is then scored on that same region.
+    """
+    h, w = image.shape[:2]
+    if size is None or (size >= h and size >= w):
+        return 0, h, 0, w
+    step = max(size // 2, 1)
+    best, best_std = None, -1.0
+    for y0 in range(0, h - size + 1, step):
+        for x0 in range(0, w - size + 1, step):
+            sd = float(np.std(image[y0:y0 + size, x0:x0 + size]))
+            if sd > best_std:
+                best, best_std = (y0, y0 + size, x0, x0 + size), sd
+    return best
+
+
 def _cut(a: np.ndarray | None, box) -> np.ndarray | None:
     if a is None:
         return None
@@ -165,6 +184,7 @@ def inpaint_cases(data: Path, crop: int | None, names=None) -> list[Case]:
 def fluo_cases(data: Path, crop: int | None, names=None) -> list[Case]:
     """Real noisy/clean pairs; the clean image is brought onto the noisy one's grid and intensity scale.
 
+    * The crop is the most structured window of the clean image (:func:`content_box`), not the centre.
     * FMD: one intensity scale; the raw frame is one row off the average, so the clean crop is taken one
       row lower (raw row r <-> gt row r + 1). Scored directly, peak 255.
     * W2S, GigaDB: noisy and clean were contrast-stretched separately; every method's output is mapped to
@@ -177,7 +197,7 @@ def fluo_cases(data: Path, crop: int | None, names=None) -> list[Case]:
             continue
         noisy = _to_uint8(read_image(folder / noisy_rel))
         clean = read_image(folder / clean_rel).astype(np.float64)
-        box = centre_box(noisy.shape, crop)
+        box = content_box(clean[:-1], crop)
         if mode == "fmd":
             y0, y1, x0, x1 = box
             if y1 == noisy.shape[0]:

@@ -34,14 +34,17 @@ HERE = Path(__file__).resolve().parent
 SUITES = {
     "quick": {
         "preset": "light",
-        "crop": 96,
-        "sr_lr_crop": 24,
-        "max_iters": {"denoise": 1000, "sr": 800, "inpaint": 1000, "fluo": 800},
+        "crop": 64,
+        "fluo_crop": 128,
+        "sr_lr_crop": 16,
+        "max_iters": {"denoise": 800, "sr": 600, "inpaint": 800, "fluo": 600},
         "names": {
-            "inpaint": ["Cameraman256", "house", "peppers256", "barbara"],
-            "fluo": ["fmd_bpae_mito", "w2s_010_0", "w2s_035_1", "gigadb_membrane", "gigadb_mito20x"],
+            "denoise": ["F16", "baboon", "peppers"],
+            "sr": ["baby", "bird", "butterfly"],
+            "inpaint": ["Cameraman256", "house", "barbara"],
+            "fluo": ["fmd_bpae_mito", "w2s_010_0", "gigadb_membrane", "gigadb_mito20x"],
         },
-        "speed": {"crop": 96, "iters": {"light": 300, "paper": 60}},
+        "speed": {"crop": 64, "iters": {"light": 1500, "paper": 400}},
     },
     "paper": {
         "preset": "paper",
@@ -119,7 +122,7 @@ def input_score(case: Case) -> dict | None:
 
 
 # ----------------------------------------------------------------------------------------- napari-dip
-def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: int = 0) -> dict:
+def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: int = 0, log=None) -> dict:
     task = ENGINE_TASK[case.task]
     kwargs = dict(preset=preset, device=device, seed=seed, max_iters=max_iters)
     reference = case.reference if case.reference is not None else case.truth
@@ -131,7 +134,11 @@ def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: i
     if task == "sr":
         kwargs["factor"] = 4
     with PeakMemory(resolve_device(device)) as mem:
-        result = restore(case.observed, task, reference=reference, **kwargs)
+        def progress(event):
+            if log is not None and event.iteration % 200 == 0:
+                log(f"    iteration {event.iteration}, {event.elapsed:.0f} s, PSNR {event.psnr:.2f}")
+
+        result = restore(case.observed, task, reference=reference, callback=progress, **kwargs)
     rec = result.record
     plane = rec["planes"][0]
     oracle = plane.get("oracle", {})
@@ -165,7 +172,7 @@ def run_case(case: Case, preset: str, device: str, max_iters: int | None, log=pr
     row["baselines"] = run_baselines(case)
     row["published"] = {k: score(case, v) for k, v in case.published.items() if v is not None}
     row["paper_full_image"] = case.paper
-    row["napari_dip"] = run_dip(case, preset, device, max_iters)
+    row["napari_dip"] = run_dip(case, preset, device, max_iters, log=log)
     d = row["napari_dip"]
     log(f"    DIP {d['psnr']:.2f} dB ({d['stopped_by']} at {d['iterations']}, oracle best "
         f"{d['oracle_best_psnr']:.2f} at {d['oracle_best_iteration']}, {d['seconds']:.0f} s)")
@@ -319,6 +326,10 @@ def markdown_speed(speed: dict) -> str:
     return "\n".join(out)
 
 
+def _load(x):
+    return "?" if not x else ", ".join(f"{v:.1f}" for v in x)
+
+
 def write_report(results: dict, md_path: Path) -> str:
     m = results["machine"]
     when = results["started"]
@@ -327,10 +338,10 @@ def write_report(results: dict, md_path: Path) -> str:
         f"{'GPU ' + m['gpu'] if m.get('gpu') else 'CPU only'}",
         "",
         f"- Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']}, "
-        f"{m['torch_threads']} torch threads, Python {m['python']}, device `{m['device']}`"
+        f"torch threads: {m['torch_threads']}, Python {m['python']}, device `{m['device']}`"
         + ("" if m.get("gpu") else "; no GPU available in this run") + "."
         + (f" napari-dip at {m['napari_dip_commit']}." if m.get("napari_dip_commit") else ""),
-        f"- Load average at start / end: {m.get('loadavg_start')} / {m.get('loadavg_end')} "
+        f"- Load average (1/5/15 min) at start / end: {_load(m.get('loadavg_start'))} / {_load(m.get('loadavg_end'))} "
         "(other jobs share these cores; timings are only comparable within one run).",
         f"- Total wall time {results['wall_seconds'] / 60:.1f} min. Figures: `{results['json']}`.",
         f"- deepinv: {results.get('deepinv_status')}.",
@@ -363,7 +374,7 @@ def build_cases(suite: dict, data: Path, tasks) -> list[Case]:
     if "inpaint" in tasks:
         cases += datasets.inpaint_cases(data, suite["crop"], names.get("inpaint"))
     if "fluo" in tasks:
-        cases += datasets.fluo_cases(data, suite["crop"], names.get("fluo"))
+        cases += datasets.fluo_cases(data, suite.get("fluo_crop", suite["crop"]), names.get("fluo"))
     return cases
 
 
@@ -434,7 +445,19 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=datasets.DEFAULT_DATA, help="the shared data folder")
     p.add_argument("--out-dir", type=Path, default=HERE, help="where RESULTS.md and results/ go")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--rebuild-report", type=Path, metavar="JSON",
+                   help="recompute the derived speed figures of a saved run and append its section again")
     args = p.parse_args(argv)
+    if args.rebuild_report:
+        from .speed import summarise
+
+        results = json.loads(args.rebuild_report.read_text())
+        for block in (results.get("speed") or {}).values():
+            n_pixels = results["speed_setup"]["shape"][0] * results["speed_setup"]["shape"][1]
+            summarise(block, n_pixels)
+        args.rebuild_report.write_text(json.dumps(results, indent=1, default=_json_default))
+        write_report(results, args.out_dir / "RESULTS.md")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     suite = SUITES[args.suite]

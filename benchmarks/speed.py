@@ -42,7 +42,7 @@ def _trace_summary(trace: list[tuple[int, float, float]], n_pixels: int) -> dict
 
 def time_to(trace, target: float) -> float | None:
     for _, t, s in trace:
-        if s >= target:
+        if s >= target - 1e-3:  # traces are stored rounded to 1e-3 dB
             return t
     return None
 
@@ -137,6 +137,31 @@ def isolated(fn_name: str, *args, isolate: bool = True) -> dict:
         return pool.apply(_child, (fn_name, torch.get_num_threads(), args))
 
 
+def summarise(block: dict, n_pixels: int) -> dict:
+    """Add the target PSNR, times to target, memory per pixel and deepinv / napari-dip ratios to a block."""
+    rows = block["runs"]
+    ours = rows["napari-dip"]
+    same = rows["deepinv + same skip net"]
+    target = min(ours["best_psnr"], same.get("best_psnr", ours["best_psnr"]))
+    for row in rows.values():
+        if "trace" in row:
+            row["time_to_target_s"] = time_to(row["trace"], target)
+            row["bytes_per_pixel"] = row["peak_bytes"] / n_pixels
+    ratios = {}
+    for name, row in rows.items():
+        if name == "napari-dip" or "trace" not in row:
+            continue
+        ratios[name] = {
+            "s_per_iter (deepinv / napari-dip)": row["s_per_iter"] / ours["s_per_iter"],
+            "time_to_best (deepinv / napari-dip)": row["time_to_best_s"] / max(ours["time_to_best_s"], 1e-9),
+            "time_to_target (deepinv / napari-dip)": (
+                None if row["time_to_target_s"] is None or not ours["time_to_target_s"]
+                else row["time_to_target_s"] / ours["time_to_target_s"]),
+        }
+    block.update(target_psnr=target, ratios=ratios)
+    return block
+
+
 def speed_suite(noisy: np.ndarray, clean: np.ndarray, iters: dict, device: str, log=print,
                 isolate: bool = True) -> dict:
     """``iters`` maps preset -> iteration count. Returns {preset: {runner: summary, 'ratios': ...}}."""
@@ -150,23 +175,5 @@ def speed_suite(noisy: np.ndarray, clean: np.ndarray, iters: dict, device: str, 
             log(f"speed: deepinv DeepImagePrior + {kind}, {n} iterations")
             rows[f"deepinv + {kind}"] = isolated("run_deepinv", noisy, clean, kind, preset, n, device,
                                                  isolate=isolate)
-        ours = rows["napari-dip"]
-        same = rows["deepinv + same skip net"]
-        target = min(ours["best_psnr"], same.get("best_psnr", ours["best_psnr"]))
-        for row in rows.values():
-            if "trace" in row:
-                row["time_to_target_s"] = time_to(row["trace"], target)
-                row["bytes_per_pixel"] = row["peak_bytes"] / n_pixels
-        ratios = {}
-        for name, row in rows.items():
-            if name == "napari-dip" or "trace" not in row:
-                continue
-            ratios[name] = {
-                "s_per_iter (deepinv / napari-dip)": row["s_per_iter"] / ours["s_per_iter"],
-                "time_to_best (deepinv / napari-dip)": row["time_to_best_s"] / max(ours["time_to_best_s"], 1e-9),
-                "time_to_target (deepinv / napari-dip)": (
-                    None if row["time_to_target_s"] is None or not ours["time_to_target_s"]
-                    else row["time_to_target_s"] / ours["time_to_target_s"]),
-            }
-        results[preset] = {"iterations": n, "target_psnr": target, "runs": rows, "ratios": ratios}
+        results[preset] = summarise({"iterations": n, "runs": rows}, n_pixels)
     return results
