@@ -53,6 +53,17 @@ def _cases(n: int = 64) -> list[Case]:
     ]
 
 
+@pytest.fixture
+def one_thread():
+    """The tiny nets gain nothing from threads; on a busy CI core two threads only spin against each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_metrics():
     a = np.full((8, 8), 100.0)
     assert psnr(a, a, 255) == math.inf
@@ -63,7 +74,7 @@ def test_metrics():
     assert np.allclose(affine_fit(3 * x + 7, x), x)
 
 
-def test_quick_pipeline_on_tiny_images(tmp_path, monkeypatch):
+def test_quick_pipeline_on_tiny_images(tmp_path, monkeypatch, one_thread):
     # Keep the test independent of deepinv even where it is installed (it has its own test below).
     monkeypatch.setattr(deepinv_compat, "load", lambda: None)
     monkeypatch.setitem(deepinv_compat.STATUS, "error", "disabled in the smoke test")
@@ -103,7 +114,7 @@ def test_quick_pipeline_on_tiny_images(tmp_path, monkeypatch):
     assert saved["rows"][0]["image"] == "scene"
 
 
-def test_deepinv_speed_row():
+def test_deepinv_speed_row(one_thread):
     if deepinv_compat.load() is None:
         pytest.skip(f"deepinv unavailable: {deepinv_compat.STATUS['error']}")
     from benchmarks.speed import run_deepinv
