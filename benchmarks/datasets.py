@@ -197,7 +197,7 @@ def fluo_cases(data: Path, crop: int | None, names=None) -> list[Case]:
             continue
         noisy = _to_uint8(read_image(folder / noisy_rel))
         clean = read_image(folder / clean_rel).astype(np.float64)
-        box = content_box(clean[:-1], crop)
+        box = content_box(clean[:-1] if mode == "fmd" else clean, crop)
         if mode == "fmd":
             y0, y1, x0, x1 = box
             if y1 == noisy.shape[0]:

@@ -133,3 +133,15 @@ def test_shared_data_readers():
     assert sr.truth.shape == (64, 64, 3) and sr.observed.shape == (16, 16, 3)
     (fl,) = datasets.fluo_cases(datasets.DEFAULT_DATA, 32, ["gigadb_membrane"])
     assert fl.observed.dtype == np.uint8 and fl.observed.shape == (32, 32)
+
+
+def test_metrics_reproduce_the_papers_recomputed_figures():
+    """Scoring the authors' published images must give dip-method.md's recomputed per-image numbers."""
+    if not datasets.DEFAULT_DATA.is_dir():
+        pytest.skip("shared data folder not present")
+    (f16,) = datasets.denoise_cases(datasets.DEFAULT_DATA, None, ["F16"])
+    assert run.score(f16, f16.published["DIP (paper)"])["psnr"] == pytest.approx(33.69, abs=0.01)
+    (baby,) = datasets.sr_cases(datasets.DEFAULT_DATA, None, ["baby"])
+    assert run.score(baby, baby.published["DIP (paper)"])["psnr"] == pytest.approx(31.49, abs=0.05)
+    (house,) = datasets.inpaint_cases(datasets.DEFAULT_DATA, None, ["house"])
+    assert run.score(house, house.published["DIP (paper)"])["psnr"] == pytest.approx(39.00, abs=0.01)
