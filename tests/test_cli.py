@@ -55,7 +55,8 @@ def test_inpaint_with_mask_file(tmp_path):
     (["restore", DATA / "kate_64.png", "out.png", "--task", "inpaint", "--mask",
       DATA / "zebra_96_hr.png"], "shape"),
     (["restore", DATA / "f16_64.png", "out.xyz"], "unsupported extension"),
-    (["restore", DATA / "f16_64.png", "out.png", "--axes", "ZYX"], "do not match"),
+    (["restore", DATA / "f16_64.png", "out.png", "--axes", "YX"], "do not match"),
+    (["restore", DATA / "f16_64.png", "nowhere/out.png"], "does not exist"),
 ])
 def test_bad_input_exits_non_zero_with_one_line_message(tmp_path, capsys, args, message):
     args = [a if not isinstance(a, str) or not a.startswith("out") else tmp_path / a for a in args]

@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from ._io import ImageFile, read_image, write_image
+from ._io import ImageFile, check_output_path, read_image, write_image
 
 CHANNEL_AXES = "CS"
 
@@ -68,6 +68,7 @@ def _plan(axes: str, shape: tuple[int, ...]) -> tuple[list[int], int | None, lis
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    check_output_path(args.output)
     src = read_image(args.input)
     mask = None
     if args.mask:

@@ -66,11 +66,18 @@ def read_image(path: str | Path, role: str = "input") -> ImageFile:
     return ImageFile(data, "YX" if data.ndim == 2 else "YXS")
 
 
-def write_image(path: str | Path, image: ImageFile, record: dict | None = None) -> None:
+def check_output_path(path: str | Path) -> str:
+    """Fail before a long run, not after it, if ``path`` cannot be written."""
     path = Path(path)
     suffix = _check_suffix(path, "output")
     if not path.parent.exists():
         raise FileNotFoundError(f"the output folder {str(path.parent)!r} does not exist")
+    return suffix
+
+
+def write_image(path: str | Path, image: ImageFile, record: dict | None = None) -> None:
+    path = Path(path)
+    suffix = check_output_path(path)
     data = image.data
     if suffix in TIFF_SUFFIXES:
         import tifffile

@@ -737,12 +737,14 @@ def _generate(plan: Plan, cancel: threading.Event):
                 plan.work, plan.task, mask=plan.mask,
                 channel_axis=None if ca is None else ca + 1,
                 slices=None if plan.slice_index is None else [plan.slice_index],
-                factor=plan.factor, cancel=cancel, name=plan.sources[0].name, **plan.kwargs,
+                factor=plan.factor, cancel=cancel, name=f"layer {plan.sources[0].name!r}",
+                **plan.kwargs,
             )
         else:
             events = restore_iter(
                 plan.work, plan.task, mask=plan.mask, channel_axis=plan.plane_channel_axis,
-                factor=plan.factor, cancel=cancel, name=plan.sources[0].name, **plan.kwargs,
+                factor=plan.factor, cancel=cancel, name=f"layer {plan.sources[0].name!r}",
+                **plan.kwargs,
             )
         last, where = 0.0, None
         for event in events:

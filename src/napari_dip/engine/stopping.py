@@ -61,8 +61,11 @@ class WindowedVariance(_PatienceRule):
     name = "wmv"
 
     def __init__(self, window: int = 100, patience: int = 1000, max_pixels: int = 2**16,
-                 seed: int = 0):
+                 seed: int = 0, burn_in: int | None = None):
         super().__init__(patience)
+        # The variance also dips while the fit pauses between its first coarse phase and the
+        # details; no minimum is accepted before ``burn_in`` (3 windows by default).
+        self.burn_in = 3 * window if burn_in is None else burn_in
         if window < 2:
             raise ValueError(f"the variance window must be at least 2, not {window}")
         self.window, self.max_pixels, self._seed = window, max_pixels, seed
@@ -84,13 +87,14 @@ class WindowedVariance(_PatienceRule):
             self._buffer = torch.empty((self.window, x.numel()), device=x.device)
         self._buffer[self._count % self.window] = x
         self._count += 1
-        if self._count < self.window:
+        if self._count < self.window or iteration < self.burn_in:
             return False
         value = float(self._buffer.var(dim=0, unbiased=False).mean())
         return self._record(iteration, value)
 
     def describe(self):
-        return {"name": self.name, "window": self.window, "patience": self.patience}
+        return {"name": self.name, "window": self.window, "patience": self.patience,
+                "burn_in": self.burn_in}
 
 
 class ExponentialVariance(_PatienceRule):
