@@ -273,3 +273,13 @@ def test_stack_sends_each_finished_slice_as_a_final_preview():
     result = events[-1]
     for e in finals:
         np.testing.assert_array_equal(e.preview, result.image[e.slice_index].astype(np.float32))
+
+
+def test_an_image_too_large_for_the_device_is_refused_before_running(monkeypatch):
+    import napari_dip.engine.devices as devices
+
+    monkeypatch.setattr(devices, "device_memory", lambda device: 2**30)  # a 1 GiB machine
+    big = np.zeros((2048, 2048), np.uint16)
+    big[0, 0] = 1
+    with pytest.raises(DIPMemoryError, match=r"2048x2048.*GiB of the 1 GiB"):
+        restore(big, "denoise", preset="paper", device="cpu")

@@ -55,6 +55,28 @@ def estimate_memory(height: int, width: int, spec: GeneratorSpec) -> int:
     return int(_BYTES_PER_PIXEL_PAPER * height * width * weight(spec) / weight(paper)) + 2**26
 
 
+def device_memory(device: torch.device) -> int | None:
+    """Total memory of ``device`` in bytes (system RAM for the CPU), or None if unknown."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[1]
+        if device.type == "cpu":
+            import os
+
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (RuntimeError, ValueError, OSError, AttributeError):
+        pass
+    return None
+
+
+def check_fits(height: int, width: int, spec: GeneratorSpec, device: torch.device,
+               preset: str) -> None:
+    """Refuse up front a job that cannot fit in the device's memory at all."""
+    total = device_memory(device)
+    if total is not None and estimate_memory(height, width, spec) > 0.9 * total:
+        raise memory_error(height, width, spec, device, preset, total)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
@@ -62,8 +84,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def memory_error(height: int, width: int, spec: GeneratorSpec, device: torch.device,
-                 preset: str) -> DIPMemoryError:
+                 preset: str, total: int | None = None) -> DIPMemoryError:
     need = estimate_memory(height, width, spec) / 2**30
+    has = "" if total is None else f" of the {total / 2**30:.0f} GiB it has"
     tips = []
     if preset != "light":
         tips.append("the 'light' preset")
@@ -72,5 +95,5 @@ def memory_error(height: int, width: int, spec: GeneratorSpec, device: torch.dev
         tips.append("device 'cpu' (slower, but uses system memory)")
     return DIPMemoryError(
         f"{device} ran out of memory restoring a {height}x{width} image with the '{preset}' "
-        f"network (a step needs about {need:.1f} GiB). Try {', or '.join(tips)}."
+        f"network (a step needs about {need:.1f} GiB{has}). Try {', or '.join(tips)}."
     )

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import arrays
-from .devices import is_out_of_memory, memory_error, resolve_device
+from .devices import check_fits, is_out_of_memory, memory_error, resolve_device
 from .fit import fit
 from .operators import Downsample, Identity, Mask, Operator
 from .presets import TASKS, make_config
@@ -167,6 +167,7 @@ def restore_iter(
     )
     obs = torch.from_numpy(norm.forward(cyx))[None]
     out_hw = operator.output_size(spatial)
+    check_fits(*out_hw, config.net, dev, size)
 
     ref = None
     if reference is not None:
@@ -283,7 +284,13 @@ def restore_iter(
 def restore(image: np.ndarray, task: str = "denoise", *,
             callback: Callable[[Progress], None] | None = None, **kwargs) -> Result:
     """Blocking form of :func:`restore_iter`; ``callback`` receives each :class:`Progress`."""
-    for event in restore_iter(image, task, **kwargs):
+    return drain(restore_iter(image, task, **kwargs), callback)
+
+
+def drain(events: Iterator[Progress | Result],
+          callback: Callable[[Progress], None] | None = None) -> Result:
+    """Run an event generator to its :class:`Result`, passing progress to ``callback``."""
+    for event in events:
         if isinstance(event, Result):
             return event
         if callback is not None:

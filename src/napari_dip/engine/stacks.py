@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import arrays
-from .restoration import Progress, Result, as_cancel_check, restore_iter
+from .restoration import Progress, Result, as_cancel_check, drain, restore_iter
 
 
 def _stack_normalisation(stack: np.ndarray, layout: arrays.Layout) -> arrays.Normalisation:
@@ -132,9 +132,4 @@ def restore_stack_iter(
 
 def restore_stack(stack: np.ndarray, task: str = "denoise", *, callback=None, **kwargs) -> Result:
     """Blocking form of :func:`restore_stack_iter`."""
-    for event in restore_stack_iter(stack, task, **kwargs):
-        if isinstance(event, Result):
-            return event
-        if callback is not None:
-            callback(event)
-    raise RuntimeError("the restoration ended without a result")  # pragma: no cover
+    return drain(restore_stack_iter(stack, task, **kwargs), callback)
