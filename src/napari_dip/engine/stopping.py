@@ -128,7 +128,7 @@ def make_stopping_rule(name: str, patience: int, window: int = 100) -> StoppingR
     if name == "wmv":
         return WindowedVariance(window=window, patience=patience)
     if name == "emv":
-        return ExponentialVariance(patience=patience, warmup=window)
+        return ExponentialVariance(patience=patience, warmup=3 * window)
     if name == "none":
         return StoppingRule()
     raise ValueError(f"unknown stopping rule {name!r}: use 'wmv', 'emv' or 'none'")
