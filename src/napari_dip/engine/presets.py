@@ -53,7 +53,6 @@ class FitConfig:
 class TaskPreset:
     config: FitConfig
     light_net: GeneratorSpec
-    light_patience: int = 300
     notes: str = field(default="", compare=False)
 
 
@@ -101,7 +100,7 @@ def make_config(
     if task == "sr" and factor == 8:
         config = replace(config, jitter=0.05, max_iters=4000)
     if size == "light":
-        config = replace(config, net=preset.light_net, patience=preset.light_patience)
+        config = replace(config, net=preset.light_net)
     known = {f.name for f in fields(FitConfig)}
     unknown = set(overrides) - known
     if unknown:
