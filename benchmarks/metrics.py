@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
+
+from napari_dip import metrics as _metrics
 
 
 def psnr(out: np.ndarray, ref: np.ndarray, peak: float) -> float:
     """PSNR over every pixel and channel, against ``peak`` (255 for 8-bit, 1 for [0, 1] data)."""
-    mse = np.mean((np.asarray(out, np.float64) - np.asarray(ref, np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+    return _metrics.psnr(ref, out, peak)
 
 
 def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
@@ -36,8 +35,5 @@ def affine_fit(x: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def ssim(out: np.ndarray, ref: np.ndarray, peak: float) -> float:
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(
-        np.asarray(out, np.float64), np.asarray(ref, np.float64), data_range=peak
-    ))
+    """Mean SSIM of a 2-D (grey) image."""
+    return _metrics.ssim(ref, out, peak)

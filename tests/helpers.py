@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_dip import metrics
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -28,8 +30,7 @@ def add_gaussian_noise(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarr
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
-    mse = np.mean((np.asarray(a, float) - np.asarray(b, float)) ** 2)
-    return float(10 * np.log10(peak**2 / mse))
+    return metrics.psnr(b, a, peak)
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

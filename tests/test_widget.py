@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_dip._widget import ALL, CURRENT, SUFFIX, DIPWidget, _ssim_plane, psnr, ssim
+from napari_dip._widget import ALL, CURRENT, SUFFIX, DIPWidget
+from napari_dip.metrics import _ssim_plane, psnr, ssim
 
 pytestmark = pytest.mark.gui
 TIMEOUT = 120_000  # ms; generous because other jobs share the CPU
