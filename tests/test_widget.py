@@ -147,6 +147,22 @@ def test_run_updates_one_layer_keeps_metadata_and_input(qtbot, viewer_widget, ca
     assert widget.last_result.record["seed"] == 7
 
 
+def test_closing_the_dock_widget_stops_the_run(qtbot, viewer_widget, camera):
+    viewer, widget = viewer_widget
+    layer = viewer.add_image(camera, name="cam")
+    configure(widget, layer, max_iters=100_000, auto_stop=False, preview_every=5)
+    assert widget.run() is not None
+    out = dip_layers(viewer)[0]
+    previews = []
+    out.events.data.connect(lambda e: previews.append(1))
+    qtbot.waitUntil(lambda: len(previews) >= 1, timeout=TIMEOUT)
+    viewer.window.remove_dock_widget(widget.native)
+    wait_done(qtbot, widget)
+    record = out.metadata["napari_dip"]
+    assert record["stopped_by"] == "cancelled" and record["iterations"] < 100_000
+    np.testing.assert_array_equal(layer.data, camera)
+
+
 def test_stop_keeps_best_and_second_run_is_refused(qtbot, viewer_widget, camera):
     viewer, widget = viewer_widget
     layer = viewer.add_image(camera.astype(np.float32), name="cam")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent, QObject
 
 from .metrics import data_range_of, psnr, ssim
 
@@ -293,6 +295,8 @@ class DIPWidget(Container):
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._on_layers_changed)
         self._update_visibility()
+        self._undock_filter = _StopWhenUndocked(self)
+        self.native.installEventFilter(self._undock_filter)
 
     # ---- choices ---------------------------------------------------------------------------
 
@@ -656,6 +660,22 @@ class DIPWidget(Container):
         self.compare_button.text = "End comparison"
         self.update_metrics()
         self._viewer.reset_view()
+
+
+class _StopWhenUndocked(QObject):
+    """Stops the run when the widget is taken out of the window (its dock closed): napari then
+    only unparents it, so nothing else would end a run the user can no longer see."""
+
+    def __init__(self, widget: DIPWidget):
+        super().__init__(widget.native)
+        self._widget = weakref.ref(widget)
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.ParentChange and obj.parent() is None:
+            widget = self._widget()
+            if widget is not None and widget.running:
+                widget.stop()
+        return False
 
 
 @dataclass
