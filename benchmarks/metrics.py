@@ -12,10 +12,7 @@ def psnr(out: np.ndarray, ref: np.ndarray, peak: float) -> float:
     return _metrics.psnr(ref, out, peak)
 
 
-def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma of 8-bit RGB (MATLAB ``rgb2ycbcr``: Y in 16..235), as the SR literature uses."""
-    x = np.asarray(rgb, np.float64)[..., :3] / 255.0
-    return 16.0 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]
+rgb_to_y = _metrics.luma
 
 
 def psnr_y(out: np.ndarray, ref: np.ndarray, border: int = 4) -> float:

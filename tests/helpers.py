@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_dip import metrics
+from napari_dip.metrics import luma  # noqa: F401  (the SR tests' Y channel)
 
 DATA = Path(__file__).parent / "data"
 
@@ -31,9 +32,3 @@ def add_gaussian_noise(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarr
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return metrics.psnr(b, a, peak)
-
-
-def luma(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 Y channel (the SR literature's evaluation channel)."""
-    rgb = rgb.astype(float)
-    return 16 + (65.481 * rgb[..., 0] + 128.553 * rgb[..., 1] + 24.966 * rgb[..., 2]) / 255

@@ -68,3 +68,10 @@ def data_range_of(reference: np.ndarray) -> float:
         return 255.0
     span = float(np.max(reference)) - float(np.min(reference))
     return span if span > 0 else 1.0
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of 8-bit RGB (Y in 16..235, as MATLAB's rgb2ycbcr): the channel the
+    super-resolution literature scores."""
+    x = np.asarray(rgb, np.float64)[..., :3] / 255.0
+    return 16.0 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]

@@ -89,6 +89,11 @@ def check_spatial(shape: tuple[int, int], name: str = "image") -> None:
         )
 
 
+def repeat_yx(a: np.ndarray, factor: int, y_axis: int) -> np.ndarray:
+    """Nearest-neighbour upsampling along ``y_axis`` and the axis after it (X)."""
+    return np.repeat(np.repeat(a, factor, axis=y_axis), factor, axis=y_axis + 1)
+
+
 def median3(plane: np.ndarray) -> np.ndarray:
     """3x3 median filter (edges replicated), to find a range that ignores hot pixels."""
     p = np.pad(plane, 1, mode="edge")

@@ -139,7 +139,7 @@ def fit(
     checkpoint = _Checkpoint(net, opt) if config.backtrack else None
     loss_jump = 10 ** (config.backtrack_db / 10)
 
-    ema = best = None
+    ema = best = estimate = None
     accepted_loss = None
     backtracks = 0
     history: list[tuple[int, float, float | None]] = []
@@ -171,9 +171,10 @@ def fit(
             checkpoint.restore()
             backtracks += 1
             history.append((it, loss_value, rule.signal))
+            shown = best if best is not None else estimate
             yield FitStep(it, loss_value, rule.signal, rule.best_iteration,
-                          time.perf_counter() - t0, best if best is not None else out[0].detach(),
-                          backtracked=True)
+                          time.perf_counter() - t0,
+                          shown if shown is not None else out[0].detach(), backtracked=True)
             continue
         if checkpoint is not None:
             # Copying weights and Adam moments costs a few ms: every 10 accepted steps is enough
@@ -196,7 +197,7 @@ def fit(
                 estimate = ema
             else:
                 estimate = raw
-            if rule.update(it, raw) or rule.name == "none":
+            if rule.update(it, raw):
                 best = estimate.clone() if best is None else best.copy_(estimate)
             score = None
             if ref is not None:
@@ -210,10 +211,13 @@ def fit(
             stopped_by = "auto"
             break
 
-    picked = rule.best_iteration if rule.name != "none" else it
-    if best is None:  # cancelled or capped before the rule had a pick: keep the latest estimate
-        best = (ema if ema is not None else net(z)[..., : out_hw[0], : out_hw[1]][0]).detach()
+    picked = rule.best_iteration
+    if best is None:  # no rule, or it had no pick yet (cancelled, capped): the latest estimate
         picked = it
+        if estimate is None:
+            with torch.no_grad():
+                estimate = net(z)[..., : out_hw[0], : out_hw[1]][0]
+        best = estimate
     image = best.clamp(0, 1).cpu()
     oracle = None
     if ref is not None:

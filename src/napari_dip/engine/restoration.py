@@ -90,8 +90,9 @@ def _initial_guess(obs: torch.Tensor, op: Operator) -> torch.Tensor:
     return obs.clone()
 
 
-def _upsample_alpha(alpha: np.ndarray, factor: int) -> np.ndarray:
-    return np.repeat(np.repeat(alpha, factor, axis=0), factor, axis=1)
+def draw_seed() -> int:
+    """A fresh random seed, recorded with the run so it can be repeated."""
+    return int(np.random.default_rng().integers(2**31 - 1))
 
 
 def restore_iter(
@@ -161,7 +162,7 @@ def restore_iter(
         patience=patience, preview_every=preview_every, **overrides,
     )
     if seed is None:
-        seed = int(np.random.default_rng().integers(2**31 - 1))
+        seed = draw_seed()
     norm = normalisation or arrays.Normalisation.fit(
         cyx, joint=layout.kind == "channels_last"
     )
@@ -196,7 +197,7 @@ def restore_iter(
     def denormalised(x: torch.Tensor, as_float: bool) -> np.ndarray:
         out = norm.inverse(x.numpy(), as_float=as_float)
         if alpha is not None:
-            a = alpha if task != "sr" else _upsample_alpha(alpha, factor)
+            a = alpha if task != "sr" else arrays.repeat_yx(alpha, factor, 0)
             out = np.concatenate([out, a[None].astype(out.dtype)])
         return layout.from_cyx(out)
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import arrays
-from .restoration import Progress, Result, as_cancel_check, drain, restore_iter
+from .restoration import Progress, Result, as_cancel_check, drain, draw_seed, restore_iter
 
 
 def _stack_normalisation(stack: np.ndarray, layout: arrays.Layout) -> arrays.Normalisation:
@@ -29,8 +29,7 @@ def _passthrough(plane: np.ndarray, task: str, factor: int, layout: arrays.Layou
     """An unrestored slice in the output's shape (nearest-neighbour upsampled for SR)."""
     if task != "sr":
         return plane.copy()
-    cyx = layout.to_cyx(plane)
-    return layout.from_cyx(np.repeat(np.repeat(cyx, factor, axis=1), factor, axis=2))
+    return layout.from_cyx(arrays.repeat_yx(layout.to_cyx(plane), factor, 1))
 
 
 def restore_stack_iter(
@@ -71,22 +70,19 @@ def restore_stack_iter(
     n = stack.shape[0]
     if mask is not None:
         mask = np.asarray(mask)
-        if mask.ndim == stack.ndim - (1 if stack.ndim == 4 else 0) and mask.shape[0] == n \
-                and mask.ndim == 3:
-            masks = list(mask)
-        else:
-            masks = [mask] * n
+        masks = list(mask) if mask.ndim == 3 and mask.shape[0] == n else [mask] * n
     else:
         masks = [None] * n
     todo = list(range(n)) if slices is None else [int(i) % n for i in slices]
     arrays.check_values(stack[todo[0]] if len(todo) == 1 else stack, name)
     norm = _stack_normalisation(stack[todo], layout)
     if seed is None:
-        seed = int(np.random.default_rng().integers(2**31 - 1))
+        seed = draw_seed()
     check = as_cancel_check(cancel)
 
-    out, records, history = None, [], []
-    for k, i in enumerate(todo):
+    out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
+    records, history, last = [], [], {"task": task, "seed": seed}
+    for i in todo:
         if check is not None and check():
             break
         result = last_progress = None
@@ -103,8 +99,6 @@ def restore_stack_iter(
                 yield event
         if result.stopped_by != "cancelled" and last_progress is not None:
             yield replace(last_progress, preview=result.image.astype(np.float32), final=True)
-        if out is None:
-            out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
         out[i] = result.image
         records.append({"slice": i, **{k_: result.record[k_] for k_ in (
             "iterations", "best_iteration", "stopped_by", "seconds", "planes")}})
@@ -112,9 +106,6 @@ def restore_stack_iter(
         last = result.record
         if result.stopped_by == "cancelled":
             break
-    if out is None:
-        out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
-        last = {"task": task, "seed": seed}
     stopped = [r["stopped_by"] for r in records]
     record = {
         **{k_: v for k_, v in last.items() if k_ not in ("planes",)},
