@@ -146,7 +146,7 @@ def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: i
     n_pixels = out.shape[0] * out.shape[1]
     return {
         **score(case, out),
-        "stopped_by": rec["stopped_by"],
+        "stop_reason": rec["stop_reason"],
         "iterations": rec["iterations"],
         "best_iteration": rec["best_iteration"],
         "seconds": rec["seconds"],
@@ -174,7 +174,7 @@ def run_case(case: Case, preset: str, device: str, max_iters: int | None, log=pr
     row["paper_full_image"] = case.paper
     row["napari_dip"] = run_dip(case, preset, device, max_iters, log=log)
     d = row["napari_dip"]
-    log(f"    DIP {d['psnr']:.2f} dB ({d['stopped_by']} at {d['iterations']}, oracle best "
+    log(f"    DIP {d['psnr']:.2f} dB ({d['stop_reason']} at {d['iterations']}, oracle best "
         f"{d['oracle_best_psnr']:.2f} at {d['oracle_best_iteration']}, {d['seconds']:.0f} s)")
     return row
 
@@ -272,7 +272,7 @@ def markdown_tables(rows: list[dict]) -> str:
                 cells.append(_cell(r["input"]))
                 vals.append(r["input"]["psnr"])
             cells += [_cell(d), _f(d["oracle_best_psnr"]), _f(d["oracle_gap_db"]),
-                      f"{d['stopped_by']} {d['iterations']}/{d['best_iteration']}"]
+                      f"{d['stop_reason']} {d['iterations']}/{d['best_iteration']}"]
             vals += [d["psnr"], d["oracle_best_psnr"], d["oracle_gap_db"], None]
             for b in base_names:
                 cells.append(_cell(r["baselines"].get(b)))

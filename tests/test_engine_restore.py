@@ -42,7 +42,7 @@ def test_denoise_gains_several_db_and_beats_tv(f16, denoised):
 def test_automatic_stop_stops_on_its_own_near_the_best_iterate(denoised):
     _, result = denoised
     rec = result.record
-    assert rec["stopped_by"] == "auto"
+    assert rec["stop_reason"] == "minimum"
     assert rec["iterations"] < 2000
     assert rec["iterations"] - rec["best_iteration"] == 200  # patience
     oracle = rec["planes"][0]["oracle"]
@@ -137,7 +137,7 @@ def test_cancel_returns_best_so_far_promptly(f16):
             cancel.set()
     result = events[-1]
     assert isinstance(result, Result)
-    assert result.record["stopped_by"] == "cancelled"
+    assert result.record["stop_reason"] == "user"
     assert result.record["iterations"] == 5
     assert result.image.shape == f16.shape and result.image.dtype == np.uint8
     previews = [e.preview for e in events[:-1] if e.preview is not None]
@@ -150,7 +150,7 @@ def test_previews_and_progress_fields(f16):
     assert [p.iteration for p in progress] == [1, 2, 3, 4, 5, 6]
     assert [p.preview is not None for p in progress] == [False, False, True, False, False, True]
     assert all(p.max_iters == 6 and p.loss > 0 and p.elapsed >= 0 for p in progress)
-    assert isinstance(result, Result) and result.record["stopped_by"] == "max_iters"
+    assert isinstance(result, Result) and result.record["stop_reason"] == "cap"
 
 
 def test_same_seed_same_result_on_cpu(f16):
@@ -204,7 +204,7 @@ def test_stack_cancel_keeps_finished_slices():
 
     result = restore_stack(stack, "denoise", max_iters=4, cancel=cancel, callback=on_progress,
                            **FAST)
-    assert result.record["stopped_by"] == "cancelled"
+    assert result.record["stop_reason"] == "user"
     assert result.record["slices_done"] == [0]
     np.testing.assert_array_equal(result.image[2], stack[2])
 

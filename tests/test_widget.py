@@ -138,7 +138,7 @@ def test_run_updates_one_layer_keeps_metadata_and_input(qtbot, viewer_widget, ca
     assert out.metadata["origin"] == "test"
     assert record["seed"] == 7 and record["task"] == "denoise"
     assert record["stop_iteration"] == record["iterations"] == 30
-    assert record["stopped_by"] == "max_iters"
+    assert record["stop_reason"] == "cap"
     assert record["config"]["max_iters"] == 30 and record["preset"] == "light"
     assert record["widget"]["input_layers"] == ["cam"]
     # the input is bit-for-bit unchanged
@@ -159,7 +159,7 @@ def test_closing_the_dock_widget_stops_the_run(qtbot, viewer_widget, camera):
     viewer.window.remove_dock_widget(widget.native)
     wait_done(qtbot, widget)
     record = out.metadata["napari_dip"]
-    assert record["stopped_by"] == "cancelled" and record["iterations"] < 100_000
+    assert record["stop_reason"] == "user" and record["iterations"] < 100_000
     np.testing.assert_array_equal(layer.data, camera)
 
 
@@ -183,7 +183,7 @@ def test_stop_keeps_best_and_second_run_is_refused(qtbot, viewer_widget, camera)
     widget.run_button.native.click()  # the button is now Stop
     wait_done(qtbot, widget)
     record = out.metadata["napari_dip"]
-    assert record["stopped_by"] == "cancelled"
+    assert record["stop_reason"] == "user"
     assert 1 <= record["iterations"] < 100_000
     assert record["best_iteration"] is not None
     assert out.data.shape == camera.shape and out.data.dtype == np.float32

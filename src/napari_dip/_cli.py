@@ -122,11 +122,11 @@ def run_restore(args: argparse.Namespace) -> int:
     rec = result.record
     print(
         f"wrote {args.output}: {out.shape} {out.dtype}; {rec['iterations']} iterations, "
-        f"kept iteration {rec['best_iteration']} ({rec['stopped_by']}), {rec['seconds']:.0f} s "
+        f"kept iteration {rec['best_iteration']} ({rec['stop_reason']}), {rec['seconds']:.0f} s "
         f"on {rec.get('device')}, seed {rec['seed']}",
         file=sys.stderr,
     )
-    return 130 if rec["stopped_by"] == "cancelled" else 0
+    return 130 if rec["stop_reason"] == "user" else 0
 
 
 def _interrupt(cancel: threading.Event) -> None:

@@ -43,6 +43,10 @@ TASK_CHOICES = [
     ("super-resolution", "sr"),
 ]
 CURRENT, ALL = "current slice", "all slices"
+STOP_REASON_TEXT = {
+    "minimum": "automatic stop", "no-minimum": "automatic stop found no clear minimum",
+    "cap": "iteration cap", "user": "stopped by the user",
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -550,10 +554,9 @@ class DIPWidget(Container):
             layer.metadata = {**dict(source.metadata), "napari_dip": record}
         self.last_result = result
         pbar = run["progress"]
-        if plan.is_stack and result.stopped_by != "cancelled" and pbar.total > pbar.n:
+        if plan.is_stack and result.stop_reason != "user" and pbar.total > pbar.n:
             pbar.update(pbar.total - pbar.n)  # the last slice has no successor to count it
-        stopped = {"auto": "automatic stop", "max_iters": "iteration cap",
-                   "cancelled": "stopped by the user"}.get(result.stopped_by, result.stopped_by)
+        stopped = STOP_REASON_TEXT.get(result.stop_reason, result.stop_reason)
         self.status.value = (
             f"done ({stopped}): {record['iterations']} iterations, best at "
             f"{record['best_iteration']}, seed {record.get('seed')}"

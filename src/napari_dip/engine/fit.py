@@ -38,7 +38,7 @@ class FitOutcome:
     image: torch.Tensor  # (C, H, W) normalised, on the CPU
     iterations: int
     best_iteration: int | None
-    stopped_by: str  # "auto", "max_iters" or "cancelled"
+    stop_reason: str  # "minimum", "no-minimum", "cap" or "user" (see stopping.STOP_REASONS)
     backtracks: int
     seconds: float
     seed: int
@@ -144,12 +144,12 @@ def fit(
     backtracks = 0
     history: list[tuple[int, float, float | None]] = []
     oracle_best = (None, -np.inf)
-    stopped_by = "max_iters"
+    stop_reason = "cap"
     it = 0
     net.train()
     while it < config.max_iters:
         if cancel is not None and cancel():
-            stopped_by = "cancelled"
+            stop_reason = "user"
             break
         it += 1
         z_in = z
@@ -208,7 +208,7 @@ def fit(
         yield FitStep(it, loss_value, rule.signal, rule.best_iteration,
                       time.perf_counter() - t0, estimate, psnr=score)
         if rule.should_stop(it):
-            stopped_by = "auto"
+            stop_reason = "minimum"
             break
 
     picked = rule.best_iteration
@@ -230,7 +230,7 @@ def fit(
         image=image,
         iterations=it,
         best_iteration=picked,
-        stopped_by=stopped_by,
+        stop_reason=stop_reason,
         backtracks=backtracks,
         seconds=time.perf_counter() - t0,
         seed=seed,

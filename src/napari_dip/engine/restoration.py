@@ -19,6 +19,7 @@ from .devices import check_fits, is_out_of_memory, memory_error, resolve_device
 from .fit import fit
 from .operators import Downsample, Identity, Mask, Operator
 from .presets import TASKS, make_config
+from .stopping import combine_stop_reasons
 
 
 @dataclass
@@ -51,8 +52,8 @@ class Result:
     history: list = field(default_factory=list, repr=False)
 
     @property
-    def stopped_by(self) -> str:
-        return self.record["stopped_by"]
+    def stop_reason(self) -> str:
+        return self.record["stop_reason"]
 
     @property
     def best_iteration(self):
@@ -237,22 +238,18 @@ def restore_iter(
             "channels": group,
             "iterations": outcome.iterations,
             "best_iteration": outcome.best_iteration,
-            "stopped_by": outcome.stopped_by,
+            "stop_reason": outcome.stop_reason,
             "backtracks": outcome.backtracks,
             "seconds": round(outcome.seconds, 3),
             "seconds_per_iter": outcome.seconds / max(outcome.iterations, 1),
             **({"oracle": outcome.oracle} if outcome.oracle else {}),
         })
         parameters = outcome.parameters
-        if outcome.stopped_by == "cancelled":
+        if outcome.stop_reason == "user":
             break
 
-    if not planes:
-        stopped_by = "cancelled"
-    elif any(p["stopped_by"] == "cancelled" for p in planes) or len(planes) < len(groups):
-        stopped_by = "cancelled"
-    else:
-        stopped_by = "auto" if all(p["stopped_by"] == "auto" for p in planes) else "max_iters"
+    reasons = [p["stop_reason"] for p in planes]
+    stop_reason = "user" if len(planes) < len(groups) else combine_stop_reasons(reasons)
     from .. import __version__
 
     record = {
@@ -269,7 +266,7 @@ def restore_iter(
         "config": config.to_dict(),
         "normalisation": norm.to_dict(),
         "parameters": parameters if planes else None,
-        "stopped_by": stopped_by,
+        "stop_reason": stop_reason,
         "iterations": sum(p["iterations"] for p in planes),
         "best_iteration": (
             planes[0]["best_iteration"] if len(planes) == 1

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import arrays
 from .restoration import Progress, Result, as_cancel_check, drain, draw_seed, restore_iter
+from .stopping import combine_stop_reasons
 
 
 def _stack_normalisation(stack: np.ndarray, layout: arrays.Layout) -> arrays.Normalisation:
@@ -97,23 +98,22 @@ def restore_stack_iter(
                 event.slice_index, event.n_slices = i, len(todo)
                 last_progress = event
                 yield event
-        if result.stopped_by != "cancelled" and last_progress is not None:
+        if result.stop_reason != "user" and last_progress is not None:
             yield replace(last_progress, preview=result.image.astype(np.float32), final=True)
         out[i] = result.image
         records.append({"slice": i, **{k_: result.record[k_] for k_ in (
-            "iterations", "best_iteration", "stopped_by", "seconds", "planes")}})
+            "iterations", "best_iteration", "stop_reason", "seconds", "planes")}})
         history.append(result.history)
         last = result.record
-        if result.stopped_by == "cancelled":
+        if result.stop_reason == "user":
             break
-    stopped = [r["stopped_by"] for r in records]
+    stopped = [r["stop_reason"] for r in records]
     record = {
         **{k_: v for k_, v in last.items() if k_ not in ("planes",)},
         "input_shape": list(stack.shape),
         "slices": records,
-        "slices_done": [r["slice"] for r in records if r["stopped_by"] != "cancelled"],
-        "stopped_by": "cancelled" if len(records) < len(todo) or "cancelled" in stopped
-        else ("auto" if stopped and all(s == "auto" for s in stopped) else "max_iters"),
+        "slices_done": [r["slice"] for r in records if r["stop_reason"] != "user"],
+        "stop_reason": "user" if len(records) < len(todo) else combine_stop_reasons(stopped),
         "iterations": sum(r["iterations"] for r in records),
         "best_iteration": [r["best_iteration"] for r in records],
         "seconds": round(sum(r["seconds"] for r in records), 3),

@@ -10,6 +10,18 @@ from __future__ import annotations
 
 import torch
 
+#: Why a fit ended, best first: the rule found a minimum; the rule ran but found none (the image
+#: kept is the rule's best guess); the iteration cap came first; the user stopped it.
+STOP_REASONS = ("minimum", "no-minimum", "cap", "user")
+
+
+def combine_stop_reasons(reasons) -> str:
+    """One reason for several fits (channels, slices): the least trustworthy one."""
+    reasons = [r for r in reasons if r in STOP_REASONS]
+    if not reasons:
+        return "user"
+    return max(reasons, key=STOP_REASONS.index)
+
 
 class StoppingRule:
     """Interface, and the "no automatic stop" rule (run to the iteration cap)."""
