@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from napari_dip.engine import resolve_device, restore
-from napari_dip.engine.arrays import Normalisation
+from napari_dip.engine.intensity import IntensityMap
 
 from . import baselines, datasets, deepinv_compat
 from .datasets import Case
@@ -128,7 +128,7 @@ def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: i
     reference = case.reference if case.reference is not None else case.truth
     if case.observed.dtype != np.uint8:  # float data in [0, 1]: keep that scale (no robust stretch)
         c = case.observed.shape[-1] if case.observed.ndim == 3 else 1
-        kwargs["normalisation"] = Normalisation((0.0,) * c, (1.0,) * c, "float32")
+        kwargs["normalisation"] = IntensityMap.identity(c)
     if task == "inpaint":
         kwargs["mask"] = case.mask
     if task == "sr":

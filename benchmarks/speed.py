@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from napari_dip.engine import build_generator, make_config, restore_iter
-from napari_dip.engine.arrays import Normalisation
+from napari_dip.engine.intensity import IntensityMap
 
 from . import deepinv_compat
 from .measure import PeakMemory
@@ -49,7 +49,7 @@ def time_to(trace, target: float) -> float | None:
 
 def run_napari_dip(noisy, clean, preset, iters, device, seed=0) -> dict:
     c = noisy.shape[-1]
-    norm = Normalisation((0.0,) * c, (1.0,) * c, "float32")
+    norm = IntensityMap.identity(c)
     trace, result = [], None
     with PeakMemory(device) as mem:
         for event in restore_iter(noisy, "denoise", preset=preset, device=device, seed=seed,

@@ -1,4 +1,4 @@
-"""Array plumbing: input checks, channel layouts, intensity normalisation and its inverse.
+"""Array plumbing: input checks and channel layouts (intensities: :mod:`.intensity`).
 
 Nothing here modifies the caller's arrays; every function returns new ones.
 """
@@ -92,72 +92,6 @@ def check_spatial(shape: tuple[int, int], name: str = "image") -> None:
 def repeat_yx(a: np.ndarray, factor: int, y_axis: int) -> np.ndarray:
     """Nearest-neighbour upsampling along ``y_axis`` and the axis after it (X)."""
     return np.repeat(np.repeat(a, factor, axis=y_axis), factor, axis=y_axis + 1)
-
-
-def median3(plane: np.ndarray) -> np.ndarray:
-    """3x3 median filter (edges replicated), to find a range that ignores hot pixels."""
-    p = np.pad(plane, 1, mode="edge")
-    h, w = plane.shape
-    shifts = [p[i : i + h, j : j + w] for i in range(3) for j in range(3)]
-    return np.median(np.stack(shifts), axis=0)
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Per-channel affine map from the data's intensities to [0, 1] and back."""
-
-    low: tuple[float, ...]
-    high: tuple[float, ...]
-    dtype: str
-
-    @classmethod
-    def fit(cls, cyx: np.ndarray, joint: bool) -> Normalisation:
-        """uint8 maps 0..255 to 0..1 (as in the paper); other dtypes use a robust range.
-
-        The robust range is the min and max of a 3x3-median-filtered copy (isolated hot or dead
-        pixels do not stretch it, small bright spots do) widened by 5 % on each side so that
-        noise around the extremes is not clipped.
-        """
-        n = cyx.shape[0]
-        if cyx.dtype == np.uint8:
-            return cls((0.0,) * n, (255.0,) * n, "uint8")
-        lows, highs = [], []
-        for ch in cyx:
-            filtered = median3(ch.astype(np.float64)) if min(ch.shape) >= 3 else ch
-            lo, hi = float(filtered.min()), float(filtered.max())
-            if hi <= lo:
-                lo, hi = float(ch.min()), float(ch.max())
-            margin = 0.05 * (hi - lo)
-            lows.append(lo - margin)
-            highs.append(hi + margin)
-        if joint:
-            lows, highs = [min(lows)] * n, [max(highs)] * n
-        return cls(tuple(lows), tuple(highs), str(cyx.dtype))
-
-    def _ab(self, ndim: int):
-        shape = (-1,) + (1,) * (ndim - 1)
-        lo = np.asarray(self.low).reshape(shape)
-        hi = np.asarray(self.high).reshape(shape)
-        return lo, hi
-
-    def forward(self, cyx: np.ndarray) -> np.ndarray:
-        lo, hi = self._ab(cyx.ndim)
-        return np.clip((cyx - lo) / (hi - lo), 0, 1).astype(np.float32)
-
-    def inverse(self, cyx: np.ndarray, as_float: bool = False) -> np.ndarray:
-        """Back to the data's units; in its dtype (rounded and clipped) unless ``as_float``."""
-        lo, hi = self._ab(cyx.ndim)
-        out = cyx.astype(np.float64) * (hi - lo) + lo
-        dtype = np.dtype(self.dtype)
-        if as_float:
-            return out.astype(np.float32)
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            return np.clip(np.rint(out), info.min, info.max).astype(dtype)
-        return out.astype(dtype)
-
-    def to_dict(self) -> dict:
-        return {"low": list(self.low), "high": list(self.high), "dtype": self.dtype}
 
 
 def mask_to_known(mask: np.ndarray, spatial_shape: tuple[int, int],

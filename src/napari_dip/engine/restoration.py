@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from . import arrays
 from .devices import check_fits, is_out_of_memory, memory_error, resolve_device
 from .fit import fit
+from .intensity import IntensityMap
 from .operators import Downsample, Identity, Mask, Operator
 from .presets import TASKS, make_config
 from .stopping import combine_stop_reasons
@@ -113,7 +114,7 @@ def restore_iter(
     preview_every: int | None = None,
     cancel: Cancel = None,
     reference: np.ndarray | None = None,
-    normalisation: arrays.Normalisation | None = None,
+    normalisation: IntensityMap | None = None,
     name: str = "image",
     mask_name: str = "mask",
     net_input: np.ndarray | None = None,
@@ -164,9 +165,9 @@ def restore_iter(
     )
     if seed is None:
         seed = draw_seed()
-    norm = normalisation or arrays.Normalisation.fit(
-        cyx, joint=layout.kind == "channels_last"
-    )
+    known = operator.known[0, 0].numpy() if isinstance(operator, Mask) else None
+    norm = normalisation or IntensityMap.fit(cyx, joint=layout.kind == "channels_last",
+                                             known=known)
     obs = torch.from_numpy(norm.forward(cyx))[None]
     out_hw = operator.output_size(spatial)
     check_fits(*out_hw, config.net, dev, size)
@@ -264,7 +265,8 @@ def restore_iter(
         "input_dtype": str(image.dtype),
         "operator": operator.describe(),
         "config": config.to_dict(),
-        "normalisation": norm.to_dict(),
+        "normalisation": {**norm.to_dict(),
+                          "clipped_fraction": norm.clipped_fraction(cyx, known)},
         "parameters": parameters if planes else None,
         "stop_reason": stop_reason,
         "iterations": sum(p["iterations"] for p in planes),

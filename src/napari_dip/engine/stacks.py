@@ -12,18 +12,17 @@ from dataclasses import replace
 import numpy as np
 
 from . import arrays
+from .intensity import IntensityMap
 from .restoration import Progress, Result, as_cancel_check, drain, draw_seed, restore_iter
 from .stopping import combine_stop_reasons
 
 
-def _stack_normalisation(stack: np.ndarray, layout: arrays.Layout) -> arrays.Normalisation:
-    per_slice = [arrays.Normalisation.fit(layout.to_cyx(s), layout.kind == "channels_last")
-                 for s in stack]
-    if per_slice[0].dtype == "uint8":
-        return per_slice[0]
-    low = tuple(np.min([n.low for n in per_slice], axis=0).tolist())
-    high = tuple(np.max([n.high for n in per_slice], axis=0).tolist())
-    return arrays.Normalisation(low, high, per_slice[0].dtype)
+def _stack_normalisation(stack: np.ndarray, layout: arrays.Layout, masks) -> IntensityMap:
+    joint = layout.kind == "channels_last"
+    return IntensityMap.combine([
+        IntensityMap.fit(layout.to_cyx(s), joint, known=None if m is None else np.asarray(m) == 0)
+        for s, m in zip(stack, masks)
+    ])
 
 
 def _passthrough(plane: np.ndarray, task: str, factor: int, layout: arrays.Layout) -> np.ndarray:
@@ -76,7 +75,7 @@ def restore_stack_iter(
         masks = [None] * n
     todo = list(range(n)) if slices is None else [int(i) % n for i in slices]
     arrays.check_values(stack[todo[0]] if len(todo) == 1 else stack, name)
-    norm = _stack_normalisation(stack[todo], layout)
+    norm = _stack_normalisation(stack[todo], layout, [masks[i] for i in todo])
     if seed is None:
         seed = draw_seed()
     check = as_cancel_check(cancel)
