@@ -42,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                    "CUDA, light otherwise)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     r.add_argument("--seed", type=int, help="random seed (recorded in the output either way)")
-    r.add_argument("--stopping", choices=("wmv", "emv", "none"),
-                   help="automatic stopping rule (default wmv; none runs to --max-iters)")
+    r.add_argument("--stopping", choices=("noise", "wmv", "emv", "none"),
+                   help="automatic stopping rule (default noise: stop when the fit reaches the "
+                   "noise level estimated from the image; none runs to --max-iters)")
     r.add_argument("--patience", type=int, help="iterations without improvement before stopping")
     r.add_argument("--channels", choices=("joint", "separate"), default="joint",
                    help="restore channels with one network or one run each")

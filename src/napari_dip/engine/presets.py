@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .generators import LIGHT_SKIP, PAPER_SKIP, GeneratorSpec
+from .stopping import RULES
 
 TASKS = ("denoise", "jpeg", "inpaint", "sr")
 SIZES = ("auto", "paper", "light")
@@ -28,7 +29,7 @@ class FitConfig:
     ema: float = 0.99  # 0 disables output averaging
     backtrack: bool = True
     backtrack_db: float = 5.0  # a loss jump worth this many dB of PSNR undoes the step
-    stopping: str = "wmv"  # "wmv", "emv" or "none"
+    stopping: str = "noise"  # one of stopping.RULES
     window: int = 100
     patience: int = 1000
     preview_every: int = 0  # 0: no previews
@@ -42,8 +43,9 @@ class FitConfig:
             raise ValueError(f"lr must be positive, not {self.lr}")
         if self.input_kind not in ("noise", "meshgrid"):
             raise ValueError(f"input_kind must be 'noise' or 'meshgrid', not {self.input_kind!r}")
-        if self.stopping not in ("wmv", "emv", "none"):
-            raise ValueError(f"stopping must be 'wmv', 'emv' or 'none', not {self.stopping!r}")
+        if self.stopping not in RULES:
+            raise ValueError(
+                f"stopping must be one of {', '.join(RULES)}, not {self.stopping!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,7 +67,7 @@ PRESETS: dict[str, TaskPreset] = {
         FitConfig(max_iters=3000), LIGHT_SKIP, notes="paper: skip 128x5, 3000 iterations, EMA"
     ),
     "jpeg": TaskPreset(
-        FitConfig(net=_JPEG_NET, input_channels=3, max_iters=2400),
+        FitConfig(net=_JPEG_NET, input_channels=3, max_iters=2400, stopping="none"),
         _JPEG_NET,
         notes="paper: blind JPEG restoration of snail.jpg",
     ),
@@ -75,12 +77,13 @@ PRESETS: dict[str, TaskPreset] = {
             jitter=0.03,
             max_iters=6000,
             ema=0.0,
+            stopping="none",
         ),
         replace(LIGHT_SKIP, skip=(16, 32, 64, 64, 128), upsample="nearest"),
         notes="paper: text inpainting of kate.png",
     ),
     "sr": TaskPreset(
-        FitConfig(jitter=0.03, max_iters=2000, ema=0.0),
+        FitConfig(jitter=0.03, max_iters=2000, ema=0.0, stopping="none"),
         LIGHT_SKIP,
         notes="paper: 4x SR, 2000 iterations (8x: jitter 0.05, 4000)",
     ),

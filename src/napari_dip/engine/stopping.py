@@ -1,18 +1,31 @@
 """Stopping rules that need no ground truth.
 
-A rule sees each raw network output and answers two questions: is this iterate the best so far
-(so the loop should keep the current estimate), and is it time to stop. ES-WMV and ES-EMV are
-from Wang et al., "Early Stopping for Deep Image Prior" (TMLR): the variance of recent outputs
-dips when the fit has captured structure but not yet the noise.
+A rule sees, at every iteration, the data term and (if it asks for them) the raw network output.
+It answers two questions: is this iterate the best so far, and is it time to stop. When it stops
+it says why (:data:`STOP_REASONS`).
+
+* ``noise`` (the default): the discrepancy principle. A fit that reproduces the structure but not
+  yet the noise leaves a residual as large as the noise; once the (smoothed) data term falls to the
+  noise variance estimated from the image (:mod:`.noise`), further progress is fitting noise. That
+  iterate is the pick; the run goes on only for ``lag`` iterations, so that the output average
+  (EMA) the loop returns is centred on it.
+* ``wmv`` / ``emv``: ES-WMV and ES-EMV (Wang et al., "Early Stopping for Deep Image Prior", TMLR):
+  the variance of recent outputs dips when the fit has captured structure but not yet the noise.
+  Here a minimum only counts once the data term has reached the noise level (earlier dips are
+  pauses of the coarse fit), and the rule stops once the variance has risen clearly above its
+  minimum for a while, instead of waiting a fixed 1000 iterations.
 """
 
 from __future__ import annotations
 
 import torch
 
-#: Why a fit ended, best first: the rule found a minimum; the rule ran but found none (the image
-#: kept is the rule's best guess); the iteration cap came first; the user stopped it.
-STOP_REASONS = ("minimum", "no-minimum", "cap", "user")
+#: Why a fit ended: the data term reached the image's noise level; the variance rule found a
+#: minimum; the rule ran but found nothing it trusts (the image kept is its best guess); the
+#: iteration cap came first; the user stopped it.
+STOP_REASONS = ("noise-level", "minimum", "no-minimum", "cap", "user")
+#: Stopping rules by name.
+RULES = ("noise", "wmv", "emv", "none")
 
 
 def combine_stop_reasons(reasons) -> str:
@@ -27,44 +40,152 @@ class StoppingRule:
     """Interface, and the "no automatic stop" rule (run to the iteration cap)."""
 
     name = "none"
+    needs_outputs = False  # whether :meth:`update` must be given the raw output
 
     def __init__(self):
         self.best_iteration: int | None = None
-        self.best_signal: float | None = None
-        self.signal: float | None = None
+        self.signal: float | None = None  # the statistic shown in progress (lower = better)
+        self.stop_reason: str | None = None  # set when :meth:`should_stop` first says True
 
-    def update(self, iteration: int, output: torch.Tensor) -> bool:
-        """Feed the raw output of ``iteration``; return True if it is the new best iterate."""
+    def update(self, iteration: int, loss: float, output: torch.Tensor | None = None) -> bool:
+        """Feed iteration ``iteration``; return True if it is the new best iterate."""
         return False
 
     def should_stop(self, iteration: int) -> bool:
         return False
 
-    def _record(self, iteration: int, value: float) -> bool:
-        self.signal = value
-        if self.best_signal is None or value < self.best_signal:
-            self.best_signal, self.best_iteration = value, iteration
-            return True
-        return False
+    def status(self, iteration: int) -> str:
+        """One line for a progress display: what the rule is waiting for."""
+        return "no automatic stop"
 
     def describe(self) -> dict:
         return {"name": self.name}
 
 
-class _PatienceRule(StoppingRule):
-    def __init__(self, patience: int):
+class NoiseLevel(StoppingRule):
+    """Stop when the smoothed data term reaches ``target`` (the noise variance times ``kappa``).
+
+    ``lag`` more iterations follow the pick so the output average is centred on it. A fit whose
+    data term stalls above the target for ``plateau`` iterations (improving by less than 1 %) ends
+    with ``no-minimum``: the noise estimate was too low, or the network cannot fit further.
+    """
+
+    name = "noise"
+
+    def __init__(self, noise_variance: float, kappa: float = 1.0, lag: int = 99,
+                 plateau: int = 500, smoothing: float = 0.1):
+        super().__init__()
+        self.noise_variance, self.kappa = float(noise_variance), float(kappa)
+        self.target = self.kappa * self.noise_variance
+        self.lag, self.plateau, self.smoothing = int(lag), int(plateau), float(smoothing)
+        self._smoothed: float | None = None
+        self._stall_from: tuple[int, float] | None = None
+
+    def update(self, iteration, loss, output=None):
+        s = loss if self._smoothed is None else (
+            self._smoothed + self.smoothing * (loss - self._smoothed))
+        self._smoothed = self.signal = s
+        if self.best_iteration is not None:
+            return False
+        if s <= self.target:
+            self.best_iteration = iteration
+            return True
+        if self._stall_from is None or s < 0.99 * self._stall_from[1]:
+            self._stall_from = (iteration, s)
+        return False
+
+    def should_stop(self, iteration):
+        if self.best_iteration is not None:
+            if iteration >= self.best_iteration + self.lag:
+                self.stop_reason = "noise-level"
+                return True
+            return False
+        if self._stall_from is not None and iteration - self._stall_from[0] >= self.plateau:
+            self.best_iteration = iteration
+            self.stop_reason = "no-minimum"
+            return True
+        return False
+
+    def status(self, iteration):
+        if self.best_iteration is not None:
+            left = self.best_iteration + self.lag - iteration
+            return (f"noise level reached at iteration {self.best_iteration}; "
+                    f"averaging {max(left, 0)} more")
+        if self._smoothed is None:
+            return "starting"
+        return f"fit error {self._smoothed:.3g}, stops at the noise level {self.target:.3g}"
+
+    def describe(self):
+        return {"name": self.name, "noise_variance": self.noise_variance, "kappa": self.kappa,
+                "target": self.target, "lag": self.lag, "plateau": self.plateau}
+
+
+class _VarianceRule(StoppingRule):
+    """Shared logic of ES-WMV and ES-EMV: a minimum of a variance signal, gated and confirmed."""
+
+    needs_outputs = True
+
+    def __init__(self, gate: float | None, rise: float = 0.1, confirm: int = 100,
+                 patience: int = 1000, burn_in: int = 300):
         super().__init__()
         if patience < 1:
             raise ValueError(f"patience must be at least 1 iteration, not {patience}")
-        self.patience = patience
+        self.gate, self.rise, self.confirm = gate, rise, confirm
+        self.patience, self.burn_in = patience, burn_in
+        self.best_signal: float | None = None
+        self._eligible_from: int | None = None
+        self._risen_since: int | None = None
+        self._smoothed_loss: float | None = None
 
-    def should_stop(self, iteration: int) -> bool:
-        return self.best_iteration is not None and iteration - self.best_iteration >= self.patience
+    def _eligible(self, iteration: int, loss: float) -> bool:
+        s = loss if self._smoothed_loss is None else (
+            self._smoothed_loss + 0.1 * (loss - self._smoothed_loss))
+        self._smoothed_loss = s
+        if self._eligible_from is None:
+            reached = s <= self.gate if self.gate is not None else iteration >= self.burn_in
+            if not reached:
+                return False
+            self._eligible_from = iteration
+        return True
+
+    def _record(self, iteration: int, value: float) -> bool:
+        self.signal = value
+        if self.best_signal is None or value < self.best_signal:
+            self.best_signal, self.best_iteration = value, iteration
+            self._risen_since = None
+            return True
+        if value > (1 + self.rise) * self.best_signal:
+            if self._risen_since is None:
+                self._risen_since = iteration
+        else:
+            self._risen_since = None
+        return False
+
+    def should_stop(self, iteration):
+        if self.best_iteration is None:
+            return False
+        risen = self._risen_since is not None and iteration - self._risen_since >= self.confirm
+        if risen or iteration - self.best_iteration >= self.patience:
+            # A "minimum" on the first eligible iteration is the gate's boundary, not a dip.
+            boundary = self.best_iteration <= (self._eligible_from or 0) + 1
+            self.stop_reason = "no-minimum" if boundary or not risen else "minimum"
+            return True
+        return False
+
+    def status(self, iteration):
+        if self.best_iteration is None:
+            return "waiting for the fit to reach the noise level" if self.gate is not None \
+                else "warming up"
+        return (f"best so far at iteration {self.best_iteration}; stops once the variance "
+                f"stays {self.rise:.0%} above it for {self.confirm} iterations")
+
+    def describe(self):
+        return {"name": self.name, "gate": self.gate, "rise": self.rise, "confirm": self.confirm,
+                "patience": self.patience, "eligible_from": self._eligible_from}
 
 
-class WindowedVariance(_PatienceRule):
-    """ES-WMV: mean variance of the last ``window`` outputs; stop after ``patience`` iterations
-    without a new minimum.
+class WindowedVariance(_VarianceRule):
+    """ES-WMV: mean variance of the last ``window`` outputs.
 
     To keep memory bounded on large images the variance is estimated on a fixed random subset
     of at most ``max_pixels`` values (the full image when it is smaller).
@@ -72,12 +193,8 @@ class WindowedVariance(_PatienceRule):
 
     name = "wmv"
 
-    def __init__(self, window: int = 100, patience: int = 1000, max_pixels: int = 2**16,
-                 seed: int = 0, burn_in: int | None = None):
-        super().__init__(patience)
-        # The variance also dips while the fit pauses between its first coarse phase and the
-        # details; no minimum is accepted before ``burn_in`` (3 windows by default).
-        self.burn_in = 3 * window if burn_in is None else burn_in
+    def __init__(self, window: int = 100, max_pixels: int = 2**16, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
         if window < 2:
             raise ValueError(f"the variance window must be at least 2, not {window}")
         self.window, self.max_pixels, self._seed = window, max_pixels, seed
@@ -93,34 +210,32 @@ class WindowedVariance(_PatienceRule):
             self._index = self._index.to(flat.device)
         return flat if self._index is None else flat[self._index]
 
-    def update(self, iteration, output):
+    def update(self, iteration, loss, output=None):
         x = self._sample(output).float()
         if self._buffer is None:
             self._buffer = torch.empty((self.window, x.numel()), device=x.device)
         self._buffer[self._count % self.window] = x
         self._count += 1
-        if self._count < self.window or iteration < self.burn_in:
+        if not self._eligible(iteration, loss) or self._count < self.window:
             return False
-        value = float(self._buffer.var(dim=0, unbiased=False).mean())
-        return self._record(iteration, value)
+        return self._record(iteration, float(self._buffer.var(dim=0, unbiased=False).mean()))
 
     def describe(self):
-        return {"name": self.name, "window": self.window, "patience": self.patience,
-                "burn_in": self.burn_in}
+        return {**super().describe(), "window": self.window}
 
 
-class ExponentialVariance(_PatienceRule):
+class ExponentialVariance(_VarianceRule):
     """ES-EMV: exponential moving variance of the outputs; O(1) memory."""
 
     name = "emv"
 
-    def __init__(self, alpha: float = 0.1, patience: int = 1000, warmup: int = 100):
-        super().__init__(patience)
-        self.alpha, self.warmup = alpha, warmup
+    def __init__(self, alpha: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.alpha = alpha
         self._mean: torch.Tensor | None = None
         self._var = 0.0
 
-    def update(self, iteration, output):
+    def update(self, iteration, loss, output=None):
         x = output.detach().float()
         if self._mean is None:
             self._mean = x.clone()
@@ -128,19 +243,26 @@ class ExponentialVariance(_PatienceRule):
         delta = x - self._mean
         self._mean += self.alpha * delta
         self._var = (1 - self.alpha) * (self._var + self.alpha * float((delta**2).mean()))
-        if iteration < self.warmup:
+        if not self._eligible(iteration, loss):
             return False
         return self._record(iteration, self._var)
 
     def describe(self):
-        return {"name": self.name, "alpha": self.alpha, "patience": self.patience}
+        return {**super().describe(), "alpha": self.alpha}
 
 
-def make_stopping_rule(name: str, patience: int, window: int = 100) -> StoppingRule:
+def make_stopping_rule(name: str, *, noise_variance: float | None, patience: int = 1000,
+                       window: int = 100, lag: int = 99) -> StoppingRule:
+    """The rule ``name`` (one of :data:`RULES`) for an image of the given noise variance (in the
+    fit's normalised units; None when unknown)."""
+    if name == "noise":
+        if noise_variance is None:
+            raise ValueError("the 'noise' stopping rule needs the image's noise variance")
+        return NoiseLevel(noise_variance, lag=lag)
     if name == "wmv":
-        return WindowedVariance(window=window, patience=patience)
+        return WindowedVariance(window=window, gate=noise_variance, patience=patience)
     if name == "emv":
-        return ExponentialVariance(patience=patience, warmup=3 * window)
+        return ExponentialVariance(gate=noise_variance, patience=patience)
     if name == "none":
         return StoppingRule()
-    raise ValueError(f"unknown stopping rule {name!r}: use 'wmv', 'emv' or 'none'")
+    raise ValueError(f"unknown stopping rule {name!r}: use one of {', '.join(RULES)}")
