@@ -78,6 +78,6 @@ def test_console_script_runs_as_a_process(tmp_path):
 
 
 def test_importing_the_plugin_does_not_import_torch():
-    code = ("import sys, napari_dip, napari_dip._cli, napari_dip._io; "
+    code = ("import sys, napari_dip, napari_dip._cli, napari_dip._io, napari_dip.engine.axes; "
             "assert 'torch' not in sys.modules, 'torch imported at start-up'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -396,21 +396,3 @@ def test_ssim_fallback_matches_skimage():
     assert _ssim_plane(a, b, 1.0) == pytest.approx(expected, rel=1e-6)
     assert ssim(a, b, 1.0) == pytest.approx(expected, rel=1e-6)
     assert psnr(a, a, 1.0) == float("inf")
-
-
-def test_current_slice_index_skips_the_channel_axis():
-    from napari.layers import Image
-
-    from napari_dip._widget import make_plan
-
-    data = np.random.default_rng(8).random((2, 3, 16, 16)).astype(np.float32)  # (C, Z, Y, X)
-    layer = Image(data)
-    plan = make_plan(layer, task="denoise", channel_axis=0, slices=CURRENT,
-                     current_point=(1, 2, 5, 5))
-    assert plan.lead_shape == (3,) and plan.slice_index == 2
-    assert plan.work.shape == (3, 2, 16, 16) and plan.plane_channel_axis == 0
-    back = plan.to_layers(plan.upsampled(plan.work))
-    assert len(back) == 1 and np.array_equal(back[0], data)
-    plan = make_plan(layer, task="denoise", slices=ALL)  # no channel axis: a (2*3) stack
-    assert plan.lead_shape == (2, 3) and plan.work.shape == (6, 16, 16)
-    assert plan.slice_index is None

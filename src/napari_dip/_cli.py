@@ -10,11 +10,8 @@ import signal
 import sys
 import threading
 
-import numpy as np
-
 from ._io import ImageFile, check_output_path, read_image, write_image
-
-CHANNEL_AXES = "CS"
+from .engine.axes import from_letters
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,20 +50,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _plan(axes: str, shape: tuple[int, ...]) -> tuple[list[int], int | None, list[int]]:
-    """Split axes into stack axes, a channel axis and the (Y, X) axes."""
-    axes = axes.upper()
-    if len(axes) != len(shape):
-        raise ValueError(f"axes {axes!r} do not match the image's {len(shape)} dimensions {shape}")
-    if "Y" not in axes or "X" not in axes or len(set(axes)) != len(axes):
-        raise ValueError(f"axes {axes!r} must name Y and X once each (e.g. YX, ZYX, CYX, YXS)")
-    channels = [i for i, a in enumerate(axes) if a in CHANNEL_AXES]
-    if len(channels) > 1:
-        raise ValueError(f"axes {axes!r} have more than one channel axis")
-    stack = [i for i, a in enumerate(axes) if a not in "YX" + CHANNEL_AXES]
-    return stack, (channels[0] if channels else None), [axes.index("Y"), axes.index("X")]
-
-
 def run_restore(args: argparse.Namespace) -> int:
     check_output_path(args.output)
     src = read_image(args.input)
@@ -78,17 +61,10 @@ def run_restore(args: argparse.Namespace) -> int:
     elif args.task == "inpaint":
         raise ValueError("--task inpaint needs --mask (non-zero pixels = pixels to fill)")
     axes = (args.axes or src.axes).upper()
-    stack_axes, channel_axis, yx = _plan(axes, src.data.shape)
-
-    # Order as (stack..., Y, X, S) for RGB samples, else (stack..., [C,] Y, X).
-    rgb_last = channel_axis is not None and axes[channel_axis] == "S"
-    plane_order = yx + [channel_axis] if rgb_last else ([channel_axis] if channel_axis is not None
-                                                        else []) + yx
-    order = stack_axes + plane_order
-    data = np.transpose(src.data, order)
-    stack_shape = data.shape[: len(stack_axes)]
-    plane_shape = data.shape[len(stack_axes):]
-    plane_channel_axis = None if channel_axis is None else (-1 if rgb_last else 0)
+    layout = from_letters(axes, src.data.shape)
+    planes = layout.fold(src.data)
+    if mask is not None:
+        mask = layout.fold_mask(mask, f"mask {args.mask!r}", f"input {args.input!r}")
 
     from .engine import restore, restore_stack
 
@@ -101,20 +77,13 @@ def run_restore(args: argparse.Namespace) -> int:
                   mask_name=f"mask {args.mask!r}")
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(cancel))
     try:
-        if stack_axes:
-            flat = data.reshape((-1,) + plane_shape)
-            sca = None if plane_channel_axis is None else plane_channel_axis % len(plane_shape) + 1
-            result = restore_stack(flat, channel_axis=sca, **kwargs)
-        else:
-            result = restore(data, channel_axis=plane_channel_axis, **kwargs)
+        restore_fn = restore_stack if layout.is_stack else restore
+        result = restore_fn(planes, channel_axis=layout.plane_channel_axis, **kwargs)
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
 
-    out = result.image
-    if stack_axes:
-        out = out.reshape(stack_shape + out.shape[1:])
-    out = np.transpose(out, np.argsort(order))
+    out = layout.unfold(result.image)
     resolution = src.resolution
     if resolution is not None and args.task == "sr":
         resolution = (resolution[0] * args.factor, resolution[1] * args.factor)

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import arrays
+from . import arrays, axes
 from .intensity import IntensityMap
 from .restoration import Progress, Result, as_cancel_check, drain, draw_seed, restore_iter
 from .stopping import combine_stop_reasons
@@ -51,7 +51,8 @@ def restore_stack_iter(
     ``stack`` is (S, Y, X), (S, C, Y, X) or (S, Y, X, RGB); fold extra leading axes (T and Z)
     into S first. ``mask`` is (Y, X), shared by every slice, or one per slice (S, Y, X).
     ``slices`` restores only those indices; the others are copied through unchanged.
-    ``channel_axis`` is counted in the full stack's axes. Other keywords go to
+    ``channel_axis`` is counted in one slice's axes, as for :func:`restore_iter` (0 or -1).
+    :mod:`.axes` folds N-D arrays into this form and back. Other keywords go to
     :func:`~napari_dip.engine.restore_iter`.
     """
     stack = np.asarray(stack)
@@ -61,18 +62,11 @@ def restore_stack_iter(
             f"{name} has shape {stack.shape}; a stack is (S, Y, X), (S, C, Y, X) or "
             "(S, Y, X, RGB). Reshape extra axes into the first one."
         )
-    plane_axis = None if channel_axis is None else (channel_axis % stack.ndim) - 1
-    if stack.ndim == 3 and plane_axis is not None:
-        raise ValueError(f"{name} is (S, Y, X) but channel_axis={channel_axis} was given")
-    if stack.ndim == 4 and plane_axis is None:
-        plane_axis = 2 if stack.shape[-1] in (3, 4) else 0
-    layout = arrays.infer_layout(stack[0], plane_axis, f"{name} slice")
+    layout = arrays.infer_layout(stack[0], channel_axis, f"{name} slice")
+    plane_axis = layout.channel_axis
     n = stack.shape[0]
-    if mask is not None:
-        mask = np.asarray(mask)
-        masks = list(mask) if mask.ndim == 3 and mask.shape[0] == n else [mask] * n
-    else:
-        masks = [None] * n
+    spatial = layout.to_cyx(stack[0]).shape[1:]
+    masks = axes.slice_masks(mask, n, spatial)
     todo = list(range(n)) if slices is None else [int(i) % n for i in slices]
     arrays.check_values(stack[todo[0]] if len(todo) == 1 else stack, name)
     norm = _stack_normalisation(stack[todo], layout, [masks[i] for i in todo])
