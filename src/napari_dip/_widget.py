@@ -30,6 +30,7 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject
 
+from .choices import CHANNELS, PRESET, SR_FACTOR, TASK
 from .engine.axes import AxisLayout, from_indices
 from .metrics import data_range_of, psnr, ssim
 
@@ -37,12 +38,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 SUFFIX = " [dip]"
-TASK_CHOICES = [
-    ("denoise", "denoise"),
-    ("JPEG artefacts", "jpeg"),
-    ("inpaint (mask = labels > 0)", "inpaint"),
-    ("super-resolution", "sr"),
-]
 CURRENT, ALL = "current slice", "all slices"
 STOP_REASON_TEXT = {
     "minimum": "automatic stop", "no-minimum": "automatic stop found no clear minimum",
@@ -205,8 +200,9 @@ class DIPWidget(Container):
 
         layers = self._image_layers
         self.image = ComboBox(label="image", choices=layers, nullable=False)
-        self.task = ComboBox(label="task", choices=TASK_CHOICES, value="denoise")
-        self.factor = ComboBox(label="SR factor", choices=[2, 4, 8], value=4)
+        self.task = ComboBox(label="task", choices=TASK.menu(), value=TASK.default)
+        self.factor = ComboBox(label="SR factor", choices=SR_FACTOR.menu(),
+                               value=SR_FACTOR.default)
         self.mask = ComboBox(
             label="mask (labels > 0)", choices=self._labels_layers, nullable=True, value=None,
             tooltip="Labels layer; pixels with a label > 0 are filled. 2-D masks apply to every "
@@ -222,12 +218,13 @@ class DIPWidget(Container):
             "restore together with the image, as channels",
         )
         self.channel_layers.native.setMaximumHeight(70)
-        self.channels = ComboBox(
-            label="channels", choices=[("jointly", "joint"), ("per channel", "separate")],
-            value="joint",
-        )
+        self.channels = ComboBox(label="channels", choices=CHANNELS.menu(),
+                                 value=CHANNELS.default)
         self.slices = ComboBox(label="stack", choices=[CURRENT, ALL], value=CURRENT)
-        self.preset = ComboBox(label="preset", choices=["auto", "light", "paper"], value="auto")
+        self.preset = ComboBox(
+            label="preset", choices=[(v, v) for v in PRESET.values], value=PRESET.default,
+            tooltip="\n".join(f"{v}: {lab}" for v, lab in PRESET.items),
+        )
         self.max_iters = SpinBox(
             label="max iterations", min=0, max=1_000_000, value=0,
             tooltip="0 = the preset's cap",

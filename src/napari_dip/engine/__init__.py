@@ -16,7 +16,7 @@ _EXPORTS = {
     "devices": ("DIPMemoryError", "available_devices", "estimate_memory", "resolve_device"),
     "generators": ("LIGHT_SKIP", "PAPER_SKIP", "GeneratorSpec", "build_generator", "hourglass"),
     "operators": ("Downsample", "Identity", "Mask", "Operator"),
-    "presets": ("PRESETS", "SIZES", "TASKS", "FitConfig", "make_config"),
+    "presets": ("PRESETS", "TASKS", "FitConfig", "make_config"),
     "restoration": ("Progress", "Result", "restore", "restore_iter"),
     "stacks": ("restore_stack", "restore_stack_iter"),
 }
