@@ -520,7 +520,13 @@ class DIPWidget(Container):
         self.status.value = (
             f"done ({stopped}): {record['iterations']} iterations, best at "
             f"{record['best_iteration']}, seed {record.get('seed')}"
-        )
+        ) + _slice_notes(record, plan)
+        failed = [e for e in record.get("slices", []) if "error" in e]
+        if failed:  # the finished slices are kept; say which ones were not restored
+            where = "; ".join(f"slice {_slice_name(plan, e['slice'])}: {e['error']}"
+                              for e in failed)
+            show_warning(f"napari-dip: {len(failed)} slice(s) could not be restored and were "
+                         f"left as they were ({where}); the other slices were kept")
         if self.reference.value is not None:
             self.update_metrics()
 
@@ -623,6 +629,21 @@ class DIPWidget(Container):
         self.compare_button.text = "End comparison"
         self.update_metrics()
         self._viewer.reset_view()
+
+
+def _slice_name(plan: Plan, flat: int) -> str:
+    """A folded slice index as the layer's stack coordinates (e.g. '3' or '(1, 4)')."""
+    pos = plan.layout.slice_position(flat)
+    return str(pos[0]) if len(pos) == 1 else str(pos)
+
+
+def _slice_notes(record: dict, plan: Plan) -> str:
+    """', 2 slice(s) skipped (constant)' for the status line."""
+    skipped = [e for e in record.get("slices", []) if "skipped" in e]
+    if not skipped:
+        return ""
+    reasons = sorted({e["skipped"] for e in skipped})
+    return f", {len(skipped)} slice(s) passed through ({', '.join(reasons)})"
 
 
 class _StopWhenUndocked(QObject):
