@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from napari_dip.engine import arrays
 from napari_dip.engine.devices import estimate_memory, resolve_device
 from napari_dip.engine.fit import _Checkpoint
 from napari_dip.engine.generators import (

@@ -520,7 +520,7 @@ class DIPWidget(Container):
         self.status.value = (
             f"done ({stopped}): {record['iterations']} iterations, best at "
             f"{record['best_iteration']}, seed {record.get('seed')}"
-        ) + _slice_notes(record, plan)
+        ) + _slice_notes(record)
         failed = [e for e in record.get("slices", []) if "error" in e]
         if failed:  # the finished slices are kept; say which ones were not restored
             where = "; ".join(f"slice {_slice_name(plan, e['slice'])}: {e['error']}"
@@ -637,7 +637,7 @@ def _slice_name(plan: Plan, flat: int) -> str:
     return str(pos[0]) if len(pos) == 1 else str(pos)
 
 
-def _slice_notes(record: dict, plan: Plan) -> str:
+def _slice_notes(record: dict) -> str:
     """', 2 slice(s) skipped (constant)' for the status line."""
     skipped = [e for e in record.get("slices", []) if "skipped" in e]
     if not skipped:

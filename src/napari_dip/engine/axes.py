@@ -78,7 +78,8 @@ class AxisLayout:
         """One plane (Y, X), (C, Y, X), (Y, X, RGB), or a stack of them along a new axis 0."""
         data = np.asarray(data)
         if data.shape != self.shape:
-            raise ValueError(f"array of shape {data.shape} does not match the layout's {self.shape}")
+            raise ValueError(f"array of shape {data.shape} does not match the layout's "
+                             f"{self.shape}")
         arr = np.transpose(data, self.order)
         if not self.stack:
             return arr
