@@ -8,76 +8,206 @@ import numpy as np
 import pytest
 import tifffile
 
-from helpers import DATA, load
-from napari_dip._cli import main
+from napari_dip import _io
+from napari_dip._cli import _parser, main
+from napari_dip.choices import PRESET, SR_FACTOR, STOPPING, TASK
 
 
-def run(*args):
-    return main([*map(str, args), "--quiet", "--device", "cpu", "--preset", "light", "--seed", "0"])
+@pytest.fixture
+def cli(data_dir):
+    """``cli(*args)``: run the CLI quietly on the CPU with the light net and seed 0; an
+    argument "@name" is the committed crop tests/data/<name>."""
+
+    def run(*args):
+        args = [str(data_dir / a[1:]) if isinstance(a, str) and a.startswith("@") else str(a)
+                for a in args]
+        return main([*args, "--quiet", "--device", "cpu", "--preset", "light", "--seed", "0"])
+
+    return run
 
 
-def test_restore_tiff_stack_keeps_dtype_axes_resolution_and_records_run(tmp_path):
+@pytest.fixture
+def engine_calls(monkeypatch):
+    """Counts fit-loop starts, so a test can tell that a run never began."""
+    import napari_dip.engine.restoration as restoration
+
+    calls = []
+    real = restoration.fit
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(restoration, "fit", counting)
+    return calls
+
+
+def test_restore_tiff_stack_keeps_dtype_axes_resolution_unit_and_records_run(tmp_path, cli,
+                                                                              load):
     src = tmp_path / "stack.tif"
     stack = load("nuclei3d_3x40x40_uint16.tif")
     tifffile.imwrite(src, stack, imagej=True, resolution=(4.0, 4.0),
                      metadata={"axes": "ZYX", "unit": "um"})
     out = tmp_path / "out.tif"
-    assert run("restore", src, out, "--max-iters", "5") == 0
+    assert cli("restore", src, out, "--max-iters", "5") == 0
     with tifffile.TiffFile(out) as tif:
         data = tif.series[0].asarray()
         assert tif.series[0].axes == "ZYX"
-        assert tif.pages[0].get_resolution() == pytest.approx((4.0, 4.0))
+        # The pixel size in a standard TIFF unit (4 px/um = 40000 px/cm), never inches ...
+        assert tif.pages[0].resolutionunit == tifffile.RESUNIT.CENTIMETER
+        assert tif.pages[0].get_resolution() == pytest.approx((40000.0, 40000.0))
         record = json.loads(tif.shaped_metadata[0]["napari_dip"])
+    back = _io.read_image(out)  # ... and read back as it was given: 4 px per um
+    assert back.unit == "um" and back.resolution == pytest.approx((4.0, 4.0))
     assert data.shape == stack.shape and data.dtype == np.uint16
     assert record["seed"] == 0 and len(record["slices"]) == 3
     np.testing.assert_array_equal(tifffile.imread(src), stack)  # input file untouched
 
 
-def test_sr_png_writes_factor_times_larger_image(tmp_path):
+def test_sr_keeps_the_unit_and_divides_the_pixel_size(tmp_path, cli, load):
+    src = tmp_path / "cells.tif"
+    tifffile.imwrite(src, load("nuclei_64_uint16.tif")[:24, :24], imagej=True,
+                     resolution=(2.0, 2.0), metadata={"unit": "micron"})
+    out = tmp_path / "big.tif"
+    assert cli("restore", src, out, "--task", "sr", "--factor", "3", "--max-iters", "2") == 0
+    back = _io.read_image(out)
+    assert back.data.shape == (72, 72)
+    assert back.unit == "micron" and back.resolution == pytest.approx((6.0, 6.0))
+
+
+def test_sr_png_writes_factor_times_larger_image(tmp_path, cli):
     from PIL import Image
 
     out = tmp_path / "big.png"
-    assert run("restore", DATA / "f16_64.png", out, "--task", "sr", "--factor", "2",
+    assert cli("restore", "@f16_64.png", out, "--task", "sr", "--factor", "2",
                "--max-iters", "3") == 0
     assert Image.open(out).size == (128, 128)
 
 
-def test_inpaint_with_mask_file(tmp_path):
+def test_inpaint_with_mask_file_composites_known_pixels(tmp_path, cli, load):
     out = tmp_path / "filled.png"
-    assert run("restore", DATA / "kate_64.png", out, "--task", "inpaint", "--mask",
-               DATA / "kate_64_fill_mask.png", "--max-iters", "3") == 0
-    assert out.exists()
+    assert cli("restore", "@kate_64.png", out, "--task", "inpaint", "--mask",
+               "@kate_64_fill_mask.png", "--max-iters", "3") == 0
+    known = load("kate_64_fill_mask.png") == 0
+    filled = _io.read_image(out).data
+    np.testing.assert_array_equal(filled[known], load("kate_64.png")[known])
+    raw = tmp_path / "raw.tif"
+    assert cli("restore", "@kate_64.png", raw, "--task", "inpaint", "--mask",
+               "@kate_64_fill_mask.png", "--max-iters", "3", "--no-composite") == 0
+    with tifffile.TiffFile(raw) as tif:
+        assert json.loads(tif.shaped_metadata[0]["napari_dip"])["composite"] is False
+        assert not np.array_equal(tif.asarray()[known], load("kate_64.png")[known])
 
 
 @pytest.mark.parametrize("args,message", [
     (["restore", "missing.tif", "out.tif"], "does not exist"),
-    (["restore", DATA / "kate_64.png", "out.png", "--task", "inpaint"], "needs --mask"),
-    (["restore", DATA / "kate_64.png", "out.png", "--task", "inpaint", "--mask",
-      DATA / "zebra_96_hr.png"], "shape"),
-    (["restore", DATA / "f16_64.png", "out.xyz"], "unsupported extension"),
-    (["restore", DATA / "f16_64.png", "out.png", "--axes", "YX"], "do not match"),
-    (["restore", DATA / "f16_64.png", "nowhere/out.png"], "does not exist"),
+    (["restore", "@kate_64.png", "out.png", "--task", "inpaint"], "needs --mask"),
+    (["restore", "@kate_64.png", "out.png", "--task", "inpaint", "--mask",
+      "@zebra_96_hr.png"], "shape"),
+    (["restore", "@f16_64.png", "out.xyz"], "unsupported extension"),
+    (["restore", "@f16_64.png", "out.png", "--axes", "YX"], "do not match"),
+    (["restore", "@f16_64.png", "nowhere/out.png"], "does not exist"),
 ])
-def test_bad_input_exits_non_zero_with_one_line_message(tmp_path, capsys, args, message):
+def test_bad_input_exits_non_zero_with_one_line_message(tmp_path, capsys, cli, args, message):
     args = [a if not isinstance(a, str) or not a.startswith("out") else tmp_path / a for a in args]
-    assert run(*args) == 2
+    assert cli(*args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
-def test_console_script_runs_as_a_process(tmp_path):
+@pytest.mark.parametrize("data,axes,out,suggested", [
+    (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), "YX", "o.jpg", ".tif or .png"),
+    (np.random.default_rng(0).random((64, 64), np.float32), "YX", "o.png", "use .tif instead"),
+    (np.arange(3 * 32 * 32, dtype=np.uint8).reshape(3, 32, 32), "ZYX", "o.png",
+     "use .tif instead"),
+    (np.random.default_rng(1).integers(0, 255, (32, 32, 4), np.uint8), "YXS", "o.jpg",
+     ".tif or .png"),
+])
+def test_an_output_format_that_cannot_hold_the_result_is_refused_before_the_run(
+        tmp_path, capsys, cli, engine_calls, data, axes, out, suggested):
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, data, metadata={"axes": axes},
+                     photometric="rgb" if axes.endswith("S") else "minisblack")
+    assert cli("restore", src, tmp_path / out, "--max-iters", "2") == 2
+    err = capsys.readouterr().err
+    assert f"'{tmp_path / out}'" in err and suggested in err, err
+    assert engine_calls == []  # refused before anything was computed
+    assert not (tmp_path / out).exists()
+
+
+def test_a_tiff_without_axes_metadata_is_sent_to_the_axes_option(tmp_path, capsys, cli):
+    src = tmp_path / "five.tif"
+    data = np.random.default_rng(2).integers(0, 4000, (2, 1, 2, 16, 16), np.uint16)
+    tifffile.imwrite(src, data)  # tifffile reads its axes back as 'QQQYX'
+    assert cli("restore", src, tmp_path / "o.tif", "--max-iters", "1") == 2
+    err = capsys.readouterr().err
+    assert "repeated 'Q'" in err and "--axes TZCYX" in err and str(src) in err, err
+    assert cli("restore", src, tmp_path / "o.tif", "--max-iters", "1", "--axes", "TZCYX") == 0
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:
+        assert tif.series[0].axes == "TZCYX" and tif.series[0].shape == data.shape
+
+
+def test_a_file_that_is_not_a_tiff_is_named(tmp_path, capsys, cli):
+    bad = tmp_path / "scan.tif"
+    bad.write_text("not an image")
+    assert cli("restore", bad, tmp_path / "o.tif") == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not a readable TIFF" in err and "Traceback" not in err
+
+
+def test_a_constant_slice_is_passed_through_and_a_failed_slice_does_not_lose_the_others(
+        tmp_path, capsys, cli, load):
+    stack = load("nuclei3d_3x40x40_uint16.tif").copy()
+    stack[0] = 0  # a blank first plane
+    src, mask_file, out = tmp_path / "s.tif", tmp_path / "m.tif", tmp_path / "o.tif"
+    tifffile.imwrite(src, stack, metadata={"axes": "ZYX"}, photometric="minisblack")
+    masks = np.zeros((3, 40, 40), np.uint8)
+    masks[:, 10:14, 10:14] = 1
+    masks[2] = 1  # slice 2's mask covers every pixel: nothing to fill from, an error
+    tifffile.imwrite(mask_file, masks, metadata={"axes": "ZYX"}, photometric="minisblack")
+    assert cli("restore", src, out, "--task", "inpaint", "--mask", mask_file,
+               "--max-iters", "3") == 1
+    err = capsys.readouterr().err
+    assert "slice (2,) was not restored" in err and "every pixel" in err
+    assert "slice (0,): passed through unchanged (constant)" in err
+    with tifffile.TiffFile(out) as tif:
+        data = tif.asarray()
+        record = json.loads(tif.shaped_metadata[0]["napari_dip"])
+    np.testing.assert_array_equal(data[0], stack[0])
+    np.testing.assert_array_equal(data[2], stack[2])
+    assert not np.array_equal(data[1], stack[1])
+    assert [e.get("skipped") for e in record["slices"]] == ["constant", None, None]
+    assert record["slices_done"] == [1] and record["errors"][0]["slice"] == 2
+
+
+def test_help_shows_defaults_formats_and_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        main(["restore", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: denoise)", "(default: auto)", "(default: 4)",
+                    "default: a random one"):
+        assert default in text
+    for suffix in (".tif", ".tiff", "PNG", ".jpg", ".jpeg", "BMP", "16-bit grey"):
+        assert suffix in text
+    assert "130" in text and "Ctrl-C" in text
+
+
+def test_cli_options_come_from_the_shared_choices():
+    actions = {a.dest: a for a in _parser()._subparsers._group_actions[0].choices[
+        "restore"]._actions}
+    assert tuple(actions["task"].choices) == TASK.values
+    assert tuple(actions["preset"].choices) == PRESET.values
+    assert tuple(actions["stopping"].choices) == STOPPING.values
+    assert tuple(actions["factor"].choices) == SR_FACTOR.values
+
+
+def test_console_script_runs_as_a_process(tmp_path, data_dir):
     out = tmp_path / "o.tif"
     proc = subprocess.run(
-        [sys.executable, "-m", "napari_dip._cli", "restore", str(DATA / "nuclei_64_uint16.tif"),
+        [sys.executable, "-m", "napari_dip._cli", "restore", str(data_dir / "nuclei_64_uint16.tif"),
          str(out), "--max-iters", "2", "--device", "cpu", "--preset", "light"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert tifffile.imread(out).dtype == np.uint16
-
-
-def test_importing_the_plugin_does_not_import_torch():
-    code = ("import sys, napari_dip, napari_dip._cli, napari_dip._io; "
-            "assert 'torch' not in sys.modules, 'torch imported at start-up'")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

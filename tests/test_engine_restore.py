@@ -5,22 +5,28 @@ import threading
 import numpy as np
 import pytest
 
-from helpers import add_gaussian_noise, load, luma, psnr
 from napari_dip.engine import (
     DIPMemoryError, Result, restore, restore_iter, restore_stack, restore_stack_iter,
 )
 
+from napari_dip.metrics import luma
+from napari_dip.metrics import psnr as _psnr
+
 FAST = dict(preset="light", device="cpu", seed=0)
 
 
+def psnr(image, reference, peak=255.0):
+    return _psnr(reference, image, peak)
+
+
 @pytest.fixture(scope="module")
-def f16():
+def f16(load):
     return load("f16_64.png")
 
 
 @pytest.fixture(scope="module")
-def denoised(f16):
-    noisy = add_gaussian_noise(f16, 25, seed=0)
+def denoised(f16, gaussian_noise):
+    noisy = gaussian_noise(f16, 25, seed=0)
     result = restore(noisy, "denoise", patience=200, max_iters=2000, reference=f16, **FAST)
     return noisy, result
 
@@ -61,7 +67,7 @@ def test_result_dtype_shape_and_record(f16, denoised):
     assert rec["seed"] == 0 and rec["task"] == "denoise" and rec["preset"] == "light"
 
 
-def test_inpainting_fills_masked_pixels():
+def test_inpainting_fills_masked_pixels(load):
     gt = load("kate_64.png")
     fill = load("kate_64_fill_mask.png") > 0
     masked = gt.copy()
@@ -69,11 +75,11 @@ def test_inpainting_fills_masked_pixels():
     result = restore(masked, "inpaint", mask=fill, max_iters=600, patience=200, **FAST)
     before, after = psnr(masked[fill], gt[fill]), psnr(result.image[fill], gt[fill])
     assert after > before + 10, (before, after)
-    # Known pixels stay close to the input.
-    assert psnr(result.image[~fill], gt[~fill]) > 28
+    # Known pixels come back exactly as given (compositing, the default).
+    np.testing.assert_array_equal(result.image[~fill], masked[~fill])
 
 
-def test_sr_x4_beats_bicubic():
+def test_sr_x4_beats_bicubic(load):
     from PIL import Image
 
     hr = load("zebra_96_hr.png")
@@ -88,7 +94,7 @@ def test_sr_x4_beats_bicubic():
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
-def test_dtype_and_range_round_trip(dtype):
+def test_dtype_and_range_round_trip(dtype, load):
     nuclei = load("nuclei_64_uint16.tif").astype(np.float64)
     if dtype == np.uint8:
         img = nuclei.astype(np.uint8)
@@ -105,7 +111,7 @@ def test_dtype_and_range_round_trip(dtype):
     assert np.corrcoef(out.ravel().astype(float), img.ravel().astype(float))[0, 1] > 0.9
 
 
-def test_multichannel_joint_and_separate_and_rgba():
+def test_multichannel_joint_and_separate_and_rgba(load):
     nuclei = load("nuclei_64_uint16.tif")
     cyx = np.stack([nuclei, nuclei[::-1]])
     joint = restore(cyx, "denoise", max_iters=20, **FAST)
@@ -167,7 +173,7 @@ def test_random_seed_is_recorded(f16):
     assert isinstance(rec["seed"], int)
 
 
-def test_input_arrays_are_never_modified():
+def test_input_arrays_are_never_modified(load):
     gt = load("kate_64.png")
     fill = load("kate_64_fill_mask.png") > 0
     img, mask = gt.copy(), fill.copy()
@@ -179,7 +185,39 @@ def test_input_arrays_are_never_modified():
     np.testing.assert_array_equal(mask, fill)
 
 
-def test_stack_slice_by_slice_with_broadcast_mask():
+def test_inpainting_composites_known_pixels_unless_asked_not_to(load):
+    nuclei = load("nuclei_64_uint16.tif")
+    fill = np.zeros(nuclei.shape, bool)
+    fill[20:30, 15:45] = True
+    composited = restore(nuclei, "inpaint", mask=fill, max_iters=20, **FAST)
+    np.testing.assert_array_equal(composited.image[~fill], nuclei[~fill])
+    assert not np.array_equal(composited.image[fill], nuclei[fill])
+    assert composited.record["composite"] is True
+    raw = restore(nuclei, "inpaint", mask=fill, max_iters=20, composite=False, **FAST)
+    assert not np.array_equal(raw.image[~fill], nuclei[~fill])  # the network's own output
+    np.testing.assert_array_equal(raw.image[fill], composited.image[fill])
+    assert raw.record["composite"] is False
+    assert restore(nuclei, "denoise", max_iters=2, **FAST).record["composite"] is None
+
+
+def test_inpainting_preview_shows_known_pixels_too(load):
+    nuclei = load("nuclei_64_uint16.tif")
+    fill = np.zeros(nuclei.shape, bool)
+    fill[5:9, 5:60] = True
+    events = list(restore_iter(nuclei, "inpaint", mask=fill, max_iters=4, preview_every=2,
+                               **FAST))
+    preview = events[1].preview
+    np.testing.assert_array_equal(preview[~fill], nuclei[~fill].astype(np.float32))
+
+
+def test_sr_factor_3_gives_three_times_the_size(load):
+    img = load("nuclei_64_uint16.tif")[:30, :20]
+    result = restore(img, "sr", factor=3, max_iters=3, **FAST)
+    assert result.image.shape == (90, 60) and result.image.dtype == img.dtype
+    assert result.record["factor"] == 3 and result.record["operator"]["factor"] == 3
+
+
+def test_stack_slice_by_slice_with_broadcast_mask(load):
     stack = load("nuclei3d_3x40x40_uint16.tif")
     original = stack.copy()
     result = restore_stack(stack, "denoise", max_iters=5, **FAST)
@@ -193,7 +231,7 @@ def test_stack_slice_by_slice_with_broadcast_mask():
     np.testing.assert_array_equal(stack, original)
 
 
-def test_stack_cancel_keeps_finished_slices():
+def test_stack_cancel_keeps_finished_slices(load):
     stack = load("nuclei3d_3x40x40_uint16.tif")
     cancel = threading.Event()
     seen = []
@@ -233,7 +271,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("label,make,kwargs,message", BAD, ids=[b[0] for b in BAD])
-def test_bad_input_raises_clear_value_error(label, make, kwargs, message):
+def test_bad_input_raises_clear_value_error(label, make, kwargs, message, load):
     img = make(load("nuclei_64_uint16.tif"))
     kwargs = {"task": "denoise", **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -266,7 +304,7 @@ def test_user_supplied_network_input(f16):
         restore(f16, "denoise", net_input=guide[:, :32], max_iters=3, **FAST)
 
 
-def test_stack_sends_each_finished_slice_as_a_final_preview():
+def test_stack_sends_each_finished_slice_as_a_final_preview(load):
     stack = load("nuclei3d_3x40x40_uint16.tif")
     events = list(restore_stack_iter(stack, "denoise", max_iters=3, **FAST))
     finals = [e for e in events[:-1] if e.final]
@@ -284,3 +322,98 @@ def test_an_image_too_large_for_the_device_is_refused_before_running(monkeypatch
     big[0, 0] = 1
     with pytest.raises(DIPMemoryError, match=r"2048x2048.*GiB of the 1 GiB"):
         restore(big, "denoise", preset="paper", device="cpu")
+
+
+def test_stack_slices_share_one_intensity_map(load, monkeypatch):
+    import napari_dip.engine.stacks as stacks
+    from napari_dip.engine.intensity import IntensityMap
+
+    stack = load("nuclei3d_3x40x40_uint16.tif").astype(np.uint16)
+    stack[2] = stack[2] // 4 + 100  # a much dimmer slice, as deep in a sample
+    seen = []
+    real = stacks.restore_iter
+
+    def spy(plane, *args, **kwargs):
+        seen.append(kwargs["normalisation"])
+        return real(plane, *args, **kwargs)
+
+    monkeypatch.setattr(stacks, "restore_iter", spy)
+    result = restore_stack(stack, "denoise", max_iters=3, **FAST)
+    assert len(seen) == 3 and all(m is seen[0] for m in seen)
+    expected = IntensityMap.combine([IntensityMap.fit(s[None]) for s in stack])
+    assert seen[0] == expected
+    # the shared map covers every slice: the dim slice is not stretched to its own range
+    assert seen[0].data_high[0] == max(IntensityMap.fit(s[None]).data_high[0] for s in stack)
+    assert result.record["normalisation"]["data_high"] == list(expected.data_high)
+
+
+def test_constant_slices_are_passed_through_and_marked_skipped(load):
+    stack = load("nuclei3d_3x40x40_uint16.tif").copy()
+    stack[0] = 0  # an empty first plane
+    stack[2] = 117  # a constant last plane
+    result = restore_stack(stack, "denoise", max_iters=3, **FAST)
+    np.testing.assert_array_equal(result.image[0], stack[0])
+    np.testing.assert_array_equal(result.image[2], stack[2])
+    assert not np.array_equal(result.image[1], stack[1])
+    rec = result.record
+    assert [e.get("skipped") for e in rec["slices"]] == ["constant", None, "constant"]
+    assert rec["slices_done"] == [1] and rec["stop_reason"] == "cap" and "errors" not in rec
+    # the blank planes take no part in the intensity map
+    assert rec["normalisation"]["data_low"][0] > 0
+    with pytest.raises(ValueError, match="slice 0 to restore is constant"):
+        restore_stack(stack, "denoise", slices=[0], max_iters=3, **FAST)
+
+
+def test_an_error_in_one_slice_keeps_the_others(load):
+    stack = load("nuclei3d_3x40x40_uint16.tif")
+    masks = np.zeros((3, 40, 40), bool)
+    masks[:, 5:9, 5:30] = True
+    masks[1] = True  # nothing known in slice 1: it cannot be filled
+    masks[2] = False  # nothing to fill in slice 2
+    result = restore_stack(stack, "inpaint", mask=masks, max_iters=3, **FAST)
+    rec = result.record
+    assert rec["slices_done"] == [0]
+    assert rec["slices"][1]["error"].startswith("ValueError") and "every pixel" in \
+        rec["slices"][1]["error"]
+    assert rec["slices"][2]["skipped"] == "nothing to fill"
+    assert rec["errors"] == [{"slice": 1, "error": rec["slices"][1]["error"]}]
+    assert not np.array_equal(result.image[0], stack[0])
+    np.testing.assert_array_equal(result.image[1:], stack[1:])
+    with pytest.raises(ValueError, match="every pixel"):  # nothing restored: the error itself
+        restore_stack(stack, "inpaint", mask=masks, slices=[1], max_iters=3, **FAST)
+
+
+def test_a_memory_error_in_a_slice_stops_the_stack_but_keeps_what_is_done(load, monkeypatch):
+    import napari_dip.engine.stacks as stacks
+
+    stack = load("nuclei3d_3x40x40_uint16.tif")
+    real = stacks.restore_iter
+
+    def failing_at_slice_1(plane, *args, **kwargs):
+        if kwargs["name"].endswith("slice 1"):
+            raise DIPMemoryError("cpu ran out of memory")
+        return real(plane, *args, **kwargs)
+
+    monkeypatch.setattr(stacks, "restore_iter", failing_at_slice_1)
+    result = restore_stack(stack, "denoise", max_iters=3, **FAST)
+    assert [e["slice"] for e in result.record["slices"]] == [0, 1]  # slice 2 never started
+    assert result.record["slices_done"] == [0]
+    assert "DIPMemoryError" in result.record["errors"][0]["error"]
+    np.testing.assert_array_equal(result.image[1:], stack[1:])
+
+
+def test_stack_channel_axis_counts_in_a_slice():
+    rng = np.random.default_rng(3)
+    stack = rng.normal(1000, 50, (2, 2, 32, 32)).astype(np.float32)  # (S, C, Y, X)
+    result = restore_stack(stack, "denoise", channel_axis=0, channels="separate", max_iters=2,
+                           **FAST)
+    assert result.image.shape == stack.shape
+    assert [len(e["planes"]) for e in result.record["slices"]] == [2, 2]
+
+
+def test_rgba_stack_keeps_alpha():
+    rng = np.random.default_rng(4)
+    stack = rng.integers(0, 255, (2, 32, 32, 4), dtype=np.uint8)
+    result = restore_stack(stack, "denoise", max_iters=2, **FAST)
+    assert result.image.shape == stack.shape
+    np.testing.assert_array_equal(result.image[..., 3], stack[..., 3])

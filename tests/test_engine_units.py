@@ -1,10 +1,13 @@
 """Fast checks of the engine's parts: networks, operators, stopping, checkpoints, arrays."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from napari_dip.engine import arrays
 from napari_dip.engine.devices import estimate_memory, resolve_device
 from napari_dip.engine.fit import _Checkpoint
 from napari_dip.engine.generators import (
@@ -40,20 +43,53 @@ def test_padded_size_keeps_deepest_level_above_one_pixel(size):
     assert p >= size and p % 32 == 0 and p // 32 >= 2
 
 
-def test_lanczos_kernel_is_normalised_symmetric_and_sized_like_reference():
-    k = lanczos_kernel(4)
-    assert k.shape == (16, 16)  # 4*factor taps for Lanczos-2 at half-pixel phase
-    assert np.isclose(k.sum(), 1)
-    np.testing.assert_allclose(k, k[::-1, ::-1], atol=1e-7)
+def _lanczos2(t: np.ndarray) -> np.ndarray:
+    """The Lanczos-2 window, written out: 2 sin(pi t) sin(pi t / 2) / (pi t)^2, 1 at t = 0."""
+    t = np.asarray(t, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v = 2 * np.sin(np.pi * t) * np.sin(np.pi * t / 2) / (np.pi * t) ** 2
+    return np.where(t == 0, 1.0, v)
 
 
-@pytest.mark.parametrize("factor", [2, 4, 8])
+@pytest.mark.parametrize("factor", [2, 3, 4, 8])
+def test_lanczos_kernel_has_the_analytic_values(factor):
+    # Output pixel 0 covers input pixels 0 .. factor-1, so its centre is at (factor - 1) / 2;
+    # every input pixel p within 2 output pixels of it gets the weight L2((p - centre) / factor).
+    centre = (factor - 1) / 2
+    p = np.arange(-2 * factor, 2 * factor + factor)
+    d = (p - centre) / factor
+    inside = np.abs(d) < 2
+    w = _lanczos2(d[inside])
+    expected = np.outer(w, w) / w.sum() ** 2
+    k = lanczos_kernel(factor)
+    assert k.shape == expected.shape
+    np.testing.assert_allclose(k, expected, rtol=1e-5, atol=1e-8)
+    # The operator puts exactly these weights on the input pixels around output pixel (2, 2)
+    # (far enough from the border that no tap falls into the padding).
+    op = Downsample(factor)
+    n = 8 * factor
+    first = p[inside][0] + 2 * factor  # the first tap of output pixel 2, in input pixels
+    weights = np.zeros((len(w), len(w)))
+    for i, yy in enumerate(range(first, first + len(w))):
+        for j, xx in enumerate(range(first, first + len(w))):
+            x = torch.zeros(1, 1, n, n)
+            x[..., yy, xx] = 1.0
+            weights[i, j] = float(op.forward(x)[0, 0, 2, 2])
+    np.testing.assert_allclose(weights, expected, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 8])
 def test_downsample_shape_and_preserves_constants(factor):
     op = Downsample(factor)
     x = torch.full((1, 3, 16 * factor, 12 * factor), 0.3)
     y = op.forward(x)
     assert y.shape == (1, 3, 16, 12)
     torch.testing.assert_close(y, torch.full_like(y, 0.3))
+
+
+def test_downsample_rejects_other_factors_with_the_valid_ones():
+    with pytest.raises(ValueError, match="factor 5: choose one of 2, 3, 4, 8"):
+        Downsample(5)
 
 
 def test_mask_loss_is_mean_over_known_pixels_only():
@@ -106,19 +142,88 @@ def test_checkpoint_before_first_step_clears_optimiser_state():
 def test_presets_have_paper_defaults_and_validate_overrides():
     c = make_config("denoise", "paper")
     assert (c.lr, c.max_iters, c.ema, c.input_channels) == (0.01, 3000, 0.99, 32)
-    assert make_config("sr", "paper", factor=8).jitter == 0.05
+    assert make_config("sr", preset="paper", factor=8).jitter == 0.05
     assert make_config("denoise", "paper", lr=0.001).lr == 0.001
+    assert make_config("denoise", preset="light").net == LIGHT_SKIP
     with pytest.raises(ValueError, match="unknown setting"):
         make_config("denoise", "paper", learning_rate=1)
     with pytest.raises(ValueError, match="unknown task"):
         make_config("deblur", "paper")
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        make_config("denoise", "huge")
+    with pytest.raises(ValueError, match="resolve it first"):
+        make_config("denoise", "auto")
+    with pytest.raises(ValueError, match="unknown stopping rule"):
+        make_config("denoise", "light", stopping="early")
 
 
-def test_device_resolution_and_memory_estimate():
+def test_every_concrete_preset_has_a_network_for_every_task():
+    from napari_dip.choices import PRESET, TASK
+    from napari_dip.engine.presets import NETWORKS
+
+    assert set(NETWORKS) == set(PRESET.values) - {"auto"}
+    for preset in NETWORKS:
+        for task in TASK.values:
+            assert make_config(task, preset).net is not None
+
+
+def test_device_resolution():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
     with pytest.raises(ValueError, match="not available|unknown device"):
         resolve_device("cuda:7" if torch.cuda.device_count() < 8 else "nonsense")
-    paper = estimate_memory(512, 512, PAPER_SKIP)
-    assert 2e9 < paper < 3.5e9  # measured: about 2.6 GB at 512x512
-    assert estimate_memory(512, 512, LIGHT_SKIP) < paper / 2
+
+
+_MEASURE_STEP_PEAK = """
+import sys, torch
+from napari_dip.engine.generators import LIGHT_SKIP, PAPER_SKIP, build_generator
+torch.set_num_threads(1)
+
+def status(key):  # kB -> bytes
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+side = int(sys.argv[1])
+for name, spec in (("light", LIGHT_SKIP), ("paper", PAPER_SKIP)):
+    net = build_generator(spec, 32, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    def step(n):
+        opt.zero_grad()
+        ((net(torch.rand(1, 32, n, n)) - torch.rand(1, 1, n, n)) ** 2).mean().backward()
+        opt.step()
+    step(64)  # warm-up: optimiser state, allocator pools
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak (VmHWM) to the current resident size
+    before = status("VmRSS")
+    step(side)
+    print(name, status("VmHWM") - before)
+    del net, opt
+"""
+
+
+def _can_reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _can_reset_peak_rss(), reason="needs Linux's /proc/self/clear_refs")
+def test_memory_estimate_matches_a_measured_training_step():
+    """The estimate that refuses too-large jobs against the peak memory one fit step really
+    takes (the process's peak resident size above its level before the step, in a fresh
+    process, with the kernel's peak counter reset just before the step)."""
+    side = 256
+    out = subprocess.run([sys.executable, "-c", _MEASURE_STEP_PEAK, str(side)],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    measured = {name: int(v) for name, v in (line.split() for line in out.stdout.splitlines())}
+    for name, spec in (("light", LIGHT_SKIP), ("paper", PAPER_SKIP)):
+        ratio = estimate_memory(side, side, spec) / measured[name]
+        # Never well below the real peak (that would let a job run out of memory), and not so
+        # far above it that jobs which fit are refused.
+        assert 0.8 < ratio < 1.6, (name, measured[name], ratio)

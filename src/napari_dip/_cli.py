@@ -10,11 +10,16 @@ import signal
 import sys
 import threading
 
-import numpy as np
+from ._io import FORMATS_HELP, ImageFile, check_output_path, read_image, write_image
+from .choices import CHANNELS, PRESET, SR_FACTOR, STOPPING, TASK
+from .engine.axes import from_letters
 
-from ._io import ImageFile, check_output_path, read_image, write_image
 
-CHANNEL_AXES = "CS"
+EXIT_CODES = (
+    "exit codes: 0 restored; 1 written, but some slices of a stack failed (the message names "
+    "them); 2 bad input or options, nothing written; 130 stopped by Ctrl-C: pressed once, the "
+    "best result so far is written; pressed twice, nothing is."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,47 +30,56 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "restore",
         help="restore an image file",
-        description="Restore INPUT (TIFF, PNG or JPEG) and write OUTPUT. Without --max-iters the "
-        "automatic stopping rule decides when to stop. Press Ctrl-C once to stop early and "
-        "still write the best result so far.",
+        description="Restore INPUT (TIFF, PNG, JPEG or BMP) and write OUTPUT, in the input's "
+        "dtype and axes. Without --max-iters the automatic stopping rule decides when to stop. "
+        "Press Ctrl-C once to stop early and still write the best result so far. "
+        f"Output formats: {FORMATS_HELP}",
+        epilog=EXIT_CODES,
     )
     r.add_argument("input")
     r.add_argument("output")
-    r.add_argument("--task", choices=("denoise", "jpeg", "inpaint", "sr"), default="denoise")
+    r.add_argument("--task", choices=TASK.values, default=TASK.default,
+                   help=f"{TASK.describe()} (default: %(default)s)")
     r.add_argument("--mask", help="for --task inpaint: image of the input's height and width "
-                   "whose non-zero pixels are the ones to fill")
-    r.add_argument("--factor", type=int, choices=(2, 4, 8), default=4,
-                   help="super-resolution factor (default 4)")
+                   "(or one per slice) whose non-zero pixels are the ones to fill")
+    r.add_argument("--no-composite", dest="composite", action="store_false",
+                   help="for --task inpaint: return the network's output everywhere (default: "
+                   "known pixels are kept exactly, only masked ones are filled)")
+    r.add_argument("--factor", type=int, choices=SR_FACTOR.values, default=SR_FACTOR.default,
+                   help="super-resolution factor (default: %(default)s)")
     r.add_argument("--max-iters", type=int, help="iteration cap (default: the task's preset)")
-    r.add_argument("--preset", choices=("auto", "paper", "light"), default="auto",
-                   help="network size: paper (reference net), light (CPU-sized), auto (paper on "
-                   "CUDA, light otherwise)")
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    r.add_argument("--seed", type=int, help="random seed (recorded in the output either way)")
-    r.add_argument("--stopping", choices=("noise", "wmv", "emv", "none"),
-                   help="automatic stopping rule (default noise: stop when the fit reaches the "
-                   "noise level estimated from the image; none runs to --max-iters)")
-    r.add_argument("--patience", type=int, help="iterations without improvement before stopping")
-    r.add_argument("--channels", choices=("joint", "separate"), default="joint",
-                   help="restore channels with one network or one run each")
+    r.add_argument("--preset", choices=PRESET.values, default=PRESET.default,
+                   help=f"network preset: {PRESET.describe()} (default: %(default)s)")
+    r.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    r.add_argument("--seed", type=int, help="random seed (default: a random one; the seed used "
+                   "is printed and recorded in the output either way)")
+    r.add_argument("--stopping", choices=STOPPING.values,
+                   help=f"automatic stopping rule: {STOPPING.describe()} (default: "
+                   f"{STOPPING.default})")
+    r.add_argument("--patience", type=int, help="iterations without improvement before stopping "
+                   "(default: the task's preset)")
+    r.add_argument("--channels", choices=CHANNELS.values, default=CHANNELS.default,
+                   help="restore channels with one network (joint) or one run each (separate) "
+                   "(default: %(default)s)")
     r.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX or YXS; overrides the "
                    "file's (letters other than Y, X, C and S are stacked and done slice by slice)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
-def _plan(axes: str, shape: tuple[int, ...]) -> tuple[list[int], int | None, list[int]]:
-    """Split axes into stack axes, a channel axis and the (Y, X) axes."""
-    axes = axes.upper()
-    if len(axes) != len(shape):
-        raise ValueError(f"axes {axes!r} do not match the image's {len(shape)} dimensions {shape}")
-    if "Y" not in axes or "X" not in axes or len(set(axes)) != len(axes):
-        raise ValueError(f"axes {axes!r} must name Y and X once each (e.g. YX, ZYX, CYX, YXS)")
-    channels = [i for i, a in enumerate(axes) if a in CHANNEL_AXES]
-    if len(channels) > 1:
-        raise ValueError(f"axes {axes!r} have more than one channel axis")
-    stack = [i for i, a in enumerate(axes) if a not in "YX" + CHANNEL_AXES]
-    return stack, (channels[0] if channels else None), [axes.index("Y"), axes.index("X")]
+def _layout(src: ImageFile, axes: str | None, path: str):
+    """The input's axis roles; a file that does not name its axes is sent to --axes."""
+    letters = (axes or src.axes).upper()
+    if axes is None and len(set(letters)) < len(letters):
+        unknown = sorted({a for a in letters if letters.count(a) > 1})
+        example = "TZCYX"[-len(letters):] if len(letters) <= 5 else None
+        raise ValueError(
+            f"input {path!r} does not say what its axes {src.data.shape} are (read as "
+            f"{letters!r}: the repeated {', '.join(map(repr, unknown))} marks axes of unknown "
+            f"meaning); name them with --axes" + (f", e.g. --axes {example}" if example else "")
+        )
+    return letters, from_letters(letters, src.data.shape)
 
 
 def run_restore(args: argparse.Namespace) -> int:
@@ -78,18 +92,15 @@ def run_restore(args: argparse.Namespace) -> int:
         mask = read_image(args.mask, role="mask").data
     elif args.task == "inpaint":
         raise ValueError("--task inpaint needs --mask (non-zero pixels = pixels to fill)")
-    axes = (args.axes or src.axes).upper()
-    stack_axes, channel_axis, yx = _plan(axes, src.data.shape)
-
-    # Order as (stack..., Y, X, S) for RGB samples, else (stack..., [C,] Y, X).
-    rgb_last = channel_axis is not None and axes[channel_axis] == "S"
-    plane_order = yx + [channel_axis] if rgb_last else ([channel_axis] if channel_axis is not None
-                                                        else []) + yx
-    order = stack_axes + plane_order
-    data = np.transpose(src.data, order)
-    stack_shape = data.shape[: len(stack_axes)]
-    plane_shape = data.shape[len(stack_axes):]
-    plane_channel_axis = None if channel_axis is None else (-1 if rgb_last else 0)
+    axes, layout = _layout(src, args.axes, args.input)
+    out_shape = list(src.data.shape)
+    if args.task == "sr":
+        out_shape[layout.y] *= args.factor
+        out_shape[layout.x] *= args.factor
+    check_output_path(args.output, src.data.dtype, tuple(out_shape), axes)
+    planes = layout.fold(src.data)
+    if mask is not None:
+        mask = layout.fold_mask(mask, f"mask {args.mask!r}", f"input {args.input!r}")
 
     from .engine import restore, restore_stack
 
@@ -98,24 +109,18 @@ def run_restore(args: argparse.Namespace) -> int:
     kwargs = dict(task=args.task, mask=mask, factor=args.factor, max_iters=args.max_iters,
                   preset=args.preset, device=args.device, seed=args.seed,
                   stopping=args.stopping, patience=args.patience, channels=args.channels,
+                  composite=args.composite,
                   cancel=cancel, callback=bar.update, name=f"input {args.input!r}",
                   mask_name=f"mask {args.mask!r}")
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(cancel))
     try:
-        if stack_axes:
-            flat = data.reshape((-1,) + plane_shape)
-            sca = None if plane_channel_axis is None else plane_channel_axis % len(plane_shape) + 1
-            result = restore_stack(flat, channel_axis=sca, **kwargs)
-        else:
-            result = restore(data, channel_axis=plane_channel_axis, **kwargs)
+        restore_fn = restore_stack if layout.is_stack else restore
+        result = restore_fn(planes, channel_axis=layout.plane_channel_axis, **kwargs)
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
 
-    out = result.image
-    if stack_axes:
-        out = out.reshape(stack_shape + out.shape[1:])
-    out = np.transpose(out, np.argsort(order))
+    out = layout.unfold(result.image)
     resolution = src.resolution
     if resolution is not None and args.task == "sr":
         resolution = (resolution[0] * args.factor, resolution[1] * args.factor)
@@ -127,7 +132,17 @@ def run_restore(args: argparse.Namespace) -> int:
         f"on {rec.get('device')}, seed {rec['seed']}",
         file=sys.stderr,
     )
-    return 130 if rec["stop_reason"] == "user" else 0
+    for entry in rec.get("slices", []):
+        where = layout.slice_position(entry["slice"])
+        if "skipped" in entry:
+            print(f"  slice {where}: passed through unchanged ({entry['skipped']})",
+                  file=sys.stderr)
+        elif "error" in entry:
+            print(f"napari-dip: error: slice {where} was not restored (written unchanged): "
+                  f"{entry['error']}", file=sys.stderr)
+    if rec["stop_reason"] == "user":
+        return 130
+    return 1 if rec.get("errors") else 0
 
 
 def _interrupt(cancel: threading.Event) -> None:

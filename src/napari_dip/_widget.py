@@ -30,18 +30,14 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject
 
+from .choices import CHANNELS, PRESET, SR_FACTOR, TASK
+from .engine.axes import AxisLayout, from_indices
 from .metrics import data_range_of, psnr, ssim
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 SUFFIX = " [dip]"
-TASK_CHOICES = [
-    ("denoise", "denoise"),
-    ("JPEG artefacts", "jpeg"),
-    ("inpaint (mask = labels > 0)", "inpaint"),
-    ("super-resolution", "sr"),
-]
 CURRENT, ALL = "current slice", "all slices"
 STOP_REASON_TEXT = {
     "minimum": "automatic stop", "no-minimum": "automatic stop found no clear minimum",
@@ -60,43 +56,31 @@ class Plan:
     sources: list  # input layers (one, or several single-channel layers restored as channels)
     task: str
     factor: int
-    rgb: bool
-    data_channel_axis: int | None  # channel axis in the (stacked) data, if any
-    lead_shape: tuple  # stack axes folded into S (empty for one plane)
-    arr: np.ndarray  # (lead..., plane) with the channel axis moved before Y
-    plane_channel_axis: int | None
-    mask: np.ndarray | None
-    slice_index: int | None  # flat index for "current slice", else None
+    layout: AxisLayout  # roles of the axes of ``data``
+    data: np.ndarray  # the input (a copy); channel layers stacked along a new axis 0
+    mask: np.ndarray | None  # (Y, X) shared by every slice, or (S, Y, X)
+    slice_index: int | None  # folded index for "current slice", else None
     kwargs: dict = field(default_factory=dict)
 
     @property
     def is_stack(self) -> bool:
-        return bool(self.lead_shape)
+        return self.layout.is_stack
 
     @property
     def work(self) -> np.ndarray:
         """What the engine sees: one plane, or the stack folded to (S, plane...)."""
-        plane_ndim = 2 if self.plane_channel_axis is None else 3
-        if not self.is_stack:
-            return self.arr
-        return self.arr.reshape((-1,) + self.arr.shape[self.arr.ndim - plane_ndim :])
-
-    def yx_axes(self, ndim: int) -> tuple[int, int]:
-        return (ndim - 3, ndim - 2) if self.plane_channel_axis == 2 else (ndim - 2, ndim - 1)
+        return self.layout.fold(self.data)
 
     def upsampled(self, work: np.ndarray) -> np.ndarray:
         """The initial output: the input, nearest-neighbour upsampled for super-resolution."""
         if self.task != "sr":
             return work.copy()
-        y, x = self.yx_axes(work.ndim)
+        y, x = self.layout.folded_yx_axes(work.ndim)
         return np.repeat(np.repeat(work, self.factor, axis=y), self.factor, axis=x)
 
     def to_layers(self, work: np.ndarray) -> list[np.ndarray]:
         """Engine layout (folded) -> one array per source layer, in that layer's axes."""
-        plane_ndim = 2 if self.plane_channel_axis is None else 3
-        arr = work.reshape(self.lead_shape + work.shape[work.ndim - plane_ndim :])
-        if self.data_channel_axis is not None:
-            arr = np.moveaxis(arr, -3, self.data_channel_axis)
+        arr = self.layout.unfold(work)
         if len(self.sources) > 1:
             return [arr[i] for i in range(len(self.sources))]
         return [arr]
@@ -145,54 +129,28 @@ def make_plan(
                 f"channel layer(s) {', '.join(bad)} do not have the shape of {layer.name!r} "
                 f"{arrays[0].shape}"
             )
-        data, data_ca = np.stack(arrays), 0
+        data, channel_axis = np.stack(arrays), 0
     else:
-        data, data_ca = arrays[0], channel_axis
-    if rgb:
-        data_ca = None
-    if data_ca is not None:
-        data_ca = data_ca % data.ndim
-        if data_ca >= data.ndim - 2:
-            raise ValueError("the channel axis cannot be one of the last two (Y, X) axes")
-        arr, plane_ca = np.moveaxis(data, data_ca, -3), 0
-    elif rgb:
-        arr, plane_ca = data, 2
-    else:
-        arr, plane_ca = data, None
-    plane_ndim = 2 if plane_ca is None else 3
-    if arr.ndim < plane_ndim:
-        raise ValueError(f"{layer.name!r} has shape {arr.shape}; DIP needs a 2-D image (Y, X)")
-    lead = arr.shape[: arr.ndim - plane_ndim]
-    yx = arr.shape[-3:-1] if plane_ca == 2 else arr.shape[-2:]
+        data = arrays[0]
+        if rgb:
+            channel_axis = None
+    layout = from_indices(data.shape, channel_axis, colour=rgb, name=repr(layer.name))
 
     slice_index = None
-    if lead and slices == CURRENT:
+    if layout.is_stack and slices == CURRENT:
         if current_point is None:
-            point = np.zeros(len(lead))
-        else:  # data coordinates of the layer: drop its channel axis, keep the stack axes
+            slice_index = 0
+        else:  # data coordinates of the layer; stacked channel layers add an axis in front
             point = list(current_point)
-            if not extra and data_ca is not None:
-                del point[data_ca]
-        idx = [int(np.clip(round(p), 0, n - 1)) for p, n in zip(point, lead)]
-        slice_index = int(np.ravel_multi_index(idx, lead))
+            slice_index = layout.flat_index([0, *point] if extra else point)
 
     mask = None
     if task == "inpaint":
         if mask_layer is None:
             raise ValueError("inpainting needs a Labels layer as the mask (label > 0 = fill)")
-        m = _layer_array(mask_layer) > 0
-        if m.shape == tuple(yx):
-            mask = m
-        elif lead and m.shape == tuple(lead) + tuple(yx):
-            mask = m.reshape((-1,) + tuple(yx))
-        else:
-            want = f"{tuple(yx)}" + (f" or {tuple(lead) + tuple(yx)}" if lead else "")
-            raise ValueError(
-                f"the mask {mask_layer.name!r} has shape {m.shape}, but the image "
-                f"{layer.name!r} needs a mask of shape {want}"
-            )
-    return Plan(sources, task, factor, rgb, data_ca, tuple(lead), arr, plane_ca, mask,
-                slice_index)
+        mask = layout.fold_mask(_layer_array(mask_layer) > 0, f"the mask {mask_layer.name!r}",
+                                f"the image {layer.name!r}")
+    return Plan(sources, task, factor, layout, data, mask, slice_index)
 
 
 def _layer_kwargs(source, plan: Plan, name: str) -> dict:
@@ -242,8 +200,9 @@ class DIPWidget(Container):
 
         layers = self._image_layers
         self.image = ComboBox(label="image", choices=layers, nullable=False)
-        self.task = ComboBox(label="task", choices=TASK_CHOICES, value="denoise")
-        self.factor = ComboBox(label="SR factor", choices=[2, 4, 8], value=4)
+        self.task = ComboBox(label="task", choices=TASK.menu(), value=TASK.default)
+        self.factor = ComboBox(label="SR factor", choices=SR_FACTOR.menu(),
+                               value=SR_FACTOR.default)
         self.mask = ComboBox(
             label="mask (labels > 0)", choices=self._labels_layers, nullable=True, value=None,
             tooltip="Labels layer; pixels with a label > 0 are filled. 2-D masks apply to every "
@@ -259,12 +218,13 @@ class DIPWidget(Container):
             "restore together with the image, as channels",
         )
         self.channel_layers.native.setMaximumHeight(70)
-        self.channels = ComboBox(
-            label="channels", choices=[("jointly", "joint"), ("per channel", "separate")],
-            value="joint",
-        )
+        self.channels = ComboBox(label="channels", choices=CHANNELS.menu(),
+                                 value=CHANNELS.default)
         self.slices = ComboBox(label="stack", choices=[CURRENT, ALL], value=CURRENT)
-        self.preset = ComboBox(label="preset", choices=["auto", "light", "paper"], value="auto")
+        self.preset = ComboBox(
+            label="preset", choices=[(v, v) for v in PRESET.values], value=PRESET.default,
+            tooltip="\n".join(f"{v}: {lab}" for v, lab in PRESET.items),
+        )
         self.max_iters = SpinBox(
             label="max iterations", min=0, max=1_000_000, value=0,
             tooltip="0 = the preset's cap",
@@ -539,11 +499,11 @@ class DIPWidget(Container):
             "input_layers": [s.name for s in plan.sources],
             "mask_layer": None if self.mask.value is None or plan.task != "inpaint"
             else self.mask.value.name,
-            "channel_axis": plan.data_channel_axis,
+            "channel_axis": None if plan.layout.colour else plan.layout.channel,
             "stack": None if not plan.is_stack else (
                 ALL if plan.slice_index is None else CURRENT),
             "slice_index": None if plan.slice_index is None
-            else [int(i) for i in np.unravel_index(plan.slice_index, plan.lead_shape)],
+            else list(plan.layout.slice_position(plan.slice_index)),
             **plan.kwargs,
         }
         for layer, source, arr in zip(run["outputs"], plan.sources,
@@ -560,7 +520,13 @@ class DIPWidget(Container):
         self.status.value = (
             f"done ({stopped}): {record['iterations']} iterations, best at "
             f"{record['best_iteration']}, seed {record.get('seed')}"
-        )
+        ) + _slice_notes(record)
+        failed = [e for e in record.get("slices", []) if "error" in e]
+        if failed:  # the finished slices are kept; say which ones were not restored
+            where = "; ".join(f"slice {_slice_name(plan, e['slice'])}: {e['error']}"
+                              for e in failed)
+            show_warning(f"napari-dip: {len(failed)} slice(s) could not be restored and were "
+                         f"left as they were ({where}); the other slices were kept")
         if self.reference.value is not None:
             self.update_metrics()
 
@@ -665,6 +631,21 @@ class DIPWidget(Container):
         self._viewer.reset_view()
 
 
+def _slice_name(plan: Plan, flat: int) -> str:
+    """A folded slice index as the layer's stack coordinates (e.g. '3' or '(1, 4)')."""
+    pos = plan.layout.slice_position(flat)
+    return str(pos[0]) if len(pos) == 1 else str(pos)
+
+
+def _slice_notes(record: dict) -> str:
+    """', 2 slice(s) skipped (constant)' for the status line."""
+    skipped = [e for e in record.get("slices", []) if "skipped" in e]
+    if not skipped:
+        return ""
+    reasons = sorted({e["skipped"] for e in skipped})
+    return f", {len(skipped)} slice(s) passed through ({', '.join(reasons)})"
+
+
 class _StopWhenUndocked(QObject):
     """Stops the run when the widget is taken out of the window (its dock closed): napari then
     only unparents it, so nothing else would end a run the user can no longer see."""
@@ -693,21 +674,16 @@ def _generate(plan: Plan, cancel: threading.Event):
     from .engine import DIPMemoryError, restore_iter, restore_stack_iter
 
     try:
+        kwargs = dict(mask=plan.mask, channel_axis=plan.layout.plane_channel_axis,
+                      factor=plan.factor, cancel=cancel,
+                      name=f"layer {plan.sources[0].name!r}", **plan.kwargs)
         if plan.is_stack:
-            ca = plan.plane_channel_axis
             events = restore_stack_iter(
-                plan.work, plan.task, mask=plan.mask,
-                channel_axis=None if ca is None else ca + 1,
-                slices=None if plan.slice_index is None else [plan.slice_index],
-                factor=plan.factor, cancel=cancel, name=f"layer {plan.sources[0].name!r}",
-                **plan.kwargs,
+                plan.work, plan.task,
+                slices=None if plan.slice_index is None else [plan.slice_index], **kwargs,
             )
         else:
-            events = restore_iter(
-                plan.work, plan.task, mask=plan.mask, channel_axis=plan.plane_channel_axis,
-                factor=plan.factor, cancel=cancel, name=f"layer {plan.sources[0].name!r}",
-                **plan.kwargs,
-            )
+            events = restore_iter(plan.work, plan.task, **kwargs)
         last, where = 0.0, None
         for event in events:
             if not hasattr(event, "iteration"):  # the Result

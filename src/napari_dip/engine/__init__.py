@@ -3,18 +3,35 @@
 >>> from napari_dip.engine import restore
 >>> result = restore(noisy, "denoise")          # doctest: +SKIP
 >>> result.image, result.record["best_iteration"]  # doctest: +SKIP
+
+The public names load on first use, so that the torch-free modules (:mod:`.axes`,
+:mod:`.arrays`) can be imported by the widget and the CLI at start-up without torch.
 """
 
-from .devices import DIPMemoryError, available_devices, estimate_memory, resolve_device
-from .generators import LIGHT_SKIP, PAPER_SKIP, GeneratorSpec, build_generator, hourglass
-from .operators import Downsample, Identity, Mask, Operator
-from .presets import PRESETS, SIZES, TASKS, FitConfig, make_config
-from .restoration import Progress, Result, restore, restore_iter
-from .stacks import restore_stack, restore_stack_iter
+from __future__ import annotations
 
-__all__ = [
-    "DIPMemoryError", "Downsample", "FitConfig", "GeneratorSpec", "Identity", "LIGHT_SKIP",
-    "Mask", "Operator", "PAPER_SKIP", "PRESETS", "Progress", "Result", "SIZES", "TASKS",
-    "available_devices", "build_generator", "estimate_memory", "hourglass", "make_config",
-    "resolve_device", "restore", "restore_iter", "restore_stack", "restore_stack_iter",
-]
+import importlib
+
+_EXPORTS = {
+    "devices": ("DIPMemoryError", "available_devices", "estimate_memory", "resolve_device"),
+    "generators": ("LIGHT_SKIP", "PAPER_SKIP", "GeneratorSpec", "build_generator", "hourglass"),
+    "operators": ("Downsample", "Identity", "Mask", "Operator"),
+    "presets": ("PRESETS", "TASKS", "FitConfig", "make_config"),
+    "restoration": ("Progress", "Result", "restore", "restore_iter"),
+    "stacks": ("restore_stack", "restore_stack_iter"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

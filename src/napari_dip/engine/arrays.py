@@ -59,6 +59,21 @@ class Layout:
         return np.moveaxis(image, 0, self.channel_axis)
 
 
+def split_alpha(cyx: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray | None]:
+    """An RGBA image's colour channels and its alpha (passed through, never restored)."""
+    if layout.kind == "channels_last" and cyx.shape[0] == 4:
+        return cyx[:3], cyx[3]
+    return cyx, None
+
+
+def fill_of(mask: np.ndarray) -> np.ndarray:
+    """The pixels a mask marks to fill (non-zero; any channel of a colour mask image)."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[-1] in (3, 4):
+        mask = mask.any(axis=-1)
+    return mask != 0
+
+
 def infer_layout(image: np.ndarray, channel_axis: int | None, name: str = "image") -> Layout:
     """Grey (Y, X); with 3 dims, (Y, X, 3|4) is RGB(A), anything else channel-first (C, Y, X).
 
@@ -100,16 +115,14 @@ def mask_to_known(mask: np.ndarray, spatial_shape: tuple[int, int],
     mask = np.asarray(mask)
     if mask.dtype.kind not in "biuf":
         raise ValueError(f"{name} has dtype {mask.dtype}; use a boolean or integer label image")
-    if mask.ndim == 3 and mask.shape[-1] in (3, 4):  # an RGB(A) mask image: any channel set
-        mask = mask.any(axis=-1)
-    if mask.shape != tuple(spatial_shape):
+    if mask.dtype.kind == "f" and not np.isfinite(mask).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    fill = fill_of(mask)
+    if fill.shape != tuple(spatial_shape):
         raise ValueError(
             f"{name} has shape {mask.shape} but the image's spatial shape is "
             f"{tuple(spatial_shape)}; draw the mask on the image (same height and width)."
         )
-    if mask.dtype.kind == "f" and not np.isfinite(mask).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    fill = mask != 0
     if not fill.any():
         raise ValueError(
             f"{name} is empty: no pixel is marked to fill. Paint the pixels to restore with a "

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..choices import SR_FACTOR
+
 
 class Operator:
     """Base class: identity forward model with a mean-squared-error data term."""
@@ -74,10 +76,13 @@ class Mask(Operator):
 def lanczos_kernel(factor: int, support: int = 2) -> np.ndarray:
     """2-D Lanczos-``support`` anti-aliasing kernel for downsampling by ``factor``.
 
-    Even-sized (``2 * support * factor`` taps) so that it is centred between pixels, as when an
-    image is shrunk by an integer factor; normalised to sum to 1.
+    Output pixel j averages input pixels j*factor .. j*factor + factor - 1, so its centre lies
+    between two input pixels for an even factor and on one for an odd factor: the taps sit at
+    input pixel centres, (i - centre) / factor output pixels away, for every one inside the
+    support (``2 * support * factor`` taps for even factors, one fewer for odd ones).
+    Normalised to sum to 1.
     """
-    n = 2 * support * factor
+    n = 2 * support * factor - (factor % 2)
     t = (np.arange(n) - (n - 1) / 2) / factor
     k1 = np.sinc(t) * np.sinc(t / support)
     k1 /= k1.sum()
@@ -86,15 +91,15 @@ def lanczos_kernel(factor: int, support: int = 2) -> np.ndarray:
 
 class Downsample(Operator):
     """Super-resolution: the observation is the image blurred by a Lanczos-2 kernel and
-    subsampled by ``factor`` (the reference code's downsampler)."""
+    subsampled by ``factor`` (the reference code's downsampler; odd factors centred alike)."""
 
     name = "downsample"
 
     def __init__(self, factor: int):
-        if factor not in (2, 3, 4, 8):
-            raise ValueError(f"the super-resolution factor must be 2, 3, 4 or 8, not {factor}")
+        factor = SR_FACTOR.check(factor)
         self.factor = factor
         self.kernel = torch.from_numpy(lanczos_kernel(factor))[None, None]
+        # Centres each kernel on its output pixel; (taps - factor) is even for every factor.
         self._pad = (self.kernel.shape[-1] - factor) // 2
 
     def output_size(self, observed_hw):

@@ -1,18 +1,18 @@
 """Run settings: one :class:`FitConfig` per run, built from a task preset plus user overrides.
 
-The paper's per-task settings (the reference notebooks) are the defaults; ``size`` swaps the
-network for a CPU-sized one without touching the rest.
+The paper's per-task settings (the reference notebooks) are the defaults; the ``preset``
+('paper' or 'light', see :data:`napari_dip.choices.PRESET`) picks the network without touching
+the rest.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from ..choices import PRESET, STOPPING, TASK
 from .generators import LIGHT_SKIP, PAPER_SKIP, GeneratorSpec
-from .stopping import RULES
 
-TASKS = ("denoise", "jpeg", "inpaint", "sr")
-SIZES = ("auto", "paper", "light")
+TASKS = TASK.values
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class FitConfig:
     ema: float = 0.99  # 0 disables output averaging
     backtrack: bool = True
     backtrack_db: float = 5.0  # a loss jump worth this many dB of PSNR undoes the step
-    stopping: str = "noise"  # one of stopping.RULES
+    stopping: str = "noise"  # one of choices.STOPPING
     window: int = 100
     patience: int = 1000
     preview_every: int = 0  # 0: no previews
@@ -43,9 +43,7 @@ class FitConfig:
             raise ValueError(f"lr must be positive, not {self.lr}")
         if self.input_kind not in ("noise", "meshgrid"):
             raise ValueError(f"input_kind must be 'noise' or 'meshgrid', not {self.input_kind!r}")
-        if self.stopping not in RULES:
-            raise ValueError(
-                f"stopping must be one of {', '.join(RULES)}, not {self.stopping!r}")
+        STOPPING.check(self.stopping)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,20 +88,26 @@ PRESETS: dict[str, TaskPreset] = {
 }
 
 
+#: The network each concrete preset of :data:`napari_dip.choices.PRESET` uses for a task.
+NETWORKS = {
+    "paper": lambda task: task.config.net,
+    "light": lambda task: task.light_net,
+}
+
+
 def make_config(
-    task: str, size: str = "paper", factor: int | None = None, **overrides
+    task: str, preset: str = "paper", factor: int | None = None, **overrides
 ) -> FitConfig:
-    """The preset for ``task`` at network ``size`` ('paper' or 'light'), then ``overrides``."""
-    if task not in PRESETS:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
-    if size not in ("paper", "light"):
-        raise ValueError(f"unknown preset {size!r}: choose one of {', '.join(SIZES)}")
-    preset = PRESETS[task]
-    config = preset.config
+    """The settings for ``task`` with the ``preset``'s network ('paper' or 'light'), then
+    ``overrides``."""
+    task_preset = PRESETS[TASK.check(task)]
+    if PRESET.check(preset) not in NETWORKS:
+        raise ValueError(f"preset {preset!r} depends on the device; resolve it first "
+                         "(napari_dip.choices.resolve_preset)")
+    config = task_preset.config
     if task == "sr" and factor == 8:
         config = replace(config, jitter=0.05, max_iters=4000)
-    if size == "light":
-        config = replace(config, net=preset.light_net)
+    config = replace(config, net=NETWORKS[preset](task_preset))
     known = {f.name for f in fields(FitConfig)}
     unknown = set(overrides) - known
     if unknown:

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..choices import CHANNELS, SR_FACTOR, TASK, resolve_preset
 from . import arrays
 from .devices import check_fits, is_out_of_memory, memory_error, resolve_device
 from .fit import fit
 from .intensity import IntensityMap
 from .operators import Downsample, Identity, Mask, Operator
-from .presets import TASKS, make_config
+from .presets import FitConfig, make_config
 from .stopping import combine_stop_reasons
 
 
@@ -72,8 +73,7 @@ def as_cancel_check(cancel: Cancel) -> Callable[[], bool] | None:
 
 def make_operator(task: str, spatial: tuple[int, int], mask, factor: int,
                   mask_name: str = "mask") -> Operator:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+    TASK.check(task)
     if task == "inpaint":
         if mask is None:
             raise ValueError("task 'inpaint' needs a mask: non-zero pixels are the ones to fill")
@@ -81,7 +81,7 @@ def make_operator(task: str, spatial: tuple[int, int], mask, factor: int,
     if mask is not None:
         raise ValueError(f"a mask is only used by task 'inpaint', not {task!r}")
     if task == "sr":
-        return Downsample(factor)
+        return Downsample(SR_FACTOR.check(factor))
     return Identity()
 
 
@@ -108,6 +108,7 @@ def restore_iter(
     seed: int | None = None,
     channel_axis: int | None = None,
     channels: str = "joint",
+    composite: bool = True,
     max_iters: int | None = None,
     stopping: str | None = None,
     patience: int | None = None,
@@ -125,52 +126,107 @@ def restore_iter(
     Parameters
     ----------
     image : (Y, X), (C, Y, X) or (Y, X, 3|4) array of any integer or float dtype; never modified.
-    task : 'denoise', 'jpeg', 'inpaint' or 'sr'.
+    task : 'denoise', 'jpeg', 'inpaint' or 'sr' (:data:`napari_dip.choices.TASK`).
     mask : for 'inpaint', (Y, X); non-zero pixels are the ones to fill.
-    factor : super-resolution factor for 'sr' (2, 4 or 8).
-    preset : network size: 'paper' (the reference net), 'light' (CPU-sized) or 'auto'
+    factor : super-resolution factor for 'sr' (2, 3, 4 or 8).
+    preset : network preset: 'paper' (the reference net), 'light' (CPU-sized) or 'auto'
         (paper on CUDA, light elsewhere).
     device : 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.
     seed : makes a run reproducible on the same device; drawn at random (and recorded) if None.
     channels : 'joint' (one network for all channels) or 'separate' (one run per channel).
+    composite : for 'inpaint', return the known pixels exactly as given and the network's
+        output only where the mask is set; False returns the network's output everywhere.
     max_iters, stopping ('wmv', 'emv', 'none'), patience, preview_every : override the preset.
     cancel : a threading.Event or a callable; when set, the run ends after the current step
         and the best estimate so far is returned.
     reference : ground truth (same layout as the output) to report PSNR per step; it never
         influences the run.
+    normalisation : an :class:`IntensityMap` to use instead of one fitted to ``image`` (a
+        stack's slices share one).
     name, mask_name : how error messages refer to the image and the mask (e.g. a layer name).
     net_input : (Cz, Y, X) array at the output's size to use as the network input instead of
         random noise (values are used as given, so scale them to about [0, 1]).
     **overrides : any other :class:`~napari_dip.engine.presets.FitConfig` field (lr, jitter, ...).
     """
+    job = _prepare(
+        image, task, mask=mask, factor=factor, preset=preset, device=device, seed=seed,
+        channel_axis=channel_axis, channels=channels, composite=composite,
+        reference=reference, normalisation=normalisation, name=name, mask_name=mask_name,
+        net_input=net_input, settings=dict(max_iters=max_iters, stopping=stopping,
+                                           patience=patience, preview_every=preview_every,
+                                           **overrides),
+    )
+    fits = yield from _fit_groups(job, as_cancel_check(cancel))
+    yield Result(job.output(fits.image), _record(job, fits), fits.history)
+
+
+@dataclass
+class _Job:
+    """One plane's restoration, checked and prepared: what the fit loop and the record need."""
+
+    task: str
+    factor: int | None  # the SR factor, None for other tasks
+    input_shape: tuple
+    input_dtype: str
+    layout: arrays.Layout
+    cyx: np.ndarray  # the channels to restore (C, Y, X), input units; alpha taken out
+    alpha: np.ndarray | None  # an RGBA image's alpha (Y, X), passed through
+    operator: Operator
+    known: np.ndarray | None  # inpainting: (Y, X) bool, True where the pixel is observed
+    composite: bool  # put the known pixels back exactly
+    device: torch.device
+    preset: str  # the concrete preset ('auto' resolved)
+    config: FitConfig
+    seed: int
+    channels: str
+    norm: IntensityMap
+    observation: torch.Tensor  # (1, C, Y, X) in [0, 1]
+    reference: torch.Tensor | None  # (C, Y', X') in [0, 1]
+    net_input: torch.Tensor | None
+
+    @property
+    def groups(self) -> list[list[int]]:
+        """The channels fitted together: all of them, or one at a time."""
+        n = self.cyx.shape[0]
+        return [list(range(n))] if self.channels == "joint" else [[c] for c in range(n)]
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return self.operator.output_size(self.cyx.shape[1:])
+
+    def output(self, x: torch.Tensor, as_float: bool = False) -> np.ndarray:
+        """A normalised (C, Y', X') estimate in the caller's units, dtype and layout."""
+        out = self.norm.inverse(x.numpy(), as_float=as_float)
+        if self.composite and self.known is not None:
+            out = np.where(self.known, self.cyx.astype(out.dtype, copy=False), out)
+        if self.alpha is not None:
+            a = self.alpha if self.factor is None else arrays.repeat_yx(self.alpha, self.factor, 0)
+            out = np.concatenate([out, a[None].astype(out.dtype)])
+        return self.layout.from_cyx(out)
+
+
+def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, channels,
+             composite, reference, normalisation, name, mask_name, net_input,
+             settings) -> _Job:
+    """Check the inputs and build everything a run needs; raises ValueError for bad input."""
     image = np.asarray(image)
     arrays.check_dtype(image, name)
     layout = arrays.infer_layout(image, channel_axis, name)
-    cyx = layout.to_cyx(image)
-    alpha = None
-    if layout.kind == "channels_last" and cyx.shape[0] == 4:
-        cyx, alpha = cyx[:3], cyx[3]  # alpha is passed through, not restored
+    cyx, alpha = arrays.split_alpha(layout.to_cyx(image), layout)
     spatial = cyx.shape[1:]
     arrays.check_spatial(spatial, name)
     arrays.check_values(cyx, name)
-    if channels not in ("joint", "separate"):
-        raise ValueError(f"channels must be 'joint' or 'separate', not {channels!r}")
+    CHANNELS.check(channels)
     operator = make_operator(task, spatial, mask, factor, mask_name)
 
     dev = resolve_device(device)
-    size = ("paper" if dev.type == "cuda" else "light") if preset == "auto" else preset
-    config = make_config(
-        task, size, factor if task == "sr" else None, max_iters=max_iters, stopping=stopping,
-        patience=patience, preview_every=preview_every, **overrides,
-    )
-    if seed is None:
-        seed = draw_seed()
-    known = operator.known[0, 0].numpy() if isinstance(operator, Mask) else None
+    preset = resolve_preset(preset, dev.type)
+    config = make_config(task, preset, factor if task == "sr" else None, **settings)
+    known = operator.known[0, 0].numpy() > 0 if isinstance(operator, Mask) else None
     norm = normalisation or IntensityMap.fit(cyx, joint=layout.kind == "channels_last",
                                              known=known)
-    obs = torch.from_numpy(norm.forward(cyx))[None]
     out_hw = operator.output_size(spatial)
-    check_fits(*out_hw, config.net, dev, size)
+    check_fits(*out_hw, config.net, dev, preset)
 
     ref = None
     if reference is not None:
@@ -190,35 +246,64 @@ def restore_iter(
             raise ValueError("net_input must be a finite (C, Y, X) or (Y, X) array")
         z_in = torch.from_numpy(z_in)[None]
 
-    groups = [list(range(cyx.shape[0]))] if channels == "joint" else [
-        [c] for c in range(cyx.shape[0])
-    ]
-    current = _initial_guess(obs, operator)[0]
-    check = as_cancel_check(cancel)
+    return _Job(
+        task=task, factor=factor if task == "sr" else None, input_shape=tuple(image.shape),
+        input_dtype=str(image.dtype), layout=layout, cyx=cyx, alpha=alpha, operator=operator,
+        known=known, composite=bool(composite) and known is not None, device=dev,
+        preset=preset, config=config, seed=draw_seed() if seed is None else seed,
+        channels=channels, norm=norm, observation=torch.from_numpy(norm.forward(cyx))[None],
+        reference=ref, net_input=z_in,
+    )
 
-    def denormalised(x: torch.Tensor, as_float: bool) -> np.ndarray:
-        out = norm.inverse(x.numpy(), as_float=as_float)
-        if alpha is not None:
-            a = alpha if task != "sr" else arrays.repeat_yx(alpha, factor, 0)
-            out = np.concatenate([out, a[None].astype(out.dtype)])
-        return layout.from_cyx(out)
 
-    planes, history = [], []
+@dataclass
+class _Fits:
+    """What the fits of a plane's channel groups produced."""
+
+    image: torch.Tensor  # (C, Y', X') normalised estimate: fitted groups, initial guess elsewhere
+    planes: list[dict] = field(default_factory=list)  # one record per fitted group
+    history: list = field(default_factory=list)
+    parameters: int | None = None
+    complete: bool = True  # every group ran to its own end (not cut short by the user)
+
+
+#: FitOutcome fields that are not part of a plane's record (tensors, or recorded elsewhere).
+_NOT_RECORDED = ("image", "history", "seed", "parameters")
+
+
+def _plane_record(group: list[int], outcome) -> dict:
+    """A fit's outcome for the record: every field of FitOutcome that is set, generically, so
+    new fields of the fit loop reach the record without changes here."""
+    rec = {"channels": group}
+    for f in fields(outcome):
+        value = getattr(outcome, f.name)
+        if f.name in _NOT_RECORDED or value is None or torch.is_tensor(value):
+            continue
+        rec[f.name] = round(value, 3) if f.name == "seconds" else value
+    rec["seconds_per_iter"] = outcome.seconds / max(outcome.iterations, 1)
+    return rec
+
+
+def _fit_groups(job: _Job, check: Callable[[], bool] | None):
+    """Fit each channel group in turn, yielding :class:`Progress`; returns :class:`_Fits`."""
+    config, groups = job.config, job.groups
+    fits = _Fits(image=_initial_guess(job.observation, job.operator)[0])
     for gi, group in enumerate(groups):
         if check is not None and check():
             break
         steps = fit(
-            obs[:, group], operator, config, device=dev, seed=seed, cancel=check,
-            reference=None if ref is None else ref[group], net_input=z_in,
+            job.observation[:, group], job.operator, config, device=job.device, seed=job.seed,
+            cancel=check, reference=None if job.reference is None else job.reference[group],
+            net_input=job.net_input,
         )
         try:
             while True:
                 step = next(steps)
                 preview = None
                 if config.preview_every and step.iteration % config.preview_every == 0:
-                    shown = current.clone()
+                    shown = fits.image.clone()
                     shown[group] = step.estimate.detach().clamp(0, 1).cpu()
-                    preview = denormalised(shown, as_float=True)
+                    preview = job.output(shown, as_float=True)
                 yield Progress(
                     step.iteration, config.max_iters, step.loss, step.signal,
                     step.best_iteration, step.elapsed, preview, step.psnr, gi, len(groups),
@@ -227,63 +312,59 @@ def restore_iter(
             outcome = done.value
         except Exception as exc:
             if is_out_of_memory(exc):
-                raise memory_error(*out_hw, config.net, dev, size) from exc
+                raise memory_error(*job.out_hw, config.net, job.device, job.preset) from exc
             raise
         finally:
             steps.close()
-            if dev.type == "cuda":
+            if job.device.type == "cuda":
                 torch.cuda.empty_cache()
-        current[group] = outcome.image
-        history.append(outcome.history)
-        planes.append({
-            "channels": group,
-            "iterations": outcome.iterations,
-            "best_iteration": outcome.best_iteration,
-            "returned_iteration": outcome.returned_iteration,
-            "stop_reason": outcome.stop_reason,
-            "stopping": outcome.stopping,
-            "backtracks": outcome.backtracks,
-            "lr_drops": outcome.lr_drops,
-            "steps": outcome.steps,
-            "seconds": round(outcome.seconds, 3),
-            "cpu_seconds": round(outcome.cpu_seconds, 3),
-            "seconds_per_iter": outcome.seconds / max(outcome.iterations, 1),
-            **({"oracle": outcome.oracle} if outcome.oracle else {}),
-        })
-        parameters = outcome.parameters
+        fits.image[group] = outcome.image
+        fits.history.append(outcome.history)
+        fits.planes.append(_plane_record(group, outcome))
+        fits.parameters = outcome.parameters
         if outcome.stop_reason == "user":
             break
+    fits.complete = len(fits.planes) == len(groups)
+    return fits
 
-    reasons = [p["stop_reason"] for p in planes]
-    stop_reason = "user" if len(planes) < len(groups) else combine_stop_reasons(reasons)
+
+def overall_stop_reason(reasons: list[str], complete: bool) -> str:
+    """One stop reason for a run of several fits (channel groups, slices): 'user' if the run
+    ended before all of them ran, else the least trustworthy of theirs."""
+    return combine_stop_reasons(reasons) if complete else "user"
+
+
+def _record(job: _Job, fits: _Fits) -> dict:
+    """Every setting of the run and what each fit did, JSON-ready."""
     from .. import __version__
 
-    record = {
+    planes = fits.planes
+    return {
         "napari_dip": __version__,
-        "task": task,
-        "factor": factor if task == "sr" else None,
-        "preset": size,
-        "device": str(dev),
-        "seed": seed,
-        "channels": channels,
-        "input_shape": list(image.shape),
-        "input_dtype": str(image.dtype),
-        "operator": operator.describe(),
-        "config": config.to_dict(),
-        "normalisation": {**norm.to_dict(),
-                          "clipped_fraction": norm.clipped_fraction(cyx, known)},
-        "parameters": parameters if planes else None,
-        "stop_reason": stop_reason,
+        "task": job.task,
+        "factor": job.factor,
+        "preset": job.preset,
+        "device": str(job.device),
+        "seed": job.seed,
+        "channels": job.channels,
+        "composite": job.composite if job.known is not None else None,
+        "input_shape": list(job.input_shape),
+        "input_dtype": job.input_dtype,
+        "operator": job.operator.describe(),
+        "config": job.config.to_dict(),
+        "normalisation": {**job.norm.to_dict(),
+                          "clipped_fraction": job.norm.clipped_fraction(job.cyx, job.known)},
+        "parameters": fits.parameters,
+        "stop_reason": overall_stop_reason([p["stop_reason"] for p in planes], fits.complete),
         "iterations": sum(p["iterations"] for p in planes),
         "best_iteration": (
-            planes[0]["best_iteration"] if len(planes) == 1
-            else [p["best_iteration"] for p in planes]
+            planes[0].get("best_iteration") if len(planes) == 1
+            else [p.get("best_iteration") for p in planes]
         ),
         "seconds": round(sum(p["seconds"] for p in planes), 3),
         "planes": planes,
         "torch": torch.__version__,
     }
-    yield Result(denormalised(current, as_float=False), record, history)
 
 
 def restore(image: np.ndarray, task: str = "denoise", *,

@@ -1,7 +1,12 @@
 """Stacks (Z, T, ... over 2-D planes): restored slice by slice with one shared intensity map.
 
 Sharing the normalisation keeps intensities comparable between slices; the slice loop lives
-here so the CLI and the widget never iterate over axes themselves.
+here so the CLI and the widget never iterate over axes themselves (:mod:`.axes` folds N-D
+arrays into stacks of planes and back).
+
+A slice with nothing to restore (constant, e.g. a blank first plane; or, with one mask per
+slice, a slice whose mask marks nothing) is passed through and marked as skipped; an error in one
+slice is recorded and the others go on, so one bad slice never costs the rest.
 """
 
 from __future__ import annotations
@@ -11,18 +16,34 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import arrays
+from . import arrays, axes
 from .intensity import IntensityMap
-from .restoration import Progress, Result, as_cancel_check, drain, draw_seed, restore_iter
-from .stopping import combine_stop_reasons
+from .restoration import (
+    Progress, Result, as_cancel_check, drain, draw_seed, overall_stop_reason, restore_iter,
+)
 
 
-def _stack_normalisation(stack: np.ndarray, layout: arrays.Layout, masks) -> IntensityMap:
-    joint = layout.kind == "channels_last"
-    return IntensityMap.combine([
-        IntensityMap.fit(layout.to_cyx(s), joint, known=None if m is None else np.asarray(m) == 0)
-        for s, m in zip(stack, masks)
-    ])
+def _known(mask) -> np.ndarray | None:
+    """Observed pixels (True) of a slice's mask, or None when every pixel counts."""
+    if mask is None:
+        return None
+    known = ~arrays.fill_of(mask)
+    return known if known.any() else None
+
+
+def _colour(plane: np.ndarray, layout: arrays.Layout) -> np.ndarray:
+    """The (C, Y, X) channels of a slice that are restored (an RGBA's alpha is not)."""
+    return arrays.split_alpha(layout.to_cyx(plane), layout)[0]
+
+
+def _skip_reason(plane: np.ndarray, mask, layout: arrays.Layout, task: str) -> str | None:
+    """Why a slice is passed through unrestored, or None if it is to be restored."""
+    cyx = _colour(plane, layout)
+    if cyx.size and cyx.min() == cyx.max():
+        return "constant"
+    if task == "inpaint" and mask is not None and not arrays.fill_of(mask).any():
+        return "nothing to fill"
+    return None
 
 
 def _passthrough(plane: np.ndarray, task: str, factor: int, layout: arrays.Layout) -> np.ndarray:
@@ -51,8 +72,14 @@ def restore_stack_iter(
     ``stack`` is (S, Y, X), (S, C, Y, X) or (S, Y, X, RGB); fold extra leading axes (T and Z)
     into S first. ``mask`` is (Y, X), shared by every slice, or one per slice (S, Y, X).
     ``slices`` restores only those indices; the others are copied through unchanged.
-    ``channel_axis`` is counted in the full stack's axes. Other keywords go to
+    ``channel_axis`` is counted in one slice's axes, as for :func:`restore_iter` (0 or -1).
+    :mod:`.axes` folds N-D arrays into this form and back. Other keywords go to
     :func:`~napari_dip.engine.restore_iter`.
+
+    The record lists every slice asked for under ``"slices"``: restored ones with their fit,
+    skipped ones with ``"skipped"`` (e.g. ``"constant"``), failed ones with ``"error"`` (the
+    slice is then passed through, and ``"errors"`` lists them). Only when no slice could be
+    restored is the first error raised.
     """
     stack = np.asarray(stack)
     arrays.check_dtype(stack, name)
@@ -61,62 +88,86 @@ def restore_stack_iter(
             f"{name} has shape {stack.shape}; a stack is (S, Y, X), (S, C, Y, X) or "
             "(S, Y, X, RGB). Reshape extra axes into the first one."
         )
-    plane_axis = None if channel_axis is None else (channel_axis % stack.ndim) - 1
-    if stack.ndim == 3 and plane_axis is not None:
-        raise ValueError(f"{name} is (S, Y, X) but channel_axis={channel_axis} was given")
-    if stack.ndim == 4 and plane_axis is None:
-        plane_axis = 2 if stack.shape[-1] in (3, 4) else 0
-    layout = arrays.infer_layout(stack[0], plane_axis, f"{name} slice")
+    layout = arrays.infer_layout(stack[0], channel_axis, f"{name} slice")
     n = stack.shape[0]
-    if mask is not None:
-        mask = np.asarray(mask)
-        masks = list(mask) if mask.ndim == 3 and mask.shape[0] == n else [mask] * n
-    else:
-        masks = [None] * n
+    masks = axes.slice_masks(mask, n, layout.to_cyx(stack[0]).shape[1:])
     todo = list(range(n)) if slices is None else [int(i) % n for i in slices]
-    arrays.check_values(stack[todo[0]] if len(todo) == 1 else stack, name)
-    norm = _stack_normalisation(stack[todo], layout, [masks[i] for i in todo])
+    skipped = {i: r for i in todo if (r := _skip_reason(stack[i], masks[i], layout, task))}
+    to_fit = [i for i in todo if i not in skipped]
+    if not to_fit:
+        which = f"slice {todo[0]}" if len(todo) == 1 else "every slice"
+        raise ValueError(f"{name}: {which} to restore is {skipped[todo[0]]}; there is nothing "
+                         "to restore.")
+    arrays.check_values(stack[to_fit], name)
+    known = {i: _known(masks[i]) for i in to_fit}
+    colour = {i: _colour(stack[i], layout) for i in to_fit}
+    joint = layout.kind == "channels_last"
+    norm = IntensityMap.combine([IntensityMap.fit(colour[i], joint, known[i]) for i in to_fit])
     if seed is None:
         seed = draw_seed()
     check = as_cancel_check(cancel)
 
     out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
-    records, history, last = [], [], {"task": task, "seed": seed}
+    entries, history, errors = {}, [], []
+    settings, cancelled = {"task": task, "seed": seed}, False
     for i in todo:
+        if i in skipped:
+            entries[i] = {"slice": i, "skipped": skipped[i], "iterations": 0, "seconds": 0.0}
+            continue
         if check is not None and check():
+            cancelled = True
             break
         result = last_progress = None
-        for event in restore_iter(
-            stack[i], task, mask=masks[i], channel_axis=plane_axis, factor=factor, seed=seed,
-            cancel=check, normalisation=norm, name=f"{name} slice {i}",
-            reference=None if reference is None else reference[i], **kwargs,
-        ):
-            if isinstance(event, Result):
-                result = event
-            else:
-                event.slice_index, event.n_slices = i, len(todo)
-                last_progress = event
-                yield event
+        try:
+            for event in restore_iter(
+                stack[i], task, mask=masks[i], channel_axis=layout.channel_axis, factor=factor,
+                seed=seed, cancel=check, normalisation=norm, name=f"{name} slice {i}",
+                reference=None if reference is None else reference[i], **kwargs,
+            ):
+                if isinstance(event, Result):
+                    result = event
+                else:
+                    event.slice_index, event.n_slices = i, len(todo)
+                    last_progress = event
+                    yield event
+        except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
+            errors.append((i, exc))
+            entries[i] = {"slice": i, "error": f"{type(exc).__name__}: {exc}",
+                          "iterations": 0, "seconds": 0.0}
+            if isinstance(exc, MemoryError):
+                break  # the next slices, of the same size, would not fit either
+            continue
         if result.stop_reason != "user" and last_progress is not None:
             yield replace(last_progress, preview=result.image.astype(np.float32), final=True)
         out[i] = result.image
-        records.append({"slice": i, **{k_: result.record[k_] for k_ in (
-            "iterations", "best_iteration", "stop_reason", "seconds", "planes")}})
+        entries[i] = {"slice": i, **{k: result.record[k] for k in (
+            "iterations", "best_iteration", "stop_reason", "seconds", "planes")}}
         history.append(result.history)
-        last = result.record
+        settings = result.record
         if result.stop_reason == "user":
+            cancelled = True
             break
-    stopped = [r["stop_reason"] for r in records]
+    restored = [e for e in entries.values() if "stop_reason" in e]
+    if errors and not restored:
+        raise errors[0][1]
+    records = [entries[i] for i in todo if i in entries]
+    clipped = sum(norm.count_clipped(colour[i], known[i]) for i in to_fit)
+    counted = sum(colour[i].size if known[i] is None else int(known[i].sum()) * len(colour[i])
+                  for i in to_fit)
     record = {
-        **{k_: v for k_, v in last.items() if k_ not in ("planes",)},
+        **{k: v for k, v in settings.items() if k != "planes"},
         "input_shape": list(stack.shape),
+        "normalisation": {**norm.to_dict(), "clipped_fraction": clipped / max(counted, 1)},
         "slices": records,
-        "slices_done": [r["slice"] for r in records if r["stop_reason"] != "user"],
-        "stop_reason": "user" if len(records) < len(todo) else combine_stop_reasons(stopped),
-        "iterations": sum(r["iterations"] for r in records),
-        "best_iteration": [r["best_iteration"] for r in records],
-        "seconds": round(sum(r["seconds"] for r in records), 3),
+        "slices_done": [e["slice"] for e in restored if e["stop_reason"] != "user"],
+        "stop_reason": overall_stop_reason([e["stop_reason"] for e in restored],
+                                           complete=not cancelled),
+        "iterations": sum(e["iterations"] for e in records),
+        "best_iteration": [e.get("best_iteration") for e in records],
+        "seconds": round(sum(e["seconds"] for e in records), 3),
     }
+    if errors:
+        record["errors"] = [{"slice": i, "error": entries[i]["error"]} for i, _ in errors]
     yield Result(out, record, history)
 
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import torch
 
+from ..choices import STOPPING
+
 #: Why a fit ended: the data term reached the image's noise level; the variance rule found a
 #: minimum; the rule ran but found nothing it trusts (the image kept is its best guess); the
 #: iteration cap came first; the user stopped it.
 STOP_REASONS = ("noise-level", "minimum", "no-minimum", "cap", "user")
 #: Stopping rules by name.
-RULES = ("noise", "wmv", "emv", "none")
+RULES = STOPPING.values
 
 
 def combine_stop_reasons(reasons) -> str:

@@ -1,0 +1,84 @@
+"""The options a user chooses from, with their labels, for the CLI, the widget and the engine.
+
+One list per option, so argparse, the widget's menus and the engine's checks cannot drift
+apart; :meth:`Option.check` is the one place each value is validated. No torch, so the CLI and
+the widget can import it at start-up.
+
+Adding a network preset: one line in :data:`PRESET` here and one in
+:mod:`napari_dip.engine.presets` (which network it uses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting with a fixed set of values, each with a label for people."""
+
+    name: str  # how messages name the setting
+    items: tuple[tuple[object, str], ...]  # (value, label), in menu order
+    default: object
+
+    @property
+    def values(self) -> tuple:
+        return tuple(v for v, _ in self.items)
+
+    def label(self, value) -> str:
+        return dict(self.items)[self.check(value)]
+
+    def menu(self) -> list[tuple[str, object]]:
+        """(label, value) pairs, as magicgui's ComboBox takes them."""
+        return [(label, value) for value, label in self.items]
+
+    def describe(self) -> str:
+        """'value (label), ...' for help texts."""
+        return ", ".join(str(v) if str(v) == lab else f"{v} ({lab})" for v, lab in self.items)
+
+    def check(self, value):
+        """``value`` if it is one of the choices, else a ValueError that lists them."""
+        for v in self.values:
+            if type(value) is not bool and value == v:
+                return v
+        raise ValueError(
+            f"unknown {self.name} {value!r}: choose one of {', '.join(map(str, self.values))}"
+        )
+
+
+TASK = Option("task", (
+    ("denoise", "denoise"),
+    ("jpeg", "JPEG artefacts"),
+    ("inpaint", "inpaint (mask > 0 = fill)"),
+    ("sr", "super-resolution"),
+), default="denoise")
+
+PRESET = Option("preset", (
+    ("auto", "paper on CUDA, light otherwise"),
+    ("paper", "the paper's networks"),
+    ("light", "CPU-sized networks"),
+), default="auto")
+
+STOPPING = Option("stopping rule", (
+    ("noise", "stop when the fit reaches the image's noise level"),
+    ("wmv", "ES-WMV, windowed variance"),
+    ("emv", "ES-EMV, exponential variance"),
+    ("none", "none: run to the iteration cap"),
+), default="noise")
+
+SR_FACTOR = Option("super-resolution factor", (
+    (2, "×2"), (3, "×3"), (4, "×4"), (8, "×8"),
+), default=4)
+
+CHANNELS = Option("channel mode", (
+    ("joint", "jointly"),
+    ("separate", "per channel"),
+), default="joint")
+
+
+def resolve_preset(preset: str, device_type: str) -> str:
+    """The concrete preset for ``preset`` on a device of ``device_type`` ('cuda', 'cpu', ...)."""
+    preset = PRESET.check(preset)
+    if preset == "auto":
+        return "paper" if device_type == "cuda" else "light"
+    return preset
