@@ -43,6 +43,7 @@ class Progress:
     slice_index: int | None = None
     n_slices: int | None = None
     final: bool = False
+    status: str = ""  # the stopping rule's state in words (what it is waiting for)
 
 
 @dataclass
@@ -307,6 +308,7 @@ def _fit_groups(job: _Job, check: Callable[[], bool] | None):
                 yield Progress(
                     step.iteration, config.max_iters, step.loss, step.signal,
                     step.best_iteration, step.elapsed, preview, step.psnr, gi, len(groups),
+                    status=step.status,
                 )
         except StopIteration as done:
             outcome = done.value
