@@ -16,7 +16,10 @@ def one_torch_thread():
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NAPARI_DIP_THREADS", "1")  # what the engine chooses for its runs
     yield
+    mp.undo()
     torch.set_num_threads(before)
 
 

@@ -227,3 +227,19 @@ def test_memory_estimate_matches_a_measured_training_step():
         # Never well below the real peak (that would let a job run out of memory), and not so
         # far above it that jobs which fit are refused.
         assert 0.8 < ratio < 1.6, (name, measured[name], ratio)
+
+
+def test_thread_choice_leaves_busy_cores_alone(monkeypatch):
+    from napari_dip.engine import devices
+
+    monkeypatch.delenv("NAPARI_DIP_THREADS", raising=False)
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (0.1, 0, 0))
+    assert devices.choose_threads() == 4
+    assert devices.choose_threads(reserve=1) == 3  # one core for the GUI
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (3.4, 0, 0))
+    assert devices.choose_threads() == 1
+    monkeypatch.setattr(devices.os, "getloadavg", lambda: (9.0, 0, 0))
+    assert devices.choose_threads() == 1
+    monkeypatch.setenv("NAPARI_DIP_THREADS", "2")
+    assert devices.choose_threads() == 2

@@ -117,10 +117,10 @@ def test_backtracking_survives_a_diverging_update(monkeypatch, load):
     obs = torch.from_numpy(np.moveaxis(crop, -1, 0)).float()[None]
     config = make_config("denoise", "light", max_iters=80, stopping="none")
     outcome = run_fit(obs, Identity(), config, device=torch.device("cpu"), seed=0)
-    assert outcome.backtracks >= 1
-    assert outcome.steps >= 60  # the run kept making optimiser steps ...
+    assert 1 <= outcome.backtracks <= 5  # undone, not retried for the rest of the run ...
     losses = [h[1] for h in outcome.history]
-    assert losses[-1] < 0.5 * max(losses[8:12])  # ... and recovered from the blow-up
+    before_spike = losses[8]  # iteration 9, just before the exploding update
+    assert losses[-1] < 0.7 * before_spike  # ... and the fit went on past where it was
 
 
 def test_fit_backtracks_once_on_a_loss_blow_up_and_carries_on():
@@ -135,7 +135,7 @@ def test_fit_backtracks_once_on_a_loss_blow_up_and_carries_on():
     obs = torch.rand(1, 1, 32, 32)
     config = make_config("denoise", "light", max_iters=40, stopping="none")
     outcome = run_fit(obs, Spiky(), config, device=torch.device("cpu"), seed=0)
-    assert outcome.backtracks == 1 and outcome.iterations == 40 and outcome.steps == 39
+    assert outcome.backtracks == 1 and outcome.iterations == 40
     assert outcome.history[29][1] > 10 * outcome.history[28][1]  # the spike was seen ...
     assert outcome.history[39][1] < outcome.history[28][1] * 2  # ... and the fit went on
     no_backtrack = run_fit(obs, Spiky(), make_config(

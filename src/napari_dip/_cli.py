@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: %(default)s)")
     r.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX or YXS; overrides the "
                    "file's (letters other than Y, X, C and S are stacked and done slice by slice)")
+    r.add_argument("--threads", type=int, help="CPU threads (default: the cores other processes "
+                   "leave free; NAPARI_DIP_THREADS also sets it)")
+    r.add_argument("--dry-run", action="store_true", help="check the input and print the planned "
+                   "work and its memory need, then exit without restoring")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -102,6 +106,9 @@ def run_restore(args: argparse.Namespace) -> int:
     if mask is not None:
         mask = layout.fold_mask(mask, f"mask {args.mask!r}", f"input {args.input!r}")
 
+    if args.dry_run:
+        print(_plan_summary(args, planes, layout))
+        return 0
     from .engine import restore, restore_stack
 
     cancel = threading.Event()
@@ -109,7 +116,7 @@ def run_restore(args: argparse.Namespace) -> int:
     kwargs = dict(task=args.task, mask=mask, factor=args.factor, max_iters=args.max_iters,
                   preset=args.preset, device=args.device, seed=args.seed,
                   stopping=args.stopping, patience=args.patience, channels=args.channels,
-                  composite=args.composite,
+                  composite=args.composite, threads=args.threads,
                   cancel=cancel, callback=bar.update, name=f"input {args.input!r}",
                   mask_name=f"mask {args.mask!r}")
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(cancel))
@@ -126,10 +133,11 @@ def run_restore(args: argparse.Namespace) -> int:
         resolution = (resolution[0] * args.factor, resolution[1] * args.factor)
     write_image(args.output, ImageFile(out, axes, resolution, src.unit), result.record)
     rec = result.record
+    threads = "" if rec.get("threads") is None else f" with {rec['threads']} thread(s)"
     print(
         f"wrote {args.output}: {out.shape} {out.dtype}; {rec['iterations']} iterations, "
         f"kept iteration {rec['best_iteration']} ({rec['stop_reason']}), {rec['seconds']:.0f} s "
-        f"on {rec.get('device')}, seed {rec['seed']}",
+        f"({_cpu_seconds(rec):.0f} CPU-s) on {rec.get('device')}{threads}, seed {rec['seed']}",
         file=sys.stderr,
     )
     for entry in rec.get("slices", []):
@@ -143,6 +151,41 @@ def run_restore(args: argparse.Namespace) -> int:
     if rec["stop_reason"] == "user":
         return 130
     return 1 if rec.get("errors") else 0
+
+
+def _cpu_seconds(record: dict) -> float:
+    """CPU time of every fit in a record (one plane, or every slice of a stack)."""
+    entries = [record, *record.get("slices", [])]
+    return sum(p.get("cpu_seconds", 0.0) for e in entries for p in e.get("planes", []))
+
+
+def _plan_summary(args: argparse.Namespace, planes, layout) -> str:
+    """What a run would do and the memory one fit step needs (``--dry-run``)."""
+    from .choices import resolve_preset
+    from .engine.devices import choose_threads, estimate_memory, resolve_device
+    from .engine.generators import build_generator, count_parameters
+    from .engine.presets import make_config
+
+    device = resolve_device(args.device)
+    preset = resolve_preset(args.preset, device.type)
+    config = make_config(args.task, preset, args.factor if args.task == "sr" else None,
+                         max_iters=args.max_iters, stopping=args.stopping)
+    plane = planes[0] if layout.is_stack else planes
+    h, w = plane.shape[layout.folded_yx_axes(plane.ndim)[0]], \
+        plane.shape[layout.folded_yx_axes(plane.ndim)[1]]
+    if args.task == "sr":
+        h, w = h * args.factor, w * args.factor
+    n = planes.shape[0] if layout.is_stack else 1
+    memory = estimate_memory(h, w, config.net)
+    params = count_parameters(build_generator(config.net, config.input_channels, 1))
+    threads = args.threads or choose_threads() if device.type == "cpu" else None
+    return "\n".join([
+        f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({args.task})",
+        f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
+        f"{config.stopping!r}, at most {config.max_iters} iterations per plane",
+        f"device {device}" + (f", {threads} thread(s)" if threads else ""),
+        f"memory: about {memory / 2**20:.0f} MiB per fit step",
+    ])
 
 
 def _interrupt(cancel: threading.Event) -> None:
@@ -169,10 +212,11 @@ class _ProgressBar:
                 desc.append(f"slice {p.slice_index + 1}/{p.n_slices}")
             if p.n_planes > 1:
                 desc.append(f"channel {p.plane + 1}/{p.n_planes}")
-            self.bar = tqdm(total=p.max_iters, desc=" ".join(desc) or "restoring",
-                            unit="it", file=sys.stderr, leave=False, mininterval=1.0)
+            # No total: the stopping rule, not the iteration cap, decides when the run ends.
+            self.bar = tqdm(desc=" ".join(desc) or "restoring", unit="it", file=sys.stderr,
+                            leave=False, mininterval=1.0)
             self.key = key
-        self.bar.set_postfix(loss=f"{p.loss:.4g}", kept=p.best_iteration, refresh=False)
+        self.bar.set_postfix_str(p.status, refresh=False)
         self.bar.update(p.iteration - self.bar.n)
 
     def close(self) -> None:

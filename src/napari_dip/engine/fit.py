@@ -1,12 +1,19 @@
 """The DIP fit loop on one normalised plane: z + jitter, Adam, EMA, backtracking, stopping.
 
-It knows nothing of files, layers, dtypes or threads: it takes tensors in [0, 1], yields one
-:class:`FitStep` per iteration and returns a :class:`FitOutcome`. Cancellation is checked
-between any two steps.
+It knows nothing of files, layers, dtypes or threads: it takes tensors in [0, 1], yields
+:class:`FitStep` events and returns a :class:`FitOutcome`. Cancellation is checked between any two
+steps.
+
+The host reads the data term back only every ``sync_every`` iterations (1 on the CPU, where it is
+free; more on a GPU, where each read stalls the queue). Everything that needs the values —
+backtracking, the stopping rule, progress — runs at those points, over the iterations since the
+last one. A checkpoint is only ever kept once the data term of its weights has been read and found
+sound, so a restore never lands on the state that blew up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,10 +23,16 @@ import torch
 import torch.nn.functional as F
 
 from .generators import build_generator, padded_size
+from .noise import estimate_noise
 from .operators import Operator, psnr
 from .presets import FitConfig
-from .noise import estimate_noise
 from .stopping import make_stopping_rule
+
+#: Consecutive backtracks after which the step is taken anyway, at a lower learning rate.
+MAX_CONSECUTIVE_BACKTRACKS = 3
+#: Iterations between two checkpoints (a copy costs a few ms; the reference code keeps one per
+#: 50 steps in its restoration notebook). A multiple of every automatic ``sync_every``.
+CHECKPOINT_EVERY = 10
 
 
 @dataclass
@@ -49,9 +62,11 @@ class FitOutcome:
     cpu_seconds: float  # process CPU time over all threads (wall time misleads on busy machines)
     seed: int
     parameters: int
+    precision: str = "float32"
     stopping: dict = field(default_factory=dict)  # the rule and what it measured
     history: list[tuple[int, float, float | None]] = field(default_factory=list)
     oracle: dict | None = None
+    state: dict | None = None  # the network's final weights, when asked for (warm starts)
 
 
 def _make_input(config: FitConfig, hw: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
@@ -65,13 +80,14 @@ def _make_input(config: FitConfig, hw: tuple[int, int], gen: torch.Generator) ->
 
 
 class _Checkpoint:
-    """Weights, BatchNorm buffers and optimiser state, restorable in place, with the data term
-    they had (the reference a step after a restore is judged against)."""
+    """Weights, BatchNorm buffers, optimiser state and the output average, restorable in place,
+    with the data term the weights had (what a step after a restore is judged against)."""
 
     def __init__(self, net: torch.nn.Module, opt: torch.optim.Optimizer):
         self.net, self.opt = net, opt
         self.saved = False
         self.loss: float | None = None
+        self.ema: torch.Tensor | None = None
 
     def _tensors(self) -> list[torch.Tensor]:
         ts = [*self.net.parameters(), *self.net.buffers()]
@@ -79,17 +95,24 @@ class _Checkpoint:
             ts += [v for _, v in sorted(self.opt.state.get(p, {}).items()) if torch.is_tensor(v)]
         return ts
 
-    def save(self, loss: float | None = None):
+    def save(self, loss: float | None = None, ema: torch.Tensor | None = None):
         live = self._tensors()
         if not self.saved or len(live) != len(self._copy):
             self._copy = [t.detach().clone() for t in live]
         else:
             for c, t in zip(self._copy, live):
                 c.copy_(t.detach())
+        if ema is None:
+            self.ema = None
+        elif self.ema is None or self.ema.shape != ema.shape:
+            self.ema = ema.clone()
+        else:
+            self.ema.copy_(ema)
         self.saved, self.loss = True, loss
 
-    def restore(self) -> float | None:
-        """Put the saved state back; returns the data term it had."""
+    def restore(self, ema: torch.Tensor | None = None) -> float | None:
+        """Put the saved state back (and the saved average into ``ema``); returns the data
+        term it had."""
         live = self._tensors()
         n_model = sum(1 for _ in self.net.parameters()) + sum(1 for _ in self.net.buffers())
         if len(live) != len(self._copy):
@@ -99,14 +122,9 @@ class _Checkpoint:
         with torch.no_grad():
             for c, t in zip(self._copy, live):
                 t.copy_(c)
+            if ema is not None and self.ema is not None:
+                ema.copy_(self.ema)
         return self.loss
-
-
-#: Consecutive backtracks after which the step is taken anyway, at a lower learning rate.
-MAX_CONSECUTIVE_BACKTRACKS = 3
-#: Accepted steps between two checkpoints (a copy costs a few ms; the reference code keeps one
-#: per 50 steps in its restoration notebook).
-CHECKPOINT_EVERY = 10
 
 
 def observation_noise_variance(observation: torch.Tensor, operator: Operator) -> float:
@@ -115,6 +133,21 @@ def observation_noise_variance(observation: torch.Tensor, operator: Operator) ->
     if known is not None:
         known = known[0, 0].cpu().numpy()
     return estimate_noise(observation[0].cpu().numpy(), known).mean_variance
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` ('auto', 'float32', 'bfloat16') on ``device``;
+    None means plain float32. 'auto' is bfloat16 on CUDA devices that support it: CPUs without
+    bf16 units run it many times slower."""
+    if precision == "float32":
+        return None
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', not {precision!r}")
 
 
 def fit(
@@ -127,11 +160,15 @@ def fit(
     cancel: Callable[[], bool] | None = None,
     reference: torch.Tensor | None = None,
     net_input: torch.Tensor | None = None,
+    initial_state: dict | None = None,
+    return_state: bool = False,
 ) -> Iterator[FitStep]:
-    """Fit a fresh generator to ``observation`` (1, C, h, w); a generator of steps.
+    """Fit a generator to ``observation`` (1, C, h, w); a generator of steps.
 
     ``net_input`` (1, Cz, H, W) at the restored image's size replaces the random input z
     (e.g. the flash image of a flash/no-flash pair); it is padded to the network's size.
+    ``initial_state`` starts from given weights (a warm start) instead of a random init;
+    ``return_state`` puts the final weights in the outcome.
 
     The outcome is the generator's return value (``StopIteration.value``); ``run_fit`` is the
     blocking form.
@@ -152,10 +189,18 @@ def fit(
             )
         pad = (0, net_hw[1] - out_hw[1], 0, net_hw[0] - out_hw[0])
         z = F.pad(net_input.float(), pad, mode="replicate")
-    z = z.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = build_generator(config.net, z.shape[1], c).to(device)
+        net = build_generator(config.net, z.shape[1], c)
+    if initial_state is not None:
+        net.load_state_dict(initial_state)
+    net = net.to(device)
+    z = z.to(device)
+    if config.channels_last if config.channels_last is not None else device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+        z = z.contiguous(memory_format=torch.channels_last)
+    autocast_dtype = resolve_precision(config.precision, device)
+    model = torch.compile(net) if config.compile else net
     jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     y = observation.to(device)
@@ -167,14 +212,26 @@ def fit(
     lag = round(config.ema / (1 - config.ema)) if config.ema > 0 else 0
     rule = make_stopping_rule(config.stopping, noise_variance=noise_variance,
                               patience=config.patience, window=config.window, lag=lag)
-    checkpoint = _Checkpoint(net, opt) if config.backtrack else None
+    sync_every = config.sync_every or (CHECKPOINT_EVERY if device.type == "cuda" else 1)
+    if rule.needs_outputs or ref is not None:
+        sync_every = 1  # these look at every iteration's output
+    if CHECKPOINT_EVERY % sync_every:
+        raise ValueError(f"sync_every must divide {CHECKPOINT_EVERY}, not {sync_every}")
+    # ``kept`` holds verified weights; ``candidate`` the weights of the latest checkpoint
+    # iteration, saved before its step and kept once its data term has been read and found sound.
+    kept = _Checkpoint(net, opt) if config.backtrack else None
+    candidate = _Checkpoint(net, opt) if config.backtrack else None
+    candidate_at = None
     loss_jump = 10 ** (config.backtrack_db / 10)
+    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                else contextlib.nullcontext())
 
-    ema = best = estimate = None
+    ema = best = None
     best_at = pending = None  # iteration of the kept image; when the next one is due
     reference_loss = None  # the data term a new step is judged against
     backtracks = consecutive = lr_drops = steps = 0
     history: list[tuple[int, float, float | None]] = []
+    unread: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (iteration, loss, raw output)
     oracle_best = (None, -np.inf)
     stop_reason = "cap"
     it = 0
@@ -188,44 +245,17 @@ def fit(
         if config.jitter > 0:
             noise = torch.randn(z.shape, generator=jitter_gen, device=device)
             z_in = z + config.jitter * noise
-        out = net(z_in)[..., : out_hw[0], : out_hw[1]]
+        with autocast:
+            out = model(z_in)
+        out = out[..., : out_hw[0], : out_hw[1]].float()
         loss = op.data_term(out, y)
-        loss_value = float(loss.detach())
-        if not np.isfinite(loss_value):
-            raise FloatingPointError(
-                f"the loss became {loss_value} at iteration {it}; try a lower learning rate"
-            )
-
-        if checkpoint is not None and reference_loss is not None and (
-            loss_value > reference_loss * loss_jump
-        ):
-            consecutive += 1
-            if consecutive <= MAX_CONSECUTIVE_BACKTRACKS:
-                # The last step blew the fit up: undo it (weights *and* Adam moments) and skip.
-                # From now on, judge against the restored state's own data term.
-                reference_loss = checkpoint.restore()
-                backtracks += 1
-                history.append((it, loss_value, rule.signal))
-                shown = best if best is not None else estimate
-                yield FitStep(it, loss_value, rule.signal, rule.best_iteration,
-                              time.perf_counter() - t0,
-                              shown if shown is not None else out[0].detach(), backtracked=True,
-                              status=rule.status(it))
-                continue
-            # Restoring keeps landing in the same place: take the step, more carefully.
-            for group in opt.param_groups:
-                group["lr"] *= 0.5
-            lr_drops += 1
-        consecutive = 0
-        if checkpoint is not None and (not checkpoint.saved or it % CHECKPOINT_EVERY == 0):
-            checkpoint.save(loss_value)
-        reference_loss = loss_value
-
+        if candidate is not None and (it % CHECKPOINT_EVERY == 0 or it == 1):
+            candidate.save(ema=ema)
+            candidate_at = it
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         steps += 1
-
         with torch.no_grad():
             raw = out[0].detach()
             if config.ema > 0:
@@ -233,11 +263,54 @@ def fit(
                 # outputs (with a flat 0.99 they still weigh 25 % at iteration 140).
                 decay = min(config.ema, (1 + it) / (10 + it))
                 ema = raw.clone() if ema is None else ema.mul_(decay).add_(raw, alpha=1 - decay)
-                estimate = ema
-            else:
-                estimate = raw
-            if rule.update(it, loss_value, raw if rule.needs_outputs else None):
-                pending = it + lag
+        unread.append((it, loss.detach(), raw))
+        if it % sync_every and it < config.max_iters:
+            continue
+
+        # -- read the data terms back and act on them --------------------------------------
+        values = torch.stack([u[1] for u in unread]).tolist()
+        chunk, unread = [(i, v, r) for (i, _, r), v in zip(unread, values)], []
+        blown = stop = False
+        for i, value, raw_i in chunk:
+            if not np.isfinite(value):
+                raise FloatingPointError(
+                    f"the loss became {value} at iteration {i}; try a lower learning rate"
+                )
+            if kept is not None and reference_loss is not None and (
+                value > reference_loss * loss_jump
+            ):
+                consecutive += 1
+                if consecutive <= MAX_CONSECUTIVE_BACKTRACKS and kept.saved:
+                    # A step blew the fit up: go back to the last sound weights (and Adam
+                    # moments, and the average), and judge against their own data term.
+                    reference_loss = kept.restore(ema)
+                    backtracks += 1
+                    blown = True
+                    history.append((i, value, rule.signal))
+                    break
+                # Restoring keeps landing here: carry on from this state, more carefully.
+                for group in opt.param_groups:
+                    group["lr"] *= 0.5
+                lr_drops += 1
+            consecutive = 0
+            reference_loss = value
+            history.append((i, value, rule.signal))
+            if rule.update(i, value, raw_i if rule.needs_outputs else None):
+                pending = i + lag
+            if rule.should_stop(i):
+                stop = True
+                break
+        if blown:
+            candidate_at = None
+            shown = best if best is not None else ema if ema is not None else raw
+            yield FitStep(it, value, rule.signal, rule.best_iteration, time.perf_counter() - t0,
+                          shown, backtracked=True, status=rule.status(it))
+            continue
+        if candidate_at is not None:
+            candidate.loss = next(v for i, v, _ in chunk if i == candidate_at)
+            kept, candidate, candidate_at = candidate, kept, None
+        estimate = ema if ema is not None else raw
+        with torch.no_grad():
             if pending is not None and it >= pending:
                 best = estimate.clone() if best is None else best.copy_(estimate)
                 best_at, pending = it, None
@@ -246,9 +319,7 @@ def fit(
                 score = psnr(estimate.clamp(0, 1), ref)
                 if score > oracle_best[1]:
                     oracle_best = (it, score)
-        history.append((it, loss_value, rule.signal))
-        stop = rule.should_stop(it)
-        yield FitStep(it, loss_value, rule.signal, rule.best_iteration,
+        yield FitStep(it, values[-1], rule.signal, rule.best_iteration,
                       time.perf_counter() - t0, estimate, psnr=score, status=rule.status(it))
         if stop:
             stop_reason = rule.stop_reason
@@ -257,10 +328,12 @@ def fit(
     picked = rule.best_iteration
     if best is None or pending is not None:
         # No pick yet, or a newer pick whose average is not complete: the latest estimate.
-        if estimate is None:
-            with torch.no_grad():
-                estimate = net(z)[..., : out_hw[0], : out_hw[1]][0]
-        best, best_at = estimate, it
+        if ema is not None:
+            best = ema
+        else:
+            with torch.no_grad(), autocast:
+                best = model(z)[..., : out_hw[0], : out_hw[1]][0].float()
+        best_at = it
         if picked is None:
             picked = it
     image = best.clamp(0, 1).cpu()
@@ -284,9 +357,12 @@ def fit(
         cpu_seconds=time.process_time() - cpu0,
         seed=seed,
         parameters=sum(p.numel() for p in net.parameters()),
+        precision="float32" if autocast_dtype is None else str(autocast_dtype).split(".")[-1],
         stopping=rule.describe(),
         history=history,
         oracle=oracle,
+        state={k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        if return_state else None,
     )
 
 

@@ -33,6 +33,11 @@ class FitConfig:
     window: int = 100
     patience: int = 1000
     preview_every: int = 0  # 0: no previews
+    # Speed settings (results are the same up to floating-point rounding):
+    sync_every: int = 0  # read the data term back every k iterations; 0: 1 on CPU, 10 on GPU
+    precision: str = "auto"  # "float32", "bfloat16" (autocast), "auto": bfloat16 on CUDA
+    channels_last: bool | None = None  # None: on CUDA
+    compile: bool = False  # torch.compile the network (long first step; fixed shapes only)
 
     def __post_init__(self):
         if self.max_iters < 1:

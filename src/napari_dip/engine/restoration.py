@@ -16,7 +16,9 @@ import torch.nn.functional as F
 
 from ..choices import CHANNELS, SR_FACTOR, TASK, resolve_preset
 from . import arrays
-from .devices import check_fits, is_out_of_memory, memory_error, resolve_device
+from .devices import (
+    check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device, tune_cpu_allocator,
+)
 from .fit import fit
 from .intensity import IntensityMap
 from .operators import Downsample, Identity, Mask, Operator
@@ -120,6 +122,7 @@ def restore_iter(
     name: str = "image",
     mask_name: str = "mask",
     net_input: np.ndarray | None = None,
+    threads: int | None = None,
     **overrides,
 ) -> Iterator[Progress | Result]:
     """Restore ``image`` with Deep Image Prior, yielding progress and finally the result.
@@ -147,13 +150,15 @@ def restore_iter(
     name, mask_name : how error messages refer to the image and the mask (e.g. a layer name).
     net_input : (Cz, Y, X) array at the output's size to use as the network input instead of
         random noise (values are used as given, so scale them to about [0, 1]).
+    threads : torch threads on the CPU; None chooses from the machine and its load
+        (:func:`~napari_dip.engine.devices.choose_threads`).
     **overrides : any other :class:`~napari_dip.engine.presets.FitConfig` field (lr, jitter, ...).
     """
     job = _prepare(
         image, task, mask=mask, factor=factor, preset=preset, device=device, seed=seed,
         channel_axis=channel_axis, channels=channels, composite=composite,
         reference=reference, normalisation=normalisation, name=name, mask_name=mask_name,
-        net_input=net_input, settings=dict(max_iters=max_iters, stopping=stopping,
+        net_input=net_input, threads=threads, settings=dict(max_iters=max_iters, stopping=stopping,
                                            patience=patience, preview_every=preview_every,
                                            **overrides),
     )
@@ -184,6 +189,7 @@ class _Job:
     observation: torch.Tensor  # (1, C, Y, X) in [0, 1]
     reference: torch.Tensor | None  # (C, Y', X') in [0, 1]
     net_input: torch.Tensor | None
+    threads: int | None  # CPU threads asked for (None: chosen from the machine's load)
 
     @property
     def groups(self) -> list[list[int]]:
@@ -207,7 +213,7 @@ class _Job:
 
 
 def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, channels,
-             composite, reference, normalisation, name, mask_name, net_input,
+             composite, reference, normalisation, name, mask_name, net_input, threads,
              settings) -> _Job:
     """Check the inputs and build everything a run needs; raises ValueError for bad input."""
     image = np.asarray(image)
@@ -253,7 +259,7 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
         known=known, composite=bool(composite) and known is not None, device=dev,
         preset=preset, config=config, seed=draw_seed() if seed is None else seed,
         channels=channels, norm=norm, observation=torch.from_numpy(norm.forward(cyx))[None],
-        reference=ref, net_input=z_in,
+        reference=ref, net_input=z_in, threads=threads,
     )
 
 
@@ -266,6 +272,7 @@ class _Fits:
     history: list = field(default_factory=list)
     parameters: int | None = None
     complete: bool = True  # every group ran to its own end (not cut short by the user)
+    threads: int | None = None  # CPU threads used
 
 
 #: FitOutcome fields that are not part of a plane's record (tensors, or recorded elsewhere).
@@ -287,8 +294,16 @@ def _plane_record(group: list[int], outcome) -> dict:
 
 def _fit_groups(job: _Job, check: Callable[[], bool] | None):
     """Fit each channel group in turn, yielding :class:`Progress`; returns :class:`_Fits`."""
-    config, groups = job.config, job.groups
     fits = _Fits(image=_initial_guess(job.observation, job.operator)[0])
+    if job.device.type != "cpu":
+        return (yield from _fit_each_group(job, check, fits))
+    tune_cpu_allocator()
+    with cpu_threads(job.threads) as fits.threads:
+        return (yield from _fit_each_group(job, check, fits))
+
+
+def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
+    config, groups = job.config, job.groups
     for gi, group in enumerate(groups):
         if check is not None and check():
             break
@@ -297,11 +312,14 @@ def _fit_groups(job: _Job, check: Callable[[], bool] | None):
             cancel=check, reference=None if job.reference is None else job.reference[group],
             net_input=job.net_input,
         )
+        next_preview = config.preview_every
         try:
             while True:
                 step = next(steps)
                 preview = None
-                if config.preview_every and step.iteration % config.preview_every == 0:
+                if config.preview_every and step.iteration >= next_preview:
+                    next_preview = step.iteration - step.iteration % config.preview_every + \
+                        config.preview_every
                     shown = fits.image.clone()
                     shown[group] = step.estimate.detach().clamp(0, 1).cpu()
                     preview = job.output(shown, as_float=True)
@@ -347,6 +365,7 @@ def _record(job: _Job, fits: _Fits) -> dict:
         "factor": job.factor,
         "preset": job.preset,
         "device": str(job.device),
+        "threads": fits.threads,
         "seed": job.seed,
         "channels": job.channels,
         "composite": job.composite if job.known is not None else None,

@@ -1,0 +1,96 @@
+"""The fit loop's speed paths (used on GPUs) give the CPU path's results, and run without a GPU."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dip.engine.fit import resolve_precision, run_fit
+from napari_dip.engine.operators import Identity
+from napari_dip.engine.presets import make_config
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def noisy_f16():
+    from conftest import load_crop
+
+    clean = load_crop("f16_64.png").astype(np.float32) / 255
+    rng = np.random.default_rng(0)
+    noisy = np.clip(clean + rng.normal(0, 25 / 255, clean.shape), 0, 1).astype(np.float32)
+    to_t = lambda a: torch.from_numpy(np.moveaxis(a, -1, 0).copy())  # noqa: E731
+    return to_t(noisy)[None], to_t(clean)
+
+
+def test_reading_the_loss_every_5_steps_keeps_the_decision(noisy_f16):
+    obs, clean = noisy_f16
+    outcomes = [
+        run_fit(obs, Identity(), make_config("denoise", "light", sync_every=k, max_iters=1500),
+                device=CPU, seed=0)
+        for k in (1, 5)
+    ]
+    a, b = outcomes
+    assert a.stop_reason == b.stop_reason == "noise-level"
+    assert a.best_iteration == b.best_iteration
+    assert abs(a.iterations - b.iterations) < 5
+    # the kept images are averages a few iterations apart: the same image for the eye
+    mse = float(((a.image - b.image) ** 2).mean())
+    assert 10 * np.log10(1 / mse) > 40
+
+
+def test_backtracking_works_when_the_loss_is_read_in_chunks():
+    class Spiky(Identity):
+        calls = 0
+
+        def data_term(self, x, y):
+            self.calls += 1
+            loss = super().data_term(x, y)
+            return loss * 100 if self.calls == 33 else loss
+
+    obs = torch.rand(1, 1, 32, 32)
+    config = make_config("denoise", "light", max_iters=60, stopping="none", sync_every=5)
+    outcome = run_fit(obs, Spiky(), config, device=CPU, seed=0)
+    assert outcome.backtracks == 1
+    losses = [h[1] for h in outcome.history]
+    assert losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="divide"):
+        run_fit(obs, Identity(), make_config("denoise", "light", max_iters=3, sync_every=3,
+                                             stopping="none"), device=CPU, seed=0)
+
+
+def test_bfloat16_autocast_runs_and_is_recorded():
+    obs = torch.rand(1, 1, 32, 32)
+    config = make_config("denoise", "light", max_iters=6, stopping="none", precision="bfloat16")
+    outcome = run_fit(obs, Identity(), config, device=CPU, seed=0)
+    assert outcome.precision == "bfloat16"
+    assert outcome.image.dtype == torch.float32 and torch.isfinite(outcome.image).all()
+    assert resolve_precision("auto", CPU) is None  # CPUs keep float32 unless asked
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp8", CPU)
+
+
+def test_channels_last_gives_the_same_fit(noisy_f16):
+    obs, _ = noisy_f16
+    config = make_config("denoise", "light", max_iters=20, stopping="none")
+    plain = run_fit(obs, Identity(), config, device=CPU, seed=0)
+    nhwc = run_fit(obs, Identity(), make_config("denoise", "light", max_iters=20,
+                                                stopping="none", channels_last=True),
+                   device=CPU, seed=0)
+    # Adam amplifies rounding differences between memory layouts, so the iterates drift
+    # apart; the fit itself must progress alike.
+    first, last = plain.history[0][1], plain.history[-1][1]
+    assert nhwc.history[0][1] == pytest.approx(first, rel=1e-4)  # same start
+    assert nhwc.history[-1][1] == pytest.approx(last, rel=0.15) and last < 0.5 * first
+
+
+def test_warm_start_continues_from_given_weights(noisy_f16):
+    obs, _ = noisy_f16
+    config = make_config("denoise", "light", max_iters=200, stopping="none")
+    first = run_fit(obs, Identity(), config, device=CPU, seed=0, return_state=True)
+    assert first.state is not None
+    warm = run_fit(obs, Identity(), make_config("denoise", "light", max_iters=5,
+                                                stopping="none", ema=0.0),
+                   device=CPU, seed=0, initial_state=first.state)
+    cold = run_fit(obs, Identity(), make_config("denoise", "light", max_iters=5,
+                                                stopping="none", ema=0.0), device=CPU, seed=0)
+    assert warm.history[0][1] < 0.5 * cold.history[0][1]
