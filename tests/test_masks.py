@@ -1,0 +1,40 @@
+"""Inpainting masks are told apart: scattered pixels, strokes, large regions."""
+
+import numpy as np
+import pytest
+
+from napari_dip.engine.masks import classify_mask, distance_to_known, line_fraction
+
+
+@pytest.mark.parametrize("missing", [0.2, 0.5, 0.7])
+def test_random_missing_pixels_are_scattered(missing):
+    fill = np.random.default_rng(0).random((128, 128)) < missing
+    assert classify_mask(fill) == "scattered"
+
+
+def test_text_strokes_are_strokes(load):
+    fill = load("kate_64_fill_mask.png") > 0  # the DIP paper's text mask
+    if fill.ndim == 3:
+        fill = fill.any(axis=-1)
+    assert classify_mask(fill) == "strokes"
+
+
+def test_scratches_are_strokes():
+    fill = np.zeros((96, 96), bool)
+    fill[40:43, 5:90] = True  # a 3-px scratch
+    fill[10:80, 60:62] = True  # a 2-px one
+    fill[5, 5:50] = True  # and a 1-px line
+    assert classify_mask(fill) == "strokes"
+
+
+def test_a_large_hole_is_a_region():
+    fill = np.zeros((96, 96), bool)
+    fill[30:60, 20:70] = True
+    assert classify_mask(fill) == "regions"
+    d = distance_to_known(fill)
+    assert d[45, 45] == 8 and d[30, 20] == 1 and d[0, 0] == 0
+
+
+def test_line_fraction_of_a_random_mask():
+    fill = np.random.default_rng(1).random((200, 200)) < 0.5
+    assert line_fraction(fill) == pytest.approx(1 - 0.75**2, abs=0.02)
