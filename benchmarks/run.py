@@ -7,6 +7,7 @@ Writes a dated section to ``benchmarks/RESULTS.md`` and every figure to
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import json
 import math
@@ -26,18 +27,23 @@ from . import baselines, datasets, deepinv_compat
 from .datasets import Case
 from .measure import PeakMemory
 from .metrics import affine_fit, psnr, psnr_y, ssim
+from .peers_suite import markdown_peers
 
 HERE = Path(__file__).resolve().parent
 
 #: Suite settings. ``crop``: centre crop side (None = full image; SR crops the LR input to ``sr_lr_crop``);
-#: ``max_iters``: per-task cap (None = the preset's paper iteration count); ``names``: image subset.
+#: ``max_iters``: per-task cap (None = the preset's own cap, which leaves the stopping rule room to act:
+#: a cap below the rule's burn-in + patience means it never stops a run); ``names``: image subset;
+#: ``oracle_every``: how often (iterations) the output is scored against the ground truth for the oracle
+#: column, in the table's own metric; ``tasks``: what runs when ``--tasks`` is not given.
 SUITES = {
     "quick": {
         "preset": "light",
         "crop": 64,
         "fluo_crop": 128,
         "sr_lr_crop": 16,
-        "max_iters": {"denoise": 800, "sr": 600, "inpaint": 800, "fluo": 600},
+        "max_iters": {"denoise": None, "sr": None, "inpaint": None, "fluo": None},
+        "oracle_every": 1,
         "names": {
             "denoise": ["F16", "baboon", "peppers"],
             "sr": ["baby", "bird", "butterfly"],
@@ -51,11 +57,27 @@ SUITES = {
         "crop": None,
         "sr_lr_crop": None,
         "max_iters": {"denoise": None, "sr": None, "inpaint": None, "fluo": None},
+        "oracle_every": 10,
         "names": {},
         "speed": {"crop": None, "iters": {"light": 3000, "paper": 3000}},
     },
+    "peers": {
+        # Issue 8's comparison: napari-dip's defaults (automatic stop) against Zero-Shot Noise2Noise and
+        # BM3D at 256², plus a time-vs-PSNR curve per preset. See benchmarks/peers_suite.py.
+        "preset": "auto",
+        "tasks": ["peers"],
+        "peers": {
+            "crop": 256,
+            "names": {"denoise": None, "fluo": ["fmd_bpae_mito"]},
+            # Curves: each preset without the automatic stop up to its own cap (``cap`` None) or until it
+            # has used ``cpu_budget_s`` CPU seconds (None: no limit), scored every ``every`` iterations.
+            "curves": {"images": ["F16", "fmd_bpae_mito"], "cap": None, "cpu_budget_s": 1800, "every": 25},
+            "zsn2n_steps": 2000,
+        },
+    },
 }
 TASKS = ("denoise", "sr", "inpaint", "fluo")
+DEFAULT_TASKS = (*TASKS, "speed")
 ENGINE_TASK = {"denoise": "denoise", "sr": "sr", "inpaint": "inpaint", "fluo": "denoise"}
 
 
@@ -92,13 +114,14 @@ def run_baselines(case: Case, factor: int = 4) -> dict:
     rows = {}
 
     def timed(name, fn):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             out = fn()
         except Exception as exc:  # a baseline failing must not sink the benchmark
             rows[name] = {"error": f"{type(exc).__name__}: {exc}"}
             return
-        rows[name] = {**score(case, out), "seconds": time.perf_counter() - t}
+        rows[name] = {**score(case, out), "seconds": time.perf_counter() - t,
+                      "cpu_s": time.process_time() - c}
 
     if case.task in ("denoise", "fluo"):
         x = as_unit_float(case)
@@ -122,7 +145,18 @@ def input_score(case: Case) -> dict | None:
 
 
 # ----------------------------------------------------------------------------------------- napari-dip
-def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: int = 0, log=None) -> dict:
+def as_output(case: Case, preview: np.ndarray) -> np.ndarray:
+    """A float preview (input units) as the run would return it: rounded to uint8 for 8-bit inputs."""
+    if case.observed.dtype == np.uint8:
+        return np.clip(np.rint(preview), 0, 255).astype(np.uint8)
+    return preview
+
+
+def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: int = 0, log=None,
+            oracle_every: int = 1) -> dict:
+    """napari-dip with the automatic stop. Every ``oracle_every`` iterations the current output is scored
+    against the ground truth *in the table's metric* (:func:`score`), which gives the oracle column; the
+    engine's own per-step PSNR (its metric, see README) is kept in the JSON as ``engine_oracle``."""
     task = ENGINE_TASK[case.task]
     kwargs = dict(preset=preset, device=device, seed=seed, max_iters=max_iters)
     reference = case.reference if case.reference is not None else case.truth
@@ -133,29 +167,50 @@ def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: i
         kwargs["mask"] = case.mask
     if task == "sr":
         kwargs["factor"] = 4
-    with PeakMemory(resolve_device(device)) as mem:
-        def progress(event):
-            if log is not None and event.iteration % 200 == 0:
-                log(f"    iteration {event.iteration}, {event.elapsed:.0f} s, PSNR {event.psnr:.2f}")
+    oracle = {"best_psnr": -math.inf, "best_iteration": None, "scored": 0}
+    scoring = [0.0, 0.0]  # wall, CPU seconds spent scoring for the oracle (taken off the run's times)
 
-        result = restore(case.observed, task, reference=reference, callback=progress, **kwargs)
+    def progress(event):
+        if event.preview is not None and not event.final:
+            t, c = time.perf_counter(), time.process_time()
+            value = score(case, as_output(case, event.preview))["psnr"]
+            oracle["scored"] += 1
+            if value > oracle["best_psnr"]:
+                oracle["best_psnr"], oracle["best_iteration"] = value, event.iteration
+            scoring[0] += time.perf_counter() - t
+            scoring[1] += time.process_time() - c
+        if log is not None and event.iteration % 200 == 0:
+            log(f"    iteration {event.iteration}, {event.elapsed:.0f} s, PSNR {event.psnr:.2f} (engine metric)")
+
+    with PeakMemory(resolve_device(device)) as mem:
+        c0 = time.process_time()
+        result = restore(case.observed, task, reference=reference, callback=progress,
+                         preview_every=oracle_every, **kwargs)
+        cpu_s = time.process_time() - c0 - scoring[1]
     rec = result.record
-    plane = rec["planes"][0]
-    oracle = plane.get("oracle", {})
+    seconds = rec["seconds"] - scoring[0]
     out = result.image
     n_pixels = out.shape[0] * out.shape[1]
+    scores = score(case, out)
+    best = oracle["best_psnr"] if oracle["scored"] else None
     return {
-        **score(case, out),
+        **scores,
         "stop_reason": rec["stop_reason"],
         "iterations": rec["iterations"],
         "best_iteration": rec["best_iteration"],
-        "seconds": rec["seconds"],
-        "s_per_iter": plane["seconds_per_iter"],
+        "planes": [{k: p.get(k) for k in ("channels", "iterations", "best_iteration", "stop_reason",
+                                           "backtracks")} for p in rec["planes"]],
+        "seconds": seconds,
+        "s_per_iter": seconds / max(rec["iterations"], 1),
+        "cpu_s": cpu_s,  # includes the memory sampler thread (a few %)
+        "engine_seconds": rec["seconds"],
+        "oracle_scoring_seconds": scoring[0],
         "parameters": rec["parameters"],
-        "oracle_best_psnr": oracle.get("best_psnr"),
-        "oracle_best_iteration": oracle.get("best_iteration"),
-        "returned_psnr_engine": oracle.get("returned_psnr"),
-        "oracle_gap_db": (oracle["best_psnr"] - oracle["returned_psnr"]) if oracle else None,
+        "oracle_best_psnr": best,
+        "oracle_best_iteration": oracle["best_iteration"],
+        "oracle_every": oracle_every,
+        "oracle_gap_db": None if best is None else best - scores["psnr"],
+        "engine_oracle": [p.get("oracle") for p in rec["planes"]],
         "peak_bytes": mem.peak_bytes,
         "bytes_per_pixel": mem.peak_bytes / n_pixels,
         "memory_kind": mem.kind,
@@ -165,17 +220,19 @@ def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: i
     }
 
 
-def run_case(case: Case, preset: str, device: str, max_iters: int | None, log=print) -> dict:
-    log(f"{case.task}/{case.name}: {case.observed.shape} -> napari-dip ({preset}, cap {max_iters})")
+def run_case(case: Case, preset: str, device: str, max_iters: int | None, log=print,
+             oracle_every: int = 1) -> dict:
+    log(f"{case.task}/{case.name}: {case.observed.shape} -> napari-dip ({preset}, "
+        f"cap {max_iters or 'of the preset'})")
     row = {"task": case.task, "image": case.name, "shape": list(case.observed.shape), "note": case.note}
     row["input"] = input_score(case)
     row["baselines"] = run_baselines(case)
     row["published"] = {k: score(case, v) for k, v in case.published.items() if v is not None}
     row["paper_full_image"] = case.paper
-    row["napari_dip"] = run_dip(case, preset, device, max_iters, log=log)
+    row["napari_dip"] = run_dip(case, preset, device, max_iters, log=log, oracle_every=oracle_every)
     d = row["napari_dip"]
-    log(f"    DIP {d['psnr']:.2f} dB ({d['stop_reason']} at {d['iterations']}, oracle best "
-        f"{d['oracle_best_psnr']:.2f} at {d['oracle_best_iteration']}, {d['seconds']:.0f} s)")
+    log(f"    DIP {d['psnr']:.2f} dB ({d['stop_reason']} after {d['iterations']}, kept {d['best_iteration']}; "
+        f"oracle best {_f(d['oracle_best_psnr'])} at {d['oracle_best_iteration']}, {d['seconds']:.0f} s)")
     return row
 
 
@@ -250,6 +307,53 @@ TASK_TITLES = {
 }
 
 
+def _stop_cell(d: dict) -> str:
+    """Stop reason and iterations; per-plane reasons when several channels/slices were fitted."""
+    cell = f"{d['stop_reason']} {d['iterations']}"
+    planes = d.get("planes") or []
+    if len(planes) > 1:
+        cell += " (" + ", ".join(f"{p['stop_reason']} {p['iterations']}/{p['best_iteration']}"
+                                 for p in planes) + ")"
+    return cell
+
+
+def _oracle_cell(d: dict) -> str:
+    if d.get("oracle_best_psnr") is None:
+        return "–"
+    return f"{d['oracle_best_psnr']:.2f} @ {d['oracle_best_iteration']}"
+
+
+def comparisons(trows: list[dict], base_names) -> str:
+    """Computed, not written: on how many images DIP's automatic-stop result is above each other method,
+    and by how much on average (PSNR; SSIM too where measured)."""
+    parts = []
+    others = [(b, lambda r, b=b: r["baselines"].get(b)) for b in base_names]
+    others.insert(0, ("input", lambda r: r["input"]))
+    for name, get in others:
+        pairs = [(r["napari_dip"], get(r)) for r in trows]
+        pairs = [(d, o) for d, o in pairs if o and "psnr" in o and math.isfinite(o["psnr"])]
+        if not pairs:
+            continue
+        diffs = [d["psnr"] - o["psnr"] for d, o in pairs]
+        text = (f"{name}: above on {sum(x > 0 for x in diffs)} of {len(diffs)} images "
+                f"(mean {_mean(diffs):+.2f} dB, range {min(diffs):+.2f} to {max(diffs):+.2f})")
+        ssim_pairs = [(d["ssim"], o["ssim"]) for d, o in pairs if "ssim" in d and "ssim" in o]
+        if ssim_pairs:
+            text += f", SSIM above on {sum(a > b for a, b in ssim_pairs)} of {len(ssim_pairs)}"
+        parts.append(text)
+    gaps = [r["napari_dip"].get("oracle_gap_db") for r in trows]
+    gaps = [g for g in gaps if g is not None]
+    line = "DIP auto against " + "; ".join(parts) + "." if parts else ""
+    if gaps:
+        reasons = {}
+        for r in trows:
+            reasons[r["napari_dip"]["stop_reason"]] = reasons.get(r["napari_dip"]["stop_reason"], 0) + 1
+        line += (f" Gap to the oracle: mean {_mean(gaps):.2f} dB, largest {max(gaps):.2f} dB, "
+                 f"{sum(g > 1 for g in gaps)} image(s) above 1 dB. Stop reasons: "
+                 + ", ".join(f"{k} {v}" for k, v in reasons.items()) + ".")
+    return line.strip()
+
+
 def markdown_tables(rows: list[dict]) -> str:
     out = []
     for task in TASKS:
@@ -259,8 +363,8 @@ def markdown_tables(rows: list[dict]) -> str:
         base_names = list(dict.fromkeys(k for r in trows for k in r["baselines"]))
         pub_names = list(dict.fromkeys(k for r in trows for k in r["published"]))
         head = (["image", "input"] if task != "sr" else ["image"]) + [
-            "DIP auto", "DIP oracle best†", "gap†", "stop (iter/best)"] + base_names + [
-            f"{p}, same region" for p in pub_names] + ["paper DIP, full image", "DIP s", "DIP s/iter"]
+            "DIP auto", "kept iter", "DIP oracle best @ iter", "gap", "stop reason, iterations"] + base_names + [
+            f"{p}, same region" for p in pub_names] + ["paper DIP, full image", "DIP s", "DIP CPU-s", "DIP s/iter"]
         out += [f"#### {TASK_TITLES[task]}", "", "| " + " | ".join(head) + " |",
                 "|" + "---|" * len(head)]
         means = {h: [] for h in head}
@@ -271,30 +375,34 @@ def markdown_tables(rows: list[dict]) -> str:
             if task != "sr":
                 cells.append(_cell(r["input"]))
                 vals.append(r["input"]["psnr"])
-            cells += [_cell(d), _f(d["oracle_best_psnr"]), _f(d["oracle_gap_db"]),
-                      f"{d['stop_reason']} {d['iterations']}/{d['best_iteration']}"]
-            vals += [d["psnr"], d["oracle_best_psnr"], d["oracle_gap_db"], None]
+            kept = d["best_iteration"]
+            cells += [_cell(d), str(kept) if not isinstance(kept, list) else "/".join(map(str, kept)),
+                      _oracle_cell(d), _f(d["oracle_gap_db"]), _stop_cell(d)]
+            vals += [d["psnr"], None, d["oracle_best_psnr"], d["oracle_gap_db"], None]
             for b in base_names:
                 cells.append(_cell(r["baselines"].get(b)))
                 vals.append((r["baselines"].get(b) or {}).get("psnr"))
             for p in pub_names:
                 cells.append(_cell(r["published"].get(p)))
                 vals.append((r["published"].get(p) or {}).get("psnr"))
-            cells += [_f(r["paper_full_image"]), _f(d["seconds"], 0), _f(d["s_per_iter"], 3)]
-            vals += [r["paper_full_image"], d["seconds"], d["s_per_iter"]]
+            cells += [_f(r["paper_full_image"]), _f(d["seconds"], 0), _f(d.get("cpu_s"), 0), _f(d["s_per_iter"], 3)]
+            vals += [r["paper_full_image"], d["seconds"], d.get("cpu_s"), d["s_per_iter"]]
             for h, v in zip(head, vals):
                 means[h].append(v)
             out.append("| " + " | ".join(cells) + " |")
         mean_cells = ["**mean**"] + [
-            "" if h.startswith("stop") else _f(_mean(means[h]), 0 if h == "DIP s" else
-                                                 3 if h == "DIP s/iter" else 2)
+            "" if h in ("kept iter", "stop reason, iterations") else _f(
+                _mean(means[h]), 0 if h in ("DIP s", "DIP CPU-s") else 3 if h == "DIP s/iter" else 2)
             for h in head[1:]]
-        out += ["| " + " | ".join(mean_cells) + " |", ""]
-    out.append("† in the engine's own metric (PSNR of the [0, 1]-normalised output over all channels, "
-               "against the reference; for SR that is RGB PSNR without border crop, for fluorescence "
-               "the clean image mapped to the noisy one's scale): oracle best = best iterate seen, "
-               "gap = oracle best − what the automatic stop returned. Means of PSNR in dB are "
-               "arithmetic over the images shown (mean of SSIM not shown in the fluorescence mean row).")
+        out += ["| " + " | ".join(mean_cells) + " |", "", comparisons(trows, base_names), ""]
+    every = sorted({r["napari_dip"].get("oracle_every") for r in rows} - {None})
+    out.append("DIP auto = what the automatic stop returned (kept iter = the iterate it kept). Oracle best = the "
+               "best of the same run's outputs, scored against the ground truth in the same metric as the "
+               f"other columns of its table, every {'/'.join(map(str, every)) or '?'} iteration(s); it never "
+               "steers the run. Gap = oracle best − DIP auto. Stop reason from the engine's record "
+               "(`minimum`: the rule found one; `no-minimum`: it ran but found none; `cap`: the iteration "
+               "cap came first; `user`: cancelled); per-plane reasons in brackets where several planes were "
+               "fitted. Means of PSNR in dB are arithmetic over the images shown (mean of SSIM not shown).")
     return "\n".join(out)
 
 
@@ -326,6 +434,28 @@ def markdown_speed(speed: dict) -> str:
     return "\n".join(out)
 
 
+def peers_intro(results: dict) -> str:
+    m = results["machine"]
+    cfg = results["peers"]["config"]
+    curves = cfg.get("curves") or {}
+    return (f"Every method on the same image in one process, one after the other, device `{m['device']}`, "
+            f"{m['torch_threads']} torch thread(s). CPU-s = `time.process_time()` (every thread of the "
+            "process), wall-s = elapsed time; on a shared machine compare CPU-s. napari-dip: "
+            "`restore(noisy, \"denoise\", seed=0)` with every other setting at its default (preset `auto`, "
+            "automatic stop, default intensity map); a reference is passed only so that the engine records its "
+            "oracle"
+            + (f" (**not the defaults: overridden {cfg['dip_overrides']}**)" if cfg.get("dip_overrides") else "")
+            + f". ZS-N2N: written from the paper's description (`benchmarks/peers.py`), "
+            f"{cfg.get('zsn2n_steps', 2000)} Adam steps. BM3D: σ estimated from the image. Natural images: "
+            "centre crops of the σ = 25 set (noise drawn on the full image, seed 0), RGB PSNR; fluorescence: "
+            "the most structured window, scored as in the quality tables (affine fit where marked). "
+            f"Curves: every preset the engine lists ({', '.join(results['peers']['presets'])}), "
+            "`stopping=\"none\"`, up to the preset's own cap"
+            + (f" or {curves['cpu_budget_s']:.0f} CPU-s" if curves.get("cpu_budget_s") else "")
+            + f", scored every {curves.get('every', 25)} iterations (scoring time taken off the clocks; the "
+            "engine's per-step PSNR and previews stay in).")
+
+
 def _load(x):
     return "?" if not x else ", ".join(f"{v:.1f}" for v in x)
 
@@ -343,12 +473,17 @@ def write_report(results: dict, md_path: Path) -> str:
         + (f" napari-dip at {m['napari_dip_commit']}." if m.get("napari_dip_commit") else ""),
         f"- Load average (1/5/15 min) at start / end: {_load(m.get('loadavg_start'))} / {_load(m.get('loadavg_end'))} "
         "(other jobs share these cores; timings are only comparable within one run).",
-        f"- Total wall time {results['wall_seconds'] / 60:.1f} min. Figures: `{results['json']}`.",
+        f"- Total wall time {results['wall_seconds'] / 60:.1f} min"
+        + (f", {results['cpu_seconds'] / 60:.1f} CPU-min" if "cpu_seconds" in results else "")
+        + f". Figures: `{results['json']}`.",
         f"- deepinv: {results.get('deepinv_status')}.",
         "",
     ]
     if results["rows"]:
         lines += ["### Quality", "", markdown_tables(results["rows"]), ""]
+    if results.get("peers"):
+        lines += ["### Peers and time to quality (issue 8)", "", peers_intro(results), "",
+                  markdown_peers(results["peers"]), ""]
     if results.get("speed"):
         s = results["speed_setup"]
         lines += ["### Speed", "", f"Image: {s['image']}, {s['shape']}, σ = 25 noise, denoising, device "
@@ -385,16 +520,28 @@ def speed_image(data: Path, crop):
     return "F16", datasets._cut(case.observed, box), datasets._cut(case.truth, box)
 
 
+def peers_config(suite: dict) -> dict:
+    """The peers block of a suite (any suite can run ``--tasks peers``; the ``peers`` suite's is the default)."""
+    return suite.get("peers") or SUITES["peers"]["peers"]
+
+
 def run_suite(suite_name: str, suite: dict, *, cases: list[Case], device: str,
-              speed_input=None, out_dir: Path = HERE, log=print) -> dict:
+              speed_input=None, peer_cases: list[Case] | None = None, out_dir: Path = HERE,
+              log=print) -> dict:
     dev = resolve_device(device)
     started = dt.datetime.now().isoformat(timespec="seconds")
     t0 = time.perf_counter()
+    c0 = time.process_time()
     results = {"suite": suite_name, "started": started, "config": suite, "machine": machine_info(dev),
-               "rows": [], "speed": None}
+               "rows": [], "speed": None, "peers": None}
     for case in cases:
         results["rows"].append(run_case(case, suite["preset"], str(dev),
-                                        suite["max_iters"].get(case.task), log=log))
+                                        suite.get("max_iters", {}).get(case.task), log=log,
+                                        oracle_every=suite.get("oracle_every", 1)))
+    if peer_cases:
+        from .peers_suite import run_peers
+
+        results["peers"] = run_peers(peer_cases, peers_config(suite), device=str(dev), log=log)
     if speed_input is not None:
         from .speed import speed_suite
 
@@ -409,6 +556,7 @@ def run_suite(suite_name: str, suite: dict, *, cases: list[Case], device: str,
         f"deepinv {st['version']} imported, torchvision: {st['torchvision']}" if st["available"]
         else f"not used ({st['error'] or 'speed suite not run'})")
     results["wall_seconds"] = time.perf_counter() - t0
+    results["cpu_seconds"] = time.process_time() - c0
     try:
         results["machine"]["loadavg_end"] = os.getloadavg()
     except OSError:
@@ -440,11 +588,17 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument("--suite", choices=sorted(SUITES), default="quick")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N, mps")
-    p.add_argument("--tasks", default=",".join(TASKS) + ",speed",
-                   help="comma-separated subset of denoise,sr,inpaint,fluo,speed")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated subset of denoise,sr,inpaint,fluo,speed,peers (default: the "
+                        "suite's: quick and paper run denoise,sr,inpaint,fluo,speed; peers runs peers)")
     p.add_argument("--data", type=Path, default=datasets.DEFAULT_DATA, help="the shared data folder")
     p.add_argument("--out-dir", type=Path, default=HERE, help="where RESULTS.md and results/ go")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--curve-cpu-budget", type=float, metavar="S",
+                   help="peers: CPU seconds at which a preset's curve ends if its cap has not come first "
+                        "(0: no limit; default: the suite's)")
+    p.add_argument("--curve-every", type=int, metavar="N", help="peers: score the curves every N iterations")
+    p.add_argument("--zsn2n-steps", type=int, metavar="N", help="peers: ZS-N2N steps (default 2000, the paper's)")
     p.add_argument("--rebuild-report", type=Path, metavar="JSON",
                    help="recompute the derived speed figures of a saved run and append its section again")
     args = p.parse_args(argv)
@@ -461,17 +615,37 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     suite = SUITES[args.suite]
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    tasks = ([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks
+             else list(suite.get("tasks", DEFAULT_TASKS)))
+    unknown = set(tasks) - {*TASKS, "speed", "peers"}
+    if unknown:
+        p.error(f"unknown task(s) {', '.join(sorted(unknown))}")
     if not args.data.is_dir():
         p.error(f"data folder {args.data} not found (pass --data)")
 
     def log(msg):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True, file=sys.stderr)
 
+    missing = [t for t in tasks if (t in TASKS and "crop" not in suite) or (t == "speed" and "speed" not in suite)]
+    if missing:
+        p.error(f"suite {args.suite!r} has no settings for {', '.join(missing)}")
     cases = build_cases(suite, args.data, tasks)
     speed_input = speed_image(args.data, suite["speed"]["crop"]) if "speed" in tasks else None
+    peer_cases = None
+    if "peers" in tasks:
+        from .peers_suite import build_cases as build_peer_cases
+
+        suite = copy.deepcopy(suite)
+        suite["peers"] = cfg = copy.deepcopy(peers_config(suite))
+        if args.curve_cpu_budget is not None:
+            cfg["curves"]["cpu_budget_s"] = args.curve_cpu_budget or None
+        if args.curve_every:
+            cfg["curves"]["every"] = args.curve_every
+        if args.zsn2n_steps:
+            cfg["zsn2n_steps"] = args.zsn2n_steps
+        peer_cases = build_peer_cases(cfg, args.data)
     run_suite(args.suite, suite, cases=cases, device=args.device, speed_input=speed_input,
-              out_dir=args.out_dir, log=log)
+              peer_cases=peer_cases, out_dir=args.out_dir, log=log)
     return 0
 
 
