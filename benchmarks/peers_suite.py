@@ -29,14 +29,19 @@ from .datasets import Case
 
 
 def preset_names() -> list[str]:
-    """The presets the engine offers today, read from it (not 'auto', which picks one of them).
+    """The concrete presets the engine offers today, read from it (not 'auto', which picks one of them).
 
-    Any name listed by the engine (``PRESET_NAMES``, ``SIZES`` or ``PRESETS``) that ``make_config``
-    accepts for denoising counts.
+    Every name the engine lists (``presets.NETWORKS``, ``choices.PRESET``; older layouts: ``SIZES``) that
+    ``make_config`` accepts for denoising counts, so a preset added to the engine joins the curves.
     """
-    candidates = []
-    for attr in ("PRESET_NAMES", "SIZES", "PRESETS"):
-        candidates += list(getattr(engine_presets, attr, None) or ())
+    candidates = list(getattr(engine_presets, "NETWORKS", None) or ())
+    try:
+        from napari_dip.choices import PRESET
+
+        candidates += list(PRESET.values)
+    except ImportError:
+        pass
+    candidates += list(getattr(engine_presets, "SIZES", None) or ())
     names = []
     for name in dict.fromkeys(candidates):
         if not isinstance(name, str) or name == "auto":
@@ -84,8 +89,10 @@ def run_peers_case(case: Case, *, device: str, zsn2n_steps: int, seed: int = 0, 
         **score(case, result.image), "cpu_s": cpu, "wall_s": wall, "engine_seconds": rec["seconds"],
         "preset": rec["preset"], "device": rec["device"], "iterations": rec["iterations"],
         "best_iteration": rec["best_iteration"], "stop_reason": rec["stop_reason"],
-        "planes": [{k: p.get(k) for k in ("channels", "iterations", "best_iteration", "stop_reason",
-                                           "oracle")} for p in rec["planes"]],
+        "threads": rec.get("threads"),
+        "planes": [{k: p.get(k) for k in ("channels", "iterations", "best_iteration", "returned_iteration",
+                                           "stop_reason", "cpu_seconds", "stopping", "oracle")}
+                   for p in rec["planes"]],
         "parameters": rec["parameters"], "cap": rec["config"]["max_iters"],
         "patience": rec["config"].get("patience"),
     }

@@ -198,8 +198,11 @@ def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: i
         "stop_reason": rec["stop_reason"],
         "iterations": rec["iterations"],
         "best_iteration": rec["best_iteration"],
-        "planes": [{k: p.get(k) for k in ("channels", "iterations", "best_iteration", "stop_reason",
-                                           "backtracks")} for p in rec["planes"]],
+        "returned_iteration": _returned(rec),
+        "planes": [{k: p.get(k) for k in ("channels", "iterations", "best_iteration", "returned_iteration",
+                                           "stop_reason", "backtracks", "cpu_seconds", "stopping")}
+                   for p in rec["planes"]],
+        "threads": rec.get("threads"),
         "seconds": seconds,
         "s_per_iter": seconds / max(rec["iterations"], 1),
         "cpu_s": cpu_s,  # includes the memory sampler thread (a few %)
@@ -209,6 +212,7 @@ def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: i
         "oracle_best_psnr": best,
         "oracle_best_iteration": oracle["best_iteration"],
         "oracle_every": oracle_every,
+        "oracle_scored": oracle["scored"],
         "oracle_gap_db": None if best is None else best - scores["psnr"],
         "engine_oracle": [p.get("oracle") for p in rec["planes"]],
         "peak_bytes": mem.peak_bytes,
@@ -218,6 +222,13 @@ def run_dip(case: Case, preset: str, device: str, max_iters: int | None, seed: i
         "device": rec["device"],
         "preset": rec["preset"],
     }
+
+
+def _returned(rec: dict):
+    """When the returned output was taken (the engine may return the average from after its pick);
+    the pick itself where the engine does not say."""
+    values = [p.get("returned_iteration", p.get("best_iteration")) for p in rec["planes"]]
+    return values[0] if len(values) == 1 else values
 
 
 def run_case(case: Case, preset: str, device: str, max_iters: int | None, log=print,
@@ -317,6 +328,17 @@ def _stop_cell(d: dict) -> str:
     return cell
 
 
+def _kept(d: dict) -> str:
+    """The rule's pick, and when the returned output was taken if that differs (EMA lag)."""
+    def one(best, returned):
+        return str(best) if returned in (None, best) else f"{best} (output at {returned})"
+    best, returned = d["best_iteration"], d.get("returned_iteration")
+    if isinstance(best, list):
+        returned = returned if isinstance(returned, list) else [None] * len(best)
+        return "/".join(one(b, r) for b, r in zip(best, returned))
+    return one(best, returned)
+
+
 def _oracle_cell(d: dict) -> str:
     if d.get("oracle_best_psnr") is None:
         return "–"
@@ -375,8 +397,7 @@ def markdown_tables(rows: list[dict]) -> str:
             if task != "sr":
                 cells.append(_cell(r["input"]))
                 vals.append(r["input"]["psnr"])
-            kept = d["best_iteration"]
-            cells += [_cell(d), str(kept) if not isinstance(kept, list) else "/".join(map(str, kept)),
+            cells += [_cell(d), _kept(d),
                       _oracle_cell(d), _f(d["oracle_gap_db"]), _stop_cell(d)]
             vals += [d["psnr"], None, d["oracle_best_psnr"], d["oracle_gap_db"], None]
             for b in base_names:
@@ -614,6 +635,7 @@ def main(argv=None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+        os.environ["NAPARI_DIP_THREADS"] = str(args.threads)  # the engine's own thread choice
     suite = SUITES[args.suite]
     tasks = ([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks
              else list(suite.get("tasks", DEFAULT_TASKS)))
