@@ -150,6 +150,11 @@ def preset_curve(case: Case, preset: str, *, device: str, every: int, cap: int |
         excluded[0] += time.process_time() - c1
         excluded[1] += time.perf_counter() - w1
     rec = result.record
+    if not points or points[-1][0] < rec["iterations"]:
+        # Ended between two scored steps (CPU budget): the returned image is the last point.
+        c1, w1 = time.process_time(), time.perf_counter()
+        points.append((rec["iterations"], round(c1 - c0 - excluded[0], 3), round(w1 - w0 - excluded[1], 3),
+                       round(float(score(case, result.image)["psnr"]), 3), None))
     ended = "cap" if rec["iterations"] >= cap else "CPU budget"
     log(f"curve/{case.name}/{preset}: {rec['iterations']} iterations ({ended}), "
         f"best {max((p[3] for p in points), default=float('nan')):.2f} dB")
