@@ -343,7 +343,8 @@ class _FileRun:
             coords = dict(zip(layout.stack, self.where(i)))
             index = tuple(coords.get(a, slice(None)) for a in range(len(letters)))
             kept = [letters[a] for a in range(len(letters)) if a not in coords]
-            plane = np.asarray(self.src.data[index].compute())
+            # Read here, whatever cluster is about: the file is open in this process only.
+            plane = np.asarray(self.src.data[index].compute(scheduler="synchronous"))
             self._cached = (i, np.transpose(plane, [kept.index(a) for a in self.plane_letters]))
         return self._cached[1]
 
