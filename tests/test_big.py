@@ -201,3 +201,16 @@ def test_batch_needs_an_output_folder_that_is_not_the_input(tmp_path, load, caps
     assert cli("restore", folder, folder) == 2
     assert "is the input's" in capsys.readouterr().err
     assert cli("restore", folder, tmp_path / "x.tif", folder / "a.tif") == 2
+
+
+def test_the_big_data_modules_import_neither_torch_nor_dask():
+    import subprocess
+    import sys
+
+    code = ("import sys, napari_dip._batch_cli, napari_dip._lazy_io, napari_dip._ledger, "
+            "napari_dip.engine.units, napari_dip.engine.tiles; "
+            "print(sorted(m for m in ('torch', 'dask', 'zarr', 'distributed') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]"

@@ -100,7 +100,7 @@ def wants_units(args) -> bool:
     inp, out = Path(args.input[0]), Path(args.output)
     if is_zarr(inp) or is_zarr(out) or _ledger_folder(out).exists():
         return True
-    if inp.suffix.lower() in _io.TIFF_SUFFIXES and inp.is_file():
+    if inp.suffix.lower() in _io.TIFF_SUFFIXES and inp.is_file() and _lazy_tiff_possible():
         import tifffile
 
         from .engine.axes import from_letters
@@ -112,6 +112,13 @@ def wants_units(args) -> bool:
         except Exception:  # unreadable or unnamed axes: the in-memory path says why
             return False
     return False
+
+
+def _lazy_tiff_possible() -> bool:
+    """dask and zarr are there (the "big" extra): TIFF stacks can be read lazily."""
+    from importlib.util import find_spec
+
+    return find_spec("dask") is not None and find_spec("zarr") is not None
 
 
 # ------------------------------------------------------------------------------- executors
