@@ -122,3 +122,13 @@ def test_super_resolution_and_inpainting_in_tiles(load):
     skipped = [e.get("skipped") for e in filled.record["tiles"]]
     assert skipped[0] is None and skipped[1:] == ["nothing to fill"] * 3
     np.testing.assert_array_equal(filled.image[mask == 0], image[mask == 0])
+
+
+def test_a_stack_of_tiled_slices_keeps_one_map_and_records_each_tile(load):
+    from napari_dip.engine import restore_stack
+
+    stack = load("nuclei3d_3x40x40_uint16.tif")[:2]
+    result = restore_stack(stack, "denoise", max_iters=2, tile=24, **FAST)
+    assert result.image.shape == stack.shape
+    assert [len(s["planes"]) for s in result.record["slices"]] == [4, 4]
+    assert {p["tile"] for p in result.record["slices"][0]["planes"]} == {0, 1, 2, 3}

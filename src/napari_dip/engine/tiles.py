@@ -324,6 +324,8 @@ def restore_tiled_iter(
         "tiling": {"tile": tile, "overlap": overlap, "count": len(tiles),
                    "window": "sin^2 ramps over the overlaps"},
         "tiles": entries,
+        # Every tile's fits, so that a record of tiles reads like one of a plane.
+        "planes": [{**p, "tile": e["tile"]} for e in fitted for p in e["planes"]],
         "stop_reason": overall_stop_reason([e["stop_reason"] for e in fitted],
                                            complete=not cancelled),
         "iterations": sum(e["iterations"] for e in entries),
