@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from ..choices import CHANNELS, SR_FACTOR, TASK, resolve_preset
 from . import arrays
 from .devices import (
-    DIPMemoryError, check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device, tune_cpu_allocator,
+    DIPMemoryError, check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device,
+    tune_cpu_allocator,
 )
 from .fit import fit
 from .intensity import IntensityMap

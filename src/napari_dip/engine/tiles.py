@@ -236,9 +236,7 @@ def restore_tiled_iter(
     from ..choices import SR_FACTOR, resolve_preset
     from .devices import resolve_device
     from .presets import make_config
-    from .restoration import (
-        Result, as_cancel_check, draw_seed, overall_stop_reason, restore_iter,
-    )
+    from .restoration import Result, as_cancel_check, draw_seed, overall_stop_reason, restore_iter
 
     image = np.asarray(image)
     arrays.check_dtype(image, name)
