@@ -214,3 +214,30 @@ def test_the_big_data_modules_import_neither_torch_nor_dask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_ctrl_c_keeps_the_running_units_best_so_far_and_the_rerun_redoes_only_it(
+        tmp_path, ome_stack, monkeypatch):
+    import os
+    import signal
+
+    src, _ = ome_stack
+    real, names, pressed = units.run_unit, [], []
+
+    def ctrl_c_during_the_second(*args, **kwargs):
+        names.append(kwargs["name"])
+        if len(names) == 2 and not pressed:
+            pressed.append(1)
+            os.kill(os.getpid(), signal.SIGINT)  # once: stop after this step, keep the best
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(units, "run_unit", ctrl_c_during_the_second)
+    out = tmp_path / "out.zarr"
+    assert cli("restore", src, out) == 130
+    statuses = {k: json.loads(p.read_text())["status"] for k, p in (
+        (p.stem, p) for p in (out / "napari_dip" / "units").glob("*.json"))}
+    assert statuses == {"s000000": "done", "s000001": "partial"}
+    assert read_zarr(out)[0][:, 1].any()  # the stopped slice's best so far is written
+    names.clear()
+    assert cli("restore", src, out) == 0
+    assert [n.split()[-1] for n in names] == ["(1,)", "(2,)"]

@@ -194,8 +194,24 @@ def _plan_summary(args: argparse.Namespace, planes, layout) -> str:
         f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
         f"{config.stopping!r}, at most {config.max_iters} iterations per plane",
         f"device {device}" + (f", {threads} thread(s)" if threads else ""),
-        f"memory: about {memory / 2**20:.0f} MiB per fit step",
+        f"memory: about {memory / 2**20:.0f} MiB per fit step" + _tiling_note(
+            h // (args.factor if args.task == "sr" else 1), w // (
+                args.factor if args.task == "sr" else 1), config.net, device, args),
     ])
+
+
+def _tiling_note(h: int, w: int, spec, device, args) -> str:
+    """What the run does when one fit of the image would not fit the device's memory."""
+    from .engine.devices import estimate_memory
+    from .engine.tiles import tile_size_for
+
+    f = args.factor if args.task == "sr" else 1
+    tile = tile_size_for(h, w, spec, device, f)
+    if tile is None:
+        return ""
+    need = estimate_memory(tile * f, tile * f, spec) / 2**20
+    return (f"; too much for {device}: restored in overlapping tiles of {tile} px "
+            f"(about {need:.0f} MiB per fit step)")
 
 
 def _interrupt(cancel: threading.Event) -> None:
