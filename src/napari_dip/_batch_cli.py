@@ -177,6 +177,14 @@ class _FileRun:
 
         self.args, self.inp, self.out = args, inp, out
         self.src = open_input(inp)
+        try:
+            self._check(_layout, check_output, axes)
+        except BaseException:
+            self.src.close()
+            raise
+
+    def _check(self, _layout, check_output, axes) -> None:
+        args, inp, out = self.args, self.inp, self.out
         self.letters, self.layout = _layout(self.src, args.axes, str(inp))
         self.factor = args.factor if args.task == "sr" else 1
         out_shape = list(self.src.shape)
