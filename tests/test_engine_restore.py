@@ -320,7 +320,12 @@ def test_an_image_too_large_for_the_device_is_refused_before_running(monkeypatch
     monkeypatch.setattr(devices, "device_memory", lambda device: 2**30)  # a 1 GiB machine
     big = np.zeros((2048, 2048), np.uint16)
     big[0, 0] = 1
+    # Without tiles (by default it would be restored in tiles: tests/test_tiles.py).
     with pytest.raises(DIPMemoryError, match=r"2048x2048.*GiB of the 1 GiB"):
+        restore(big, "denoise", preset="paper", device="cpu", tile=False)
+    # ... and when even the smallest tile would not fit.
+    monkeypatch.setattr(devices, "device_memory", lambda device: 2**26)
+    with pytest.raises(DIPMemoryError, match=r"64x64"):
         restore(big, "denoise", preset="paper", device="cpu")
 
 

@@ -36,8 +36,11 @@ def _parser() -> argparse.ArgumentParser:
         f"Output formats: {FORMATS_HELP}",
         epilog=EXIT_CODES,
     )
-    r.add_argument("input")
-    r.add_argument("output")
+    r.add_argument("input", nargs="+", help="image file(s): TIFF, PNG, JPEG, BMP or OME-Zarr "
+                   "(.zarr); several files, a folder or a quoted glob restore each into OUTPUT, "
+                   "a folder")
+    r.add_argument("output", help="output file (its extension picks the format; .zarr is "
+                   "OME-Zarr), or a folder for several inputs")
     r.add_argument("--task", choices=TASK.values, default=TASK.default,
                    help=f"{TASK.describe()} (default: %(default)s)")
     r.add_argument("--mask", help="for --task inpaint: image of the input's height and width "
@@ -69,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="check the input and print the planned "
                    "work and its memory need, then exit without restoring")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    from ._batch_cli import add_arguments
+
+    add_arguments(r)
     return p
 
 
@@ -113,12 +119,8 @@ def run_restore(args: argparse.Namespace) -> int:
 
     cancel = threading.Event()
     bar = _ProgressBar(disabled=args.quiet)
-    kwargs = dict(task=args.task, mask=mask, factor=args.factor, max_iters=args.max_iters,
-                  preset=args.preset, device=args.device, seed=args.seed,
-                  stopping=args.stopping, patience=args.patience, channels=args.channels,
-                  composite=args.composite, threads=args.threads,
-                  cancel=cancel, callback=bar.update, name=f"input {args.input!r}",
-                  mask_name=f"mask {args.mask!r}")
+    kwargs = dict(**engine_options(args), mask=mask, seed=args.seed, cancel=cancel,
+                  callback=bar.update, name=f"input {args.input!r}")
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(cancel))
     try:
         restore_fn = restore_stack if layout.is_stack else restore
@@ -153,6 +155,14 @@ def run_restore(args: argparse.Namespace) -> int:
     return 1 if rec.get("errors") else 0
 
 
+def engine_options(args: argparse.Namespace) -> dict:
+    """The engine's keywords from the command line (every path through the CLI uses them)."""
+    return dict(task=args.task, factor=args.factor, max_iters=args.max_iters,
+                preset=args.preset, device=args.device, stopping=args.stopping,
+                patience=args.patience, channels=args.channels, composite=args.composite,
+                threads=args.threads, mask_name=f"mask {args.mask!r}")
+
+
 def _cpu_seconds(record: dict) -> float:
     """CPU time of every fit in a record (one plane, or every slice of a stack)."""
     entries = [record, *record.get("slices", [])]
@@ -184,8 +194,24 @@ def _plan_summary(args: argparse.Namespace, planes, layout) -> str:
         f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
         f"{config.stopping!r}, at most {config.max_iters} iterations per plane",
         f"device {device}" + (f", {threads} thread(s)" if threads else ""),
-        f"memory: about {memory / 2**20:.0f} MiB per fit step",
+        f"memory: about {memory / 2**20:.0f} MiB per fit step" + _tiling_note(
+            h // (args.factor if args.task == "sr" else 1), w // (
+                args.factor if args.task == "sr" else 1), config.net, device, args),
     ])
+
+
+def _tiling_note(h: int, w: int, spec, device, args) -> str:
+    """What the run does when one fit of the image would not fit the device's memory."""
+    from .engine.devices import estimate_memory
+    from .engine.tiles import tile_size_for
+
+    f = args.factor if args.task == "sr" else 1
+    tile = tile_size_for(h, w, spec, device, f)
+    if tile is None:
+        return ""
+    need = estimate_memory(tile * f, tile * f, spec) / 2**20
+    return (f"; too much for {device}: restored in overlapping tiles of {tile} px "
+            f"(about {need:.0f} MiB per fit step)")
 
 
 def _interrupt(cancel: threading.Event) -> None:
@@ -227,7 +253,12 @@ class _ProgressBar:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from ._batch_cli import run_units, wants_units
+
     try:
+        if wants_units(args):
+            return run_units(args)
+        args.input = args.input[0]
         return run_restore(args)
     except (ValueError, FileNotFoundError, OSError, MemoryError, FloatingPointError) as exc:
         print(f"napari-dip: error: {exc}", file=sys.stderr)

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from ..choices import CHANNELS, SR_FACTOR, TASK, resolve_preset
 from . import arrays
 from .devices import (
-    check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device, tune_cpu_allocator,
+    DIPMemoryError, check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device,
+    tune_cpu_allocator,
 )
 from .fit import fit
 from .intensity import IntensityMap
@@ -46,6 +47,8 @@ class Progress:
     n_slices: int | None = None
     final: bool = False
     status: str = ""  # the stopping rule's state in words (what it is waiting for)
+    tile_index: int | None = None  # a plane restored in tiles: which one is fitting
+    n_tiles: int | None = None
 
 
 @dataclass
@@ -123,6 +126,8 @@ def restore_iter(
     mask_name: str = "mask",
     net_input: np.ndarray | None = None,
     threads: int | None = None,
+    tile: int | bool | None = None,
+    as_float: bool = False,
     **overrides,
 ) -> Iterator[Progress | Result]:
     """Restore ``image`` with Deep Image Prior, yielding progress and finally the result.
@@ -152,18 +157,38 @@ def restore_iter(
         random noise (values are used as given, so scale them to about [0, 1]).
     threads : torch threads on the CPU; None chooses from the machine and its load
         (:func:`~napari_dip.engine.devices.choose_threads`).
+    tile : restore in overlapping tiles of this side (:mod:`.tiles`); None: only when one fit
+        of the whole plane would not fit the device's memory; False: never (refuse instead).
+    as_float : return float32 in the input's units (unrounded) instead of the input's dtype.
     **overrides : any other :class:`~napari_dip.engine.presets.FitConfig` field (lr, jitter, ...).
     """
-    job = _prepare(
-        image, task, mask=mask, factor=factor, preset=preset, device=device, seed=seed,
-        channel_axis=channel_axis, channels=channels, composite=composite,
-        reference=reference, normalisation=normalisation, name=name, mask_name=mask_name,
-        net_input=net_input, threads=threads, settings=dict(max_iters=max_iters, stopping=stopping,
-                                           patience=patience, preview_every=preview_every,
-                                           **overrides),
-    )
+    settings = dict(max_iters=max_iters, stopping=stopping, patience=patience,
+                    preview_every=preview_every, **overrides)
+    tiled = tile not in (None, False)
+    if not tiled:
+        try:
+            job = _prepare(
+                image, task, mask=mask, factor=factor, preset=preset, device=device, seed=seed,
+                channel_axis=channel_axis, channels=channels, composite=composite,
+                reference=reference, normalisation=normalisation, name=name,
+                mask_name=mask_name, net_input=net_input, threads=threads, settings=settings,
+            )
+        except DIPMemoryError:
+            if tile is False or net_input is not None or reference is not None:
+                raise
+            tiled = True  # too big for one fit: tiles instead of a refusal
+    if tiled:
+        from .tiles import restore_tiled_iter
+
+        return (yield from restore_tiled_iter(
+            image, task, tile=None if tile is True else tile, mask=mask, factor=factor,
+            preset=preset, device=device, seed=seed, channel_axis=channel_axis,
+            normalisation=normalisation, cancel=cancel, name=name, as_float=as_float,
+            channels=channels, composite=composite, mask_name=mask_name, threads=threads,
+            **settings,
+        ))
     fits = yield from _fit_groups(job, as_cancel_check(cancel))
-    yield Result(job.output(fits.image), _record(job, fits), fits.history)
+    yield Result(job.output(fits.image, as_float=as_float), _record(job, fits), fits.history)
 
 
 @dataclass

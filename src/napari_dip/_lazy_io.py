@@ -1,0 +1,201 @@
+"""Inputs read lazily and outputs written slice by slice, for runs larger than memory.
+
+:func:`open_input` gives a :class:`LazyImage` (a dask array plus its axes, pixel sizes and
+channel names) for OME-Zarr (:mod:`._zarr_io`), TIFF (read through tifffile's zarr view, one
+page at a time) and the small PNG/JPEG/BMP formats. :func:`open_output` gives a sink that
+writes each finished slice where it belongs: into an OME-Zarr store, into a TIFF laid out on
+disk from the start (so a slice is on disk as soon as it is written), or, for PNG/JPEG/BMP,
+into memory, written at the end. Imports dask, zarr and tifffile only when called.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _io
+
+
+def is_zarr(path) -> bool:
+    return str(path).rstrip("/\\").lower().endswith(".zarr")
+
+
+@dataclass
+class LazyImage:
+    """An image whose pixels stay on disk until a slice is asked for."""
+
+    data: object  # a dask array
+    axes: str  # one letter per axis (T, C, Z, Y, X, S, ...)
+    path: str
+    scale: dict = field(default_factory=dict)  # letter -> pixel size (or time step)
+    units: dict = field(default_factory=dict)  # letter -> unit name
+    channel_names: list | None = None
+    omero: dict | None = None  # an OME-Zarr input's channel metadata, copied to the output
+    closer: object = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.data.dtype)
+
+    def close(self) -> None:
+        if self.closer is not None:
+            self.closer.close()
+            self.closer = None
+
+
+def _require(module: str, extra: str = "big"):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ValueError(f"this needs the Python package {module.split('.')[0]!r}; install "
+                         f"it with: pip install \"napari-dip[{extra}]\"") from exc
+
+
+def open_input(path, role: str = "input") -> LazyImage:
+    """Open ``path`` without reading its pixels (OME-Zarr, TIFF; PNG/JPEG/BMP are small and
+    read at once)."""
+    path = Path(path)
+    if is_zarr(path):
+        from ._zarr_io import read_ome_zarr
+
+        return read_ome_zarr(path, role)
+    da = _require("dask.array")
+    if not path.is_file():
+        raise FileNotFoundError(f"{role} file {str(path)!r} does not exist")
+    if path.suffix.lower() not in _io.TIFF_SUFFIXES:
+        small = _io.read_image(path, role)
+        return LazyImage(da.from_array(small.data), small.axes, str(path))
+    import tifffile
+    import zarr
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except tifffile.TiffFileError as exc:
+        raise ValueError(f"{role} file {str(path)!r} is not a readable TIFF file ({exc})") from exc
+    series = tif.series[0]
+    data = da.from_zarr(zarr.open(series.aszarr(), mode="r"))
+    resolution, unit = _io._tiff_resolution(tif)
+    scale, units = {}, {}
+    if resolution is not None:
+        scale = {"X": 1 / resolution[0], "Y": 1 / resolution[1]}
+        if unit is not None:
+            units = {"X": unit, "Y": unit}
+    return LazyImage(data, series.axes, str(path), scale, units, closer=tif)
+
+
+def tiff_resolution(image: LazyImage, factor: int = 1):
+    """(pixels per unit along X, Y) and the unit, as :mod:`._io` writes them."""
+    if "X" not in image.scale or "Y" not in image.scale:
+        return None, None
+    return ((factor / image.scale["X"], factor / image.scale["Y"]),
+            image.units.get("X") or image.units.get("Y"))
+
+
+def place(slice_coords: dict, plane_letters: str, out_axes: str):
+    """Index into an output of axes ``out_axes`` for one slice (``slice_coords``: stack letter
+    -> index), and the transpose that brings a plane of ``plane_letters`` into its order."""
+    index = tuple(slice_coords[a] if a in slice_coords else slice(None) for a in out_axes)
+    kept = [a for a in out_axes if a not in slice_coords]
+    return index, tuple(plane_letters.index(a) for a in kept)
+
+
+class _Sink:
+    """Where finished slices go: ``write(index, plane)`` with ``index``/transpose from
+    :func:`place`; ``finish(record)`` once the run ends."""
+
+    axes: str
+
+    def write(self, coords: dict, plane_letters: str, plane: np.ndarray) -> None:
+        index, order = place(coords, plane_letters, self.axes)
+        self._array()[index] = np.transpose(plane, order)
+        self._flush()
+
+    def _array(self):
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        pass
+
+    def finish(self, record: dict, complete: bool) -> None:
+        pass
+
+
+class TiffSink(_Sink):
+    """An uncompressed TIFF laid out in full at the start, written in place slice by slice."""
+
+    def __init__(self, path: Path, shape, dtype, axes: str, resolution, unit, resume: bool):
+        import tifffile
+
+        self.path, self.axes = Path(path), axes
+        if resume and self.path.is_file():
+            self.array = tifffile.memmap(self.path, mode="r+")
+            if self.array.shape != tuple(shape) or self.array.dtype != np.dtype(dtype):
+                raise ValueError(f"output {str(path)!r} holds a {self.array.dtype} array of "
+                                 f"{self.array.shape}, not the {np.dtype(dtype)} {tuple(shape)} "
+                                 "this run writes; use --restart to start it again")
+            return
+        metadata = {"axes": axes}
+        if unit is not None:
+            metadata["unit"] = unit
+        kwargs = _io._resolution_tags(resolution, unit) if resolution is not None else {}
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        self.array = tifffile.memmap(
+            self.path, shape=tuple(shape), dtype=dtype, metadata=metadata,
+            bigtiff=nbytes > 2**32 - 2**25,
+            photometric="rgb" if axes.endswith("S") and shape[-1] in (3, 4) else "minisblack",
+            **kwargs)
+
+    def _array(self):
+        return self.array
+
+    def _flush(self) -> None:
+        self.array.flush()
+
+    def finish(self, record: dict, complete: bool) -> None:
+        import tifffile
+
+        self.array.flush()
+        del self.array
+        # The run's record joins the axes and unit in tifffile's JSON description.
+        with tifffile.TiffFile(self.path) as tif:
+            described = dict(tif.shaped_metadata[0]) if tif.shaped_metadata else {}
+        described["napari_dip"] = json.dumps(record, default=str)
+        tifffile.tiffcomment(self.path, json.dumps(described))
+
+
+class MemorySink(_Sink):
+    """PNG/JPEG/BMP (and anything small): kept in memory, written at the end."""
+
+    def __init__(self, path: Path, shape, dtype, axes: str, resolution, unit):
+        self.path, self.axes = Path(path), axes
+        self.array = np.zeros(shape, dtype)
+        self.resolution, self.unit = resolution, unit
+
+    def _array(self):
+        return self.array
+
+    def finish(self, record: dict, complete: bool) -> None:
+        _io.write_image(self.path, _io.ImageFile(self.array, self.axes, self.resolution,
+                                                 self.unit), record)
+
+
+def check_output(path, dtype, shape, axes) -> None:
+    """Refuse before any work an output that cannot hold the result (format, folder)."""
+    path = Path(path)
+    if is_zarr(path):
+        if not path.parent.exists():
+            raise FileNotFoundError(f"the output folder {str(path.parent)!r} does not exist")
+        from ._zarr_io import ngff_axes
+
+        ngff_axes(axes, str(path))
+        return
+    _io.check_output_path(path, dtype, tuple(shape), axes)

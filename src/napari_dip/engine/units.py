@@ -1,0 +1,133 @@
+"""Units of work: one slice of a stack, or one tile of a slice, restored independently.
+
+A unit is what a worker runs (:func:`run_unit`: plain arrays in, a float image and its record
+out, so any process or machine can run it) and what an output store records as done. The
+driver cuts the units (:func:`plan_units`), sends each its pixels, and writes what comes back;
+tiles of one slice are blended once all of them are in (:mod:`.tiles`).
+
+Importing this module needs numpy only; :func:`run_unit` imports torch when it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import arrays
+from .tiles import Tile, plan_tiles
+
+#: Errors that say the unit's input cannot be restored as asked: recorded, never retried.
+INPUT_ERRORS = (ValueError, FloatingPointError)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Slice ``slice`` of the folded stack, whole (``tile`` None) or one tile of it."""
+
+    slice: int
+    tile: Tile | None = None
+    n_tiles: int = 1
+
+    @property
+    def key(self) -> str:
+        """A name for the store's record: ``s000012`` or ``s000012-t0003``."""
+        base = f"s{self.slice:06d}"
+        return base if self.tile is None else f"{base}-t{self.tile.index:04d}"
+
+
+def plan_units(n_slices: int, shape_yx: tuple[int, int], tile: int | None,
+               overlap: int | None = None, spec=None) -> list[Unit]:
+    """Every unit of a stack of ``n_slices`` planes of ``shape_yx``: whole slices, or, with
+    ``tile``, the tiles of each slice (``overlap`` None: from ``spec``'s receptive field)."""
+    if tile is None or tile >= max(shape_yx):
+        return [Unit(i) for i in range(n_slices)]
+    if overlap is None:
+        from .tiles import default_overlap
+
+        overlap = default_overlap(spec, tile)
+    plan = plan_tiles(shape_yx, tile, overlap)
+    return [Unit(i, t, len(plan)) for i in range(n_slices) for t in plan]
+
+
+def unit_input(plane: np.ndarray, unit: Unit, channel_axis: int | None) -> np.ndarray:
+    """The pixels a unit restores: the whole plane, or its tile (any plane layout)."""
+    if unit.tile is None:
+        return plane
+    layout = arrays.infer_layout(plane, channel_axis)
+    ys, xs = unit.tile.yx()
+    return layout.from_cyx(layout.to_cyx(plane)[:, ys, xs])
+
+
+def unit_mask(mask: np.ndarray | None, unit: Unit) -> np.ndarray | None:
+    """The slice's (Y, X) mask cut to the unit (None stays None)."""
+    if mask is None or unit.tile is None:
+        return mask
+    return np.asarray(mask)[unit.tile.yx()]
+
+
+def passthrough(plane: np.ndarray, channel_axis: int | None, factor: int = 1) -> np.ndarray:
+    """An unrestored unit in the output's size, as float (nearest-neighbour for SR)."""
+    layout = arrays.infer_layout(plane, channel_axis)
+    cyx = layout.to_cyx(plane).astype(np.float32)
+    if factor > 1:
+        cyx = arrays.repeat_yx(cyx, factor, 1)
+    return layout.from_cyx(cyx)
+
+
+def skip_reason(plane: np.ndarray, mask, channel_axis: int | None, task: str) -> str | None:
+    """Why a unit is passed through unrestored ('constant', 'nothing to fill'), or None."""
+    from .tiles import skip_reason as reason
+
+    layout = arrays.infer_layout(plane, channel_axis)
+    colour, _ = arrays.split_alpha(layout.to_cyx(plane), layout)
+    return reason(colour, mask, task)
+
+
+def _worker_device(device: str) -> str:
+    """On a dask worker of a machine with several GPUs, spread workers over them: worker
+    ``n`` of a LocalCluster takes GPU ``n % count`` (elsewhere the device stays as asked)."""
+    if device not in ("auto", "cuda"):
+        return device
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return device
+    import torch
+
+    count = torch.cuda.device_count()
+    if count > 1 and isinstance(name, int):
+        return f"cuda:{name % count}"
+    return device
+
+
+def run_unit(data: np.ndarray, *, mask: np.ndarray | None, options: dict, normalisation,
+             seed: int, channel_axis: int | None, name: str,
+             cancel=None, callback: Callable | None = None) -> dict:
+    """Restore one unit; returns ``{"status": "done", "image": float32, "record": ...}``, or
+    ``{"status": "error", "error": ...}`` when its input cannot be restored as asked.
+
+    ``options`` are :func:`~napari_dip.engine.restore_iter` keywords (task, preset, max_iters,
+    ...); every unit of a run gets the same ones, the same ``seed`` and the same intensity map
+    (``normalisation``), so a unit's result does not depend on where or when it runs. Other
+    exceptions (out of memory, a lost worker) propagate, so that a scheduler can retry them.
+    """
+    from .restoration import Result, restore_iter
+
+    options = dict(options)
+    options["device"] = _worker_device(options.get("device", "auto"))
+    try:
+        for event in restore_iter(data, mask=mask, normalisation=normalisation, seed=seed,
+                                  channel_axis=channel_axis, name=name, cancel=cancel,
+                                  as_float=True, tile=False, **options):
+            if isinstance(event, Result):
+                return {"status": "partial" if event.stop_reason == "user" else "done",
+                        "image": event.image, "record": event.record}
+            if callback is not None:
+                callback(event)
+    except INPUT_ERRORS as exc:
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    raise RuntimeError(f"{name}: the restoration ended without a result")  # pragma: no cover
