@@ -18,7 +18,6 @@ from ..choices import CHANNELS, SR_FACTOR, TASK, resolve_preset
 from . import arrays
 from .devices import (
     DIPMemoryError, check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device,
-    tune_cpu_allocator,
 )
 from .fit import fit
 from .intensity import IntensityMap
@@ -322,7 +321,6 @@ def _fit_groups(job: _Job, check: Callable[[], bool] | None):
     fits = _Fits(image=_initial_guess(job.observation, job.operator)[0])
     if job.device.type != "cpu":
         return (yield from _fit_each_group(job, check, fits))
-    tune_cpu_allocator()
     with cpu_threads(job.threads) as fits.threads:
         return (yield from _fit_each_group(job, check, fits))
 
