@@ -3,7 +3,7 @@
 import numpy as np
 from napari.layers import Image, Labels
 
-from napari_dip._widget import ALL, CURRENT, make_plan
+from napari_dip.gui.plan import ALL, CURRENT, make_plan
 
 
 def test_current_slice_index_skips_the_channel_axis():
