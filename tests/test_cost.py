@@ -62,4 +62,10 @@ def test_description_is_honest_about_the_number_of_iterations(monkeypatch):
     fixed = cost.estimate_run(64, 64, preset="light", device="cpu", stopping="none",
                               max_iters=200, fits=2).describe()
     assert "runs 200 iterations per plane, 2 planes" in fixed and "≈ 20 s" in fixed
-    assert cost.format_duration(3725) == "1 h 02 min" and cost.format_bytes(2.5e6) == "2.5 MB"
+
+
+def test_formatting_for_people():
+    from napari_dip.formatting import format_bytes, format_duration
+
+    assert format_duration(4.25) == "4.2 s" and format_duration(185) == "3 min 05 s"
+    assert format_duration(3725) == "1 h 02 min" and format_bytes(2.5e6) == "2.5 MB"

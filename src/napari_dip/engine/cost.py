@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..choices import STOPPING, TASK, resolve_preset
+from ..formatting import format_bytes, format_duration
 from .devices import estimate_memory, resolve_device
 from .generators import padded_size
 from .presets import make_config
@@ -69,26 +70,6 @@ class RunEstimate:
                     f"{self.max_iterations}{each}")
             parts.append(text if total is None else f"{text}: ≤ {format_duration(total)}")
         return " · ".join(parts)
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
-        n /= 1000
-    raise AssertionError  # pragma: no cover
-
-
-def format_duration(seconds: float) -> str:
-    """'12 s', '3 min 05 s', '2 h 10 min'."""
-    seconds = max(float(seconds), 0.0)
-    if seconds < 60:
-        return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def estimate_run(
