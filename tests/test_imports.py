@@ -22,3 +22,9 @@ def test_layer_mapping_needs_neither_qt_nor_torch():
             "print([m for m in ('torch', 'qtpy', 'PyQt6', 'napari') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_importing_the_widget_does_not_import_matplotlib():
+    code = "import sys, napari_dip._widget; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,36 +1,55 @@
 """The napari dock widget (the entry point ``napari.yaml`` names): layers in, engine events out.
 
 A thin adapter over :mod:`napari_dip.engine`, assembled from the parts in :mod:`napari_dip.gui`:
-the settings (:mod:`~napari_dip.gui.controls`), layers to engine work and back
-(:mod:`~napari_dip.gui.plan`, :mod:`~napari_dip.gui.results`), the run
-(:mod:`~napari_dip.gui.run`) and the comparison (:mod:`~napari_dip.gui.compare`). torch
-(through the engine) is imported only when the widget is created or run, so importing this
-module, which napari does when it builds its menus, stays cheap.
+
+- the settings and which of them apply (:mod:`~napari_dip.gui.controls`),
+- layers to engine work and back, with no Qt (:mod:`~napari_dip.gui.plan`,
+  :mod:`~napari_dip.gui.results`),
+- the estimate shown before Run (:mod:`~napari_dip.gui.estimate`),
+- the run: worker, typed state, layer updates (:mod:`~napari_dip.gui.run`),
+- the live plot of the fit (:mod:`~napari_dip.gui.plot`),
+- the comparison and its metrics (:mod:`~napari_dip.gui.compare`).
+
+torch (through the engine) is imported only when the widget is created or run, and matplotlib
+when the first run starts, so importing this module, which napari does when it builds its
+menus, stays cheap.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import TYPE_CHECKING
 
-from magicgui.widgets import Container, Label, PushButton
+from magicgui.widgets import Container, PushButton
 from napari.utils.notifications import show_error, show_warning
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, QTimer
+from superqt import QCollapsible
 
-from .gui.compare import Comparison
-from .gui.controls import Controls
-from .gui.plan import ALL, CURRENT, make_plan
+from .gui.compare import Compared, Comparison
+from .gui.controls import AdvancedControls, Controls, on_change, text_label
+from .gui.estimate import EstimateView
+from .gui.plan import ALL, CURRENT, is_dip_output, make_plan, unwrap, work_size
+from .gui.plot import FitPlot
 from .gui.results import SUFFIX
 from .gui.run import RunController
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-#: The settings, reachable as attributes of the dock widget (``widget.task.value = "sr"``).
-_CONTROL_NAMES = (
-    "image", "task", "factor", "mask", "channel_axis", "channel_layers", "channels", "slices",
-    "preset", "max_iters", "auto_stop", "device", "seed", "preview_every", "keep_snapshots",
-)
+#: Settings reachable as attributes of the dock widget (``widget.task.value = "sr"``).
+_CONTROLS = ("image", "task", "factor", "mask", "composite", "channel_axis", "channel_note",
+             "channel_layers", "channels", "slices", "preset")
+_ADVANCED = ("stopping", "max_iters", "patience", "seed", "preview_every", "keep_snapshots",
+             "device", "restore_defaults_button")
+
+
+def _holder(qt_widget) -> Container:
+    """A magicgui container around a plain Qt widget, so it can take its place in the dock."""
+    box = Container(scrollable=False, labels=False)
+    box.margins = (0, 0, 0, 0)
+    box.native.layout().addWidget(qt_widget)
+    return box
 
 
 class DIPWidget(Container):
@@ -39,27 +58,54 @@ class DIPWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(scrollable=False, labels=False)
         self._viewer = viewer
-        self.controls = Controls(viewer)
-        for name in _CONTROL_NAMES:
+        self.comparison = Comparison(viewer, self._reference_choices)
+        self.controls = Controls(viewer, exclude=lambda lyr: lyr is self.reference.value)
+        self.advanced_controls = AdvancedControls(self.controls.task)
+        for name in _CONTROLS:
             setattr(self, name, getattr(self.controls, name))
-        self.run_button = PushButton(text="Run")
-        self.status = Label(value="")
-        self.status.native.setWordWrap(True)
-        self.comparison = Comparison(viewer, self.controls._image_layers, self._selection)
+        for name in _ADVANCED:
+            setattr(self, name, getattr(self.advanced_controls, name))
         self.reference = self.comparison.reference
         self.compare_button = self.comparison.compare_button
         self.metrics = self.comparison.metrics
-        self.extend([self.controls, self.run_button, self.status, self.comparison])
 
-        self._run = RunController(viewer, keep_snapshots=lambda: self.keep_snapshots.value)
+        self.advanced = QCollapsible("Advanced")
+        self.advanced.addWidget(self.advanced_controls.native)
+        self.advanced.setToolTip("seed, stopping rule, iteration cap, previews, device")
+        self._estimate = EstimateView(self._estimate_settings)
+        self.estimate = self._estimate.label
+        self.run_button = PushButton(text="Run")
+        self.run_button.tooltip = "start; while running, Stop keeps the best result so far"
+        self.status = text_label()
+        self.plot = FitPlot(getattr(viewer, "theme", None))
+        self.extend([
+            self.controls, _holder(self.advanced), self.estimate, self.run_button, self.status,
+            _holder(self.plot.native), self.comparison.reference_row, self.compare_button,
+            self.metrics,
+        ])
+
+        self._run = RunController(viewer, keep_snapshots=lambda: self.keep_snapshots.value,
+                                  rule=self.advanced_controls.rule)
         self._run.status.connect(self._set_status)
         self._run.running_changed.connect(self._on_running_changed)
+        self._run.fit_started.connect(self.plot.start)
+        self._run.progressed.connect(
+            lambda e: self.plot.add(e.iteration, e.loss, e.signal, e.best_iteration))
         self._run.finished.connect(self._on_finished)
+        self.slice_finished = self._run.slice_finished
         self.run_button.changed.connect(self._on_run_button)
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self._on_layers_changed)
-        self._undock_filter = _StopWhenUndocked(self)
-        self.native.installEventFilter(self._undock_filter)
+        self.restore_defaults_button.changed.connect(self.restore_defaults)
+        viewer.layers.events.inserted.connect(self._on_layers_changed)
+        viewer.layers.events.removed.connect(self._on_layer_removed)
+        for widget in (self.image, self.task, self.factor, self.channels, self.channel_layers,
+                       self.slices, self.preset, self.max_iters, self.device):
+            widget.changed.connect(self._estimate.refresh)
+        for combo in (self.channel_axis, self.stopping):
+            on_change(combo, self._estimate.refresh)
+        self._teardown = _StopWhenUndocked(self)
+        self.native.installEventFilter(self._teardown)
+        self.native.destroyed.connect(functools.partial(_shutdown, weakref.ref(self)))
+        self._estimate.refresh()
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -69,20 +115,67 @@ class DIPWidget(Container):
 
     @property
     def last_result(self):
-        """The engine's Result of the last finished run."""
+        """The engine's Result of the last run that kept a result."""
         return self._run.last_result
 
-    def _selection(self):
-        image = self.image.value
-        mask = self.mask.value if self.task.value == "inpaint" else None
-        return image, mask
+    @property
+    def result_layers(self) -> list:
+        """The result layers of the last run that kept a result (objects, not names)."""
+        return list(self._run.result_layers)
+
+    @property
+    def controller(self) -> RunController:
+        """The run controller (its signals: status, progressed, slice_finished, finished)."""
+        return self._run
+
+    @property
+    def progress_bar(self):
+        """The current run's bar in napari's activity dock (None when idle)."""
+        return self._run.progress_bar
+
+    def _reference_choices(self, widget=None):
+        from napari.layers import Image
+
+        return [(lyr.name, unwrap(lyr)) for lyr in self._viewer.layers
+                if isinstance(lyr, Image) and not is_dip_output(lyr)]
 
     def _set_status(self, text: str):
         self.status.value = text
 
+    def _report(self, message: str, warning: bool = False):
+        """A notification (napari shows its first line), and the whole of it in the dock."""
+        (show_warning if warning else show_error)(f"napari-dip: {message}")
+        self._run.status.emit(("warning: " if warning else "error: ") + message)
+
     def _on_layers_changed(self, event=None):
-        self.reset_choices()
-        self.controls.update_visibility()
+        self.controls.refresh()
+        self.reference.reset_choices()
+        self._estimate.refresh()
+
+    def _on_layer_removed(self, event):
+        # Reacted to a moment later: closing the viewer removes every layer before it
+        # cancels the run, and that is no reason for warnings.
+        QTimer.singleShot(0, functools.partial(self._run.layer_removed, unwrap(event.value)))
+        self._on_layers_changed()
+
+    def _estimate_settings(self):
+        """Keyword arguments of engine.cost.estimate_run for the current choices."""
+        layer = self.image.value
+        if layer is None:
+            return None
+        h, w, channels, fits = work_size(
+            layer, channel_axis=self.channel_axis.value,
+            channel_layers=list(self.channel_layers.value), slices=self.slices.value,
+            channels=self.channels.value)
+        return dict(height=h, width=w, task=self.task.value, preset=self.preset.value,
+                    device=self.device.value, factor=int(self.factor.value), channels=channels,
+                    fits=fits, max_iters=self.max_iters.value or None,
+                    stopping=self.stopping.value)
+
+    def restore_defaults(self, value=None):
+        """Every setting back to its default (the chosen layers stay)."""
+        self.controls.restore_defaults()
+        self.advanced_controls.restore_defaults()
 
     # ---- running ---------------------------------------------------------------------------
 
@@ -94,12 +187,10 @@ class DIPWidget(Container):
 
     def run(self):
         """Start a restoration; returns the worker, or None if refused (already running or
-        invalid input, reported as a notification)."""
+        invalid input, reported as a notification and in the status line)."""
         if self.running:
-            show_warning(
-                "napari-dip: a restoration is already running in this widget; press Stop (or "
-                "wait for it to finish) before starting another."
-            )
+            self._report("a restoration is already running in this widget; press Stop (or "
+                         "wait for it to finish) before starting another.", warning=True)
             return None
         layer = self.image.value
         point = None
@@ -116,9 +207,11 @@ class DIPWidget(Container):
                 current_point=point,
             )
         except ValueError as exc:
-            show_error(f"napari-dip: {exc}")
+            self._report(str(exc))
             return None
-        plan.kwargs = self.controls.engine_kwargs()
+        plan.kwargs = {**self.controls.engine_kwargs(), **self.advanced_controls.engine_kwargs()}
+        self.comparison.set_layers(None)
+        self.comparison.clear_metrics()
         return self._run.start(plan)
 
     def stop(self):
@@ -132,10 +225,31 @@ class DIPWidget(Container):
     def _on_running_changed(self, running: bool):
         self.run_button.text = "Stop" if running else "Run"
         self.run_button.enabled = True
+        self.controls.enabled = not running
+        self.advanced.setEnabled(not running)
+        self._estimate.enabled = not running
+        if not running:
+            self._estimate.refresh()
 
-    def _on_finished(self, result):
-        if self.reference.value is not None:
-            self.comparison.update_metrics()
+    def _on_finished(self, result, outcome):
+        """The run kept a result: the plot shows its last fit in full, the comparison and the
+        metrics follow its layers."""
+        layers, plan = self._run.result_layers, self._run.last_plan
+        if result is None or not layers or plan is None:
+            return
+        record = layers[0].metadata.get("napari_dip", {})
+        history = result.history[-1] if result.history else []
+        if history and isinstance(history[0], list):  # a stack: slices, then channel groups
+            history = history[-1]
+        plane = (record.get("planes") or result.record.get("planes") or [{}])[-1]
+        if plan.is_stack:
+            slices = [e for e in record.get("slices", []) if "planes" in e]
+            plane = slices[-1]["planes"][-1] if slices else {}
+        kept = plane.get("best_iteration")
+        if history:
+            self.plot.show_history(history, kept if isinstance(kept, int) else None,
+                                   target=(plane.get("stopping") or {}).get("target"))
+        self.comparison.set_layers(Compared(list(plan.sources), list(layers), plan.mask_layer))
 
     # ---- comparison ------------------------------------------------------------------------
 
@@ -160,6 +274,14 @@ class _StopWhenUndocked(QObject):
             if widget is not None and widget.running:
                 widget.stop()
         return False
+
+
+def _shutdown(widget_ref, *_):
+    """The dock widget is being deleted (with its viewer): end the threads it started."""
+    widget = widget_ref()
+    if widget is not None:
+        widget._estimate.close()
+        widget._run.shutdown()
 
 
 __all__ = ["ALL", "CURRENT", "SUFFIX", "DIPWidget", "make_plan"]

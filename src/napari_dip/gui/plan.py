@@ -17,6 +17,12 @@ import numpy as np
 from ..engine.axes import AxisLayout, from_indices
 
 CURRENT, ALL = "current slice", "all slices"
+#: Axis labels that name a channel axis.
+CHANNEL_NAMES = ("c", "ch", "channel", "channels")
+#: An unnamed leading axis at most this long is taken for channels (the user can change it).
+MAX_INFERRED_CHANNELS = 8
+#: The key of an output layer's metadata that holds its run's record.
+METADATA_KEY = "napari_dip"
 
 
 @dataclass
@@ -31,6 +37,8 @@ class Plan:
     mask: np.ndarray | None  # (Y, X) shared by every slice, or (S, Y, X)
     slice_index: int | None  # folded index for "current slice", else None
     mask_name: str | None = None
+    mask_layer: object = None
+    axis_names: tuple = ()  # the given name of each axis of ``data`` (None if unnamed)
     kwargs: dict = field(default_factory=dict)  # engine settings (preset, seed, ...)
 
     @property
@@ -56,16 +64,112 @@ class Plan:
             return [arr[i] for i in range(len(self.sources))]
         return [arr]
 
+    @property
+    def slices_asked(self) -> list[int]:
+        """The folded indices of the slices this run restores."""
+        if not self.is_stack:
+            return []
+        return list(range(self.layout.n_slices)) if self.slice_index is None \
+            else [self.slice_index]
+
+    @property
+    def fits(self) -> int:
+        """Planes fitted one after another (slices x channel groups)."""
+        slices = len(self.slices_asked) or 1
+        separate = self.kwargs.get("channels") == "separate" and not self.layout.colour
+        n_channels = self.data.shape[self.layout.channel] if self.layout.channel is not None \
+            else 1
+        return slices * (n_channels if separate else 1)
+
     def slice_name(self, flat: int) -> str:
-        """A folded slice index as the layer's stack coordinates (e.g. '3' or '(1, 4)')."""
+        """A folded slice index in the layer's stack coordinates: 'z=3', 't=1, z=4', or
+        '3' and '(1, 4)' when the axes have no names."""
         pos = self.layout.slice_position(flat)
-        return str(pos[0]) if len(pos) == 1 else str(pos)
+        names = [self.axis_names[a] if a < len(self.axis_names) else None
+                 for a in self.layout.stack]
+        if not any(names):
+            return str(pos[0]) if len(pos) == 1 else str(pos)
+        return ", ".join(f"{n or 'axis ' + str(a)}={p}"
+                         for n, a, p in zip(names, self.layout.stack, pos))
+
+
+def unwrap(layer):
+    """The layer itself: napari hands plugin widgets proxies of its viewer and layers, and a
+    proxy is not ``is`` its layer. Layers are kept and compared unwrapped."""
+    return getattr(layer, "__wrapped__", layer)
 
 
 def layer_array(layer) -> np.ndarray:
     """The layer's data as an array (the full-resolution level of a multiscale layer)."""
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     return np.asarray(data)
+
+
+def axis_names(layer) -> tuple:
+    """The name the user gave each axis of the layer, or None where napari's default label
+    (the axis index, counted from the end, e.g. '-3') stands."""
+    labels = list(getattr(layer, "axis_labels", ()) or ())
+    ndim = len(labels)
+    return tuple(None if str(lab) in (str(i - ndim), str(i)) else str(lab)
+                 for i, lab in enumerate(labels))
+
+
+def axis_choice_text(layer, axis: int) -> str:
+    """How a menu names an axis: 'c (3)', or 'axis -3 (2)' under napari's own label."""
+    labels = list(getattr(layer, "axis_labels", ()) or ())
+    size = layer_array(layer).shape[axis]
+    name = axis_names(layer)[axis] if axis < len(labels) else None
+    return f"{name} ({size})" if name else f"axis {labels[axis] if labels else axis} ({size})"
+
+
+def default_channel_axis(layer) -> tuple[int | None, str]:
+    """The channel axis to propose for a layer, and a note saying why ('' if none): an axis
+    named c/ch/channel; else an unnamed first axis of at most :data:`MAX_INFERRED_CHANNELS`."""
+    if layer is None or getattr(layer, "rgb", False):
+        return None, ""
+    shape = layer_array(layer).shape
+    if len(shape) < 3:
+        return None, ""
+    names = axis_names(layer)
+    for i in range(len(shape) - 2):
+        if i < len(names) and names[i] and names[i].lower() in CHANNEL_NAMES:
+            return i, ""
+    if (names and names[0]) or shape[0] > MAX_INFERRED_CHANNELS:
+        return None, ""
+    return 0, (f"{axis_choice_text(layer, 0)} is read as {shape[0]} channels; choose "
+               "'none' as channel axis if it is a stack (Z, T) instead")
+
+
+def is_dip_output(layer) -> bool:
+    """Whether a layer is a napari-dip result or snapshot (by its metadata, not its name)."""
+    return METADATA_KEY in (getattr(layer, "metadata", None) or {})
+
+
+def mask_fits(layer, channel_axis: int | None, mask_layer) -> bool:
+    """Whether ``mask_layer`` can serve as the inpainting mask of ``layer``."""
+    try:
+        layout = from_indices(layer_array(layer).shape, None if layer.rgb else channel_axis,
+                              colour=bool(layer.rgb))
+        layout.fold_mask(np.empty(layer_array(mask_layer).shape, dtype=bool))
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def work_size(layer, *, channel_axis=None, channel_layers=(), slices: str = ALL,
+              channels: str = "joint") -> tuple[int, int, int, int]:
+    """(height, width, channels per fit, fits) of a run, from the shapes alone (no copy)."""
+    shape = layer_array(layer).shape
+    rgb = bool(getattr(layer, "rgb", False))
+    extra = [lyr for lyr in channel_layers if lyr is not layer]
+    if extra:
+        shape, channel_axis = (1 + len(extra), *shape), 0
+    layout = from_indices(shape, None if rgb else channel_axis, colour=rgb)
+    n = 1 if layout.channel is None else min(shape[layout.channel], 3 if rgb else 10**9)
+    per_fit = 1 if channels == "separate" and not rgb else n
+    groups = n if channels == "separate" and not rgb else 1
+    n_slices = 1 if not layout.is_stack or slices == CURRENT else layout.n_slices
+    return (*layout.yx_shape, per_fit, n_slices * groups)
 
 
 def make_plan(
@@ -82,7 +186,8 @@ def make_plan(
     """Capture the arrays of a run; raises ValueError with a message for the user."""
     if layer is None:
         raise ValueError("choose an Image layer to restore")
-    extra = [lyr for lyr in channel_layers if lyr is not layer]
+    layer, mask_layer = unwrap(layer), unwrap(mask_layer)
+    extra = [unwrap(lyr) for lyr in channel_layers if unwrap(lyr) is not layer]
     sources = [layer, *extra]
     # Copies: the user may paint or edit layers while the run goes on.
     arrays = [np.array(layer_array(lyr), copy=True) for lyr in sources]
@@ -120,7 +225,12 @@ def make_plan(
         mask = layout.fold_mask(layer_array(mask_layer) > 0, f"the mask {mask_layer.name!r}",
                                 f"the image {layer.name!r}")
         mask_name = mask_layer.name
-    return Plan(sources, task, factor, layout, data, mask, slice_index, mask_name)
+    names = axis_names(layer)
+    return Plan(sources, task, factor, layout, data, mask, slice_index, mask_name,
+                mask_layer if task == "inpaint" else None, (None, *names) if extra else names)
 
 
-__all__ = ["ALL", "CURRENT", "Plan", "layer_array", "make_plan"]
+__all__ = [
+    "ALL", "CURRENT", "Plan", "axis_choice_text", "axis_names", "default_channel_axis",
+    "is_dip_output", "layer_array", "make_plan", "mask_fits", "unwrap", "work_size",
+]

@@ -1,22 +1,29 @@
-"""Engine results back to layers: dtypes, display and world metadata, names and records.
+"""Engine results back to layers: dtypes, display and world metadata, what a result is, and the
+words the dock shows while a run goes on.
 
 Pure numpy (no Qt, no torch), like :mod:`.plan`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from .plan import ALL, CURRENT, Plan
+from ..formatting import format_duration
+from .plan import ALL, CURRENT, METADATA_KEY, Plan
 
 SUFFIX = " [dip]"
 STOP_REASON_TEXT = {
     "noise-level": "automatic stop at the noise level",
-    "minimum": "automatic stop",
-    "no-minimum": "automatic stop found no clear minimum",
-    "cap": "iteration cap",
-    "user": "stopped by the user",
+    "minimum": "automatic stop at the variance minimum",
+    "no-minimum": "automatic stop, no clear minimum found",
+    "cap": "iteration cap reached",
+    "user": "stopped",
 }
+#: What a result layer holds: the whole run; a run stopped early (its best estimate so far);
+#: some slices of a stack (the others are the input); nothing worth keeping.
+STATES = ("finished", "stopped", "partial", "empty")
 
 
 def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -28,8 +35,14 @@ def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype, copy=False)
 
 
-def result_layer_kwargs(source, plan: Plan, name: str) -> dict:
-    """Display and world metadata for an output layer, taken from its source layer."""
+def result_layer_kwargs(source, plan: Plan, name: str, *, covers: bool = True,
+                        metadata: dict | None = None) -> dict:
+    """Display and world metadata for an output layer, taken from its source layer.
+
+    ``covers``: the layer is drawn opaque over what lies below (the input), instead of
+    inheriting the input's blending (additive inputs would be summed with their result).
+    Further channels of one result keep their source's blending, so they still combine with
+    the first one as the inputs did."""
     scale = np.array(source.scale, dtype=float)
     translate = np.array(source.translate, dtype=float)
     if plan.task == "sr":
@@ -47,8 +60,10 @@ def result_layer_kwargs(source, plan: Plan, name: str) -> dict:
         "shear": source.shear,
         "units": source.units,
         "axis_labels": source.axis_labels,
-        "blending": source.blending,
+        "blending": "translucent" if covers else source.blending,
+        "opacity": 1.0,
         "rgb": bool(source.rgb),
+        "metadata": {**dict(source.metadata), METADATA_KEY: dict(metadata or {})},
     }
     if not source.rgb:
         kw["colormap"] = source.colormap
@@ -57,8 +72,9 @@ def result_layer_kwargs(source, plan: Plan, name: str) -> dict:
     return kw
 
 
-def run_record(plan: Plan, record: dict) -> dict:
-    """The engine's record of a run plus what the widget took from the layers."""
+def run_record(plan: Plan, record: dict, outcome: Outcome) -> dict:
+    """The engine's record of a run plus what the widget took from the layers and what the
+    result layer holds."""
     record = dict(record)
     record["stop_iteration"] = record.get("iterations")
     record["widget"] = {
@@ -70,16 +86,97 @@ def run_record(plan: Plan, record: dict) -> dict:
         else list(plan.layout.slice_position(plan.slice_index)),
         **plan.kwargs,
     }
+    record["outcome"] = outcome.to_dict()
     return record
 
 
-def finished_text(record: dict, stop_reason: str) -> str:
-    """The status line of a finished run."""
-    stopped = STOP_REASON_TEXT.get(stop_reason, stop_reason)
-    return (
-        f"done ({stopped}): {record['iterations']} iterations, best at "
-        f"{record['best_iteration']}, seed {record.get('seed')}"
-    ) + slice_notes(record)
+@dataclass
+class Outcome:
+    """What a finished run's result layer holds, in words and for its metadata."""
+
+    state: str  # one of STATES
+    label: str  # added to the layer name ('' for a finished run)
+    text: str  # the dock's status line
+    slices_restored: list[int] = field(default_factory=list)
+    slices_not_restored: list[int] = field(default_factory=list)  # left as the input
+    slice_stopped: int | None = None  # the slice stopped part-way (holds its best estimate)
+
+    @property
+    def keeps_result(self) -> bool:
+        return self.state != "empty"
+
+    def layer_name(self, source_name: str) -> str:
+        return source_name + SUFFIX + (f" ({self.label})" if self.label else "")
+
+    def to_dict(self) -> dict:
+        out = {"state": self.state, "description": self.label or "finished"}
+        if self.slices_restored or self.slices_not_restored:
+            out["slices_restored"] = self.slices_restored
+            out["slices_not_restored"] = self.slices_not_restored
+            out["slice_stopped"] = self.slice_stopped
+        return out
+
+
+def describe_outcome(plan: Plan, record: dict, estimate_shown: bool) -> Outcome:
+    """Finished, stopped at iteration k, some slices restored, or nothing worth keeping.
+
+    ``estimate_shown``: the run sent at least one estimate of the network (a preview) before
+    it ended; a run stopped before that holds only the untrained network's output."""
+    stopped = record.get("stop_reason") == "user"
+    kept = f"kept iteration {_kept_iteration(record)}"
+    seed = f"seed {record.get('seed')}"
+    if plan.is_stack and plan.slice_index is None:
+        return _stack_outcome(plan, record, stopped, estimate_shown, seed)
+    iterations = record.get("iterations", 0)
+    if not stopped:
+        how = STOP_REASON_TEXT.get(record.get("stop_reason"), record.get("stop_reason"))
+        text = (f"done: {how} after {iterations} iterations ({kept}), "
+                f"{format_duration(record.get('seconds', 0))}, {seed}")
+        return Outcome("finished", "", text + slice_notes(record))
+    if not estimate_shown:
+        return Outcome("empty", "", f"stopped at iteration {iterations}, before the first "
+                       "estimate: no result kept")
+    label = f"stopped at iteration {iterations}"
+    return Outcome("stopped", label, f"{label} ({kept}), {seed}: the estimate at that point, "
+                   "not a finished result")
+
+
+def _stack_outcome(plan: Plan, record: dict, stopped: bool, estimate_shown: bool,
+                   seed: str) -> Outcome:
+    entries = {e["slice"]: e for e in record.get("slices", [])}
+    asked = plan.slices_asked
+    skipped = [i for i in asked if "skipped" in entries.get(i, {})]
+    restored = list(record.get("slices_done", []))
+    counted = [i for i in asked if i not in skipped]
+    not_restored = [i for i in counted if i not in restored]
+    in_progress = [i for i, e in entries.items() if e.get("stop_reason") == "user"]
+    slice_stopped = in_progress[0] if in_progress else None
+    if not not_restored:
+        how = STOP_REASON_TEXT.get(record.get("stop_reason"), record.get("stop_reason"))
+        text = (f"done: {len(restored)} slice(s) restored ({how}), "
+                f"{record.get('iterations', 0)} iterations in all, "
+                f"{format_duration(record.get('seconds', 0))}, {seed}")
+        return Outcome("finished", "", text + slice_notes(record), restored, [])
+    if not restored and not estimate_shown:
+        return Outcome("empty", "", "stopped before the first estimate: no result kept",
+                       [], not_restored)
+    label = f"{len(restored)} of {len(counted)} slices restored"
+    names = ", ".join(plan.slice_name(i) for i in not_restored[:6]) + (
+        ", …" if len(not_restored) > 6 else "")
+    how = "stopped" if stopped else "some slices failed"
+    partly = "" if slice_stopped is None else (
+        f"; slice {plan.slice_name(slice_stopped)} holds its estimate when stopped")
+    text = (f"{how}: {label}; not restored (left as the input): {names}{partly}, {seed}"
+            + slice_notes(record))
+    return Outcome("partial", label, text, restored, not_restored, slice_stopped)
+
+
+def _kept_iteration(record: dict):
+    planes = record.get("planes") or []
+    kept = [p.get("returned_iteration") for p in planes if p.get("returned_iteration")]
+    if len(kept) == 1:
+        return kept[0]
+    return record.get("best_iteration") if not kept else ", ".join(map(str, kept))
 
 
 def slice_notes(record: dict) -> str:
@@ -99,3 +196,26 @@ def failed_slices_text(plan: Plan, record: dict) -> str | None:
     where = "; ".join(f"slice {plan.slice_name(e['slice'])}: {e['error']}" for e in failed)
     return (f"{len(failed)} slice(s) could not be restored and were left as they were "
             f"({where}); the other slices were kept")
+
+
+def progress_text(plan: Plan, event, elapsed: float, slices_done: int) -> str:
+    """The status line during a fit: where, iterations done, time, the stopping rule's state.
+    The iteration cap is not shown as a goal: the stopping rule usually ends a fit earlier."""
+    parts = []
+    if plan.is_stack and event.slice_index is not None:
+        where = f"slice {plan.slice_name(event.slice_index)}"
+        if plan.slice_index is None:
+            where += f" ({slices_done + 1} of {len(plan.slices_asked)})"
+        parts.append(where)
+    if event.n_planes > 1:
+        parts.append(f"channel {event.plane + 1} of {event.n_planes}")
+    parts.append(f"iteration {event.iteration}")
+    parts.append(format_duration(elapsed))
+    if event.status:
+        parts.append(event.status)
+    return " · ".join(parts)
+
+
+def preparing_text(elapsed: float) -> str:
+    return ("preparing: intensity range, noise level and network (the first steps are the "
+            f"slowest) · {format_duration(elapsed)}")

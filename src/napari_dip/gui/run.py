@@ -1,26 +1,38 @@
 """One restoration at a time: the worker thread, its typed state and the layer updates.
 
 The engine's generator runs in a napari ``thread_worker``; its events arrive here on the main
-thread, where the result layers are updated. :class:`RunController` tells the dock what to show
-through its signals (``status``, ``running_changed``, ``finished``) and never touches the dock's
-widgets itself.
+thread, where the result layers are made and updated. :class:`RunController` tells the dock
+what to show through its signals and never touches the dock's widgets itself.
+
+The result layer appears with the network's first estimate (a preview), not before: until then
+the input stays as it was. While the result is shown, the inputs are hidden (and shown again
+afterwards), and the result is drawn opaque on top. When the run ends, the layer's name, the
+status and its metadata say what it holds (:func:`.results.describe_outcome`).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error, show_warning
 from psygnal import Signal
+from qtpy.QtCore import QTimer
 
-from .plan import Plan
+from .plan import METADATA_KEY, Plan, unwrap
 from .results import (
-    SUFFIX, cast_like, failed_slices_text, finished_text, result_layer_kwargs, run_record,
+    SUFFIX, Outcome, cast_like, describe_outcome, failed_slices_text, preparing_text,
+    progress_text, result_layer_kwargs, run_record,
 )
+
+#: Progress events reach the main thread at most this often (previews and new fits always).
+EVENT_INTERVAL_S = 0.1
+#: How long closing the viewer waits for the worker to leave the engine (one fit step).
+SHUTDOWN_WAIT_S = 60.0
 
 
 @dataclass
@@ -28,16 +40,346 @@ class RunState:
     """What one run holds while it goes on (main thread only)."""
 
     plan: Plan
-    buffer: np.ndarray  # the output in the engine's (folded) layout, updated by previews
-    outputs: list  # the result layers, one per source layer
-    progress: object  # the napari progress bar in the activity dock
-    n_slices: int  # slices to restore (0 for a single plane)
-    started: float
-    slice: int | None = None  # the slice the latest event came from
-    done_slices: int = 0
+    cancel: threading.Event
+    buffer: np.ndarray  # the output in the engine's (folded) layout, in the input's dtype
+    started: float  # time.monotonic() at Run
+    progress: object = None  # the napari progress bar in the activity dock
+    outputs: list = field(default_factory=list)  # result layers, made at the first estimate
+    hidden_inputs: dict = field(default_factory=dict)  # input layer -> its visibility before
+    removed_outputs: list = field(default_factory=list)  # result layers the user deleted
+    fit: tuple | None = None  # (slice, channel group) of the latest event
+    last_event: object = None  # the latest Progress (for the status line)
+    slices_finished: list[int] = field(default_factory=list)
     previews: int = 0
-    error: BaseException | None = None
+    stop_cause: str | None = None  # why the run was asked to stop: 'user', 'input removed', ...
     done: bool = False  # the result (or an error) arrived; later events are stale
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class _NamedTask(functools.partial):
+    """The worker's function with a name for people: napari's task list (and its dialog on
+    closing the window) shows ``str(function)``."""
+
+    label = "Deep Image Prior restoration"
+
+    def __str__(self):
+        return self.label
+
+    __repr__ = __str__
+
+
+class RestorationWorker(GeneratorWorker):
+    """napari's generator worker that says when it has left the engine, and lets the
+    controller react when napari cancels it (closing the window calls ``quit``)."""
+
+    def __init__(self, func, *args, **kwargs):
+        super().__init__(func, *args, **kwargs)
+        self.ended = threading.Event()
+        self.on_quit = None
+
+    def work(self):
+        try:
+            return super().work()
+        finally:
+            self._gen.close()  # an aborted generator is closed here, in its own thread
+            self.ended.set()
+
+    def quit(self):
+        super().quit()
+        callback, self.on_quit = self.on_quit, None
+        if callback is not None:
+            callback()
+
+
+class RunController:
+    """Starts, stops and follows a run; owns the worker and the :class:`RunState`."""
+
+    status = Signal(str)
+    running_changed = Signal(bool)
+    fit_started = Signal(str, str)  # title, stopping rule: a new slice or channel group
+    progressed = Signal(object)  # a Progress event
+    slice_finished = Signal(int)  # the folded index of a finished slice
+    finished = Signal(object, object)  # the engine's Result (None if it failed), the Outcome
+
+    def __init__(self, viewer, keep_snapshots=lambda: False, rule=lambda: None):
+        self._viewer = viewer
+        self._keep_snapshots = keep_snapshots
+        self._rule = rule  # () -> the stopping rule a run uses (for the plot)
+        self._worker: RestorationWorker | None = None
+        self._closed = False
+        self.state: RunState | None = None
+        self.last_result = None  # the engine's Result of the last run that kept a result
+        self.result_layers: list = []  # the result layers of that run (objects, not names)
+        self.last_plan: Plan | None = None  # the plan of that run
+        self._clock = QTimer()
+        self._clock.setInterval(1000)
+        self._clock.timeout.connect(self._tick)
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None
+
+    @property
+    def progress_bar(self):
+        return None if self.state is None else self.state.progress
+
+    def start(self, plan: Plan) -> RestorationWorker:
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        n = len(plan.slices_asked)
+        state = RunState(plan, threading.Event(), plan.upsampled(plan.work), time.monotonic())
+        # A bar that counts slices (when there are several), never iterations: the stopping
+        # rule, not the cap, decides how many there will be.
+        state.progress = progress(total=n if n > 1 else 0, desc="napari-dip: preparing")
+        self.state = state
+        names = ", ".join(repr(s.name) for s in plan.sources)
+        task = _NamedTask(restoration, plan, state.cancel)
+        task.label = f"Deep Image Prior restoration of {names}"
+        worker = create_worker(task, _worker_class=RestorationWorker, _start_thread=False)
+        worker.on_quit = self.shutdown
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self.running_changed.emit(True)
+        self.status.emit(preparing_text(0))
+        self._clock.start()
+        worker.start()
+        return worker
+
+    def stop(self, cause: str = "user"):
+        """Ask the run to end after the current step; the best result so far is kept."""
+        if self.running and self.state is not None:
+            self.state.stop_cause = self.state.stop_cause or cause
+            self.state.cancel.set()
+
+    def layer_removed(self, layer):
+        """A layer left the viewer: an input or a result of the run stops it (and says so)."""
+        run = self.state
+        layer = unwrap(layer)
+        if run is None or run.done:
+            return
+        if any(layer is s for s in run.plan.sources):
+            run.hidden_inputs.pop(layer, None)
+            show_warning(
+                f"napari-dip: the input layer {layer.name!r} was removed during the run, so the "
+                "run stops after the current step; what it restored so far is kept."
+            )
+            self.stop("input removed")
+        elif any(layer is o for o in run.outputs):
+            run.removed_outputs.append(layer)
+            show_warning(
+                f"napari-dip: the result layer {layer.name!r} was removed during the run, so "
+                "the run stops and that result is not brought back."
+            )
+            self.stop("result removed")
+
+    def shutdown(self):
+        """The viewer (or the widget) is closing: stop the run, let no callback reach the
+        dock again, and wait until the worker thread has left the engine (one step), so that
+        no thread is left running into an exiting interpreter."""
+        self._closed = True
+        try:
+            self._clock.stop()
+        except RuntimeError:  # Qt already deleted the timer (the application is exiting)
+            pass
+        worker, run = self._worker, self.state
+        self._worker = self.state = None
+        if worker is None:
+            return
+        if run is not None:
+            run.cancel.set()
+            run.done = True
+            if run.progress is not None:
+                run.progress.close()
+        for signal, slot in ((worker.yielded, self._on_progress),
+                             (worker.returned, self._on_returned),
+                             (worker.errored, self._on_errored),
+                             (worker.finished, self._on_finished)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
+        worker.on_quit = None
+        worker.quit()
+        worker.ended.wait(SHUTDOWN_WAIT_S)
+        deadline = time.monotonic() + 5
+        while worker.is_running and time.monotonic() < deadline:
+            time.sleep(0.005)  # run() emits its last signals after leaving the generator
+
+    # ---- worker signals (main thread) ------------------------------------------------------
+
+    def _tick(self):
+        run = self.state
+        if run is None or run.done or self._closed:
+            return
+        self.status.emit(self._status_text(run))
+
+    def _status_text(self, run: RunState) -> str:
+        if run.last_event is None:
+            return preparing_text(run.elapsed())
+        return progress_text(run.plan, run.last_event, run.elapsed(), len(run.slices_finished))
+
+    def _on_progress(self, event):
+        # Qt calls made here (progress bar, layer updates) may process pending events, so the
+        # run can end (returned / finished) while this runs: re-check ``done`` after each.
+        run = self.state
+        if self._closed or run is None or run.done:
+            return
+        plan = run.plan
+        fit = (event.slice_index, event.plane)
+        if fit != run.fit and not event.final:
+            run.fit = fit
+            self.fit_started.emit(self._fit_title(plan, event), self._rule() or "")
+        if event.preview is not None:
+            self._show_preview(run, event)
+        if run.done:
+            return
+        if event.final:  # a slice of a stack is finished; its preview is the kept image
+            run.slices_finished.append(event.slice_index)
+            if run.progress.total:
+                run.progress.update(1)
+            self.slice_finished.emit(event.slice_index)
+            return
+        run.last_event = event
+        self.progressed.emit(event)
+        text = self._status_text(run)
+        run.progress.set_description(f"napari-dip: {text.split(' · ')[0]}")
+        if not run.done:  # (the bar's update may have let the result in)
+            self.status.emit(text)
+
+    @staticmethod
+    def _fit_title(plan: Plan, event) -> str:
+        parts = []
+        if plan.is_stack and event.slice_index is not None:
+            parts.append(f"slice {plan.slice_name(event.slice_index)}")
+        if event.n_planes > 1:
+            parts.append(f"channel {event.plane + 1} of {event.n_planes}")
+        return ", ".join(parts)
+
+    def _show_preview(self, run: RunState, event):
+        plan = run.plan
+        preview = cast_like(event.preview, run.buffer.dtype)
+        if plan.is_stack:
+            run.buffer[event.slice_index] = preview
+        else:
+            run.buffer[...] = preview
+        run.previews += 1
+        if not run.outputs:
+            self._add_outputs(run)
+        else:
+            for layer, arr in zip(run.outputs, plan.to_layers(run.buffer)):
+                if layer not in run.removed_outputs:
+                    layer.data = arr
+        if self._keep_snapshots() and not run.done:
+            tag = f" it {event.iteration}" + (
+                f" slice {plan.slice_name(event.slice_index)}" if plan.is_stack else "")
+            meta = {"snapshot": True, "iteration": event.iteration,
+                    "slice": event.slice_index}
+            for i, (source, arr) in enumerate(zip(plan.sources,
+                                                  plan.to_layers(run.buffer.copy()))):
+                kw = result_layer_kwargs(source, plan, source.name + SUFFIX + tag,
+                                         covers=i == 0, metadata=meta)
+                self._viewer.add_image(arr, visible=False, **kw)
+
+    def _add_outputs(self, run: RunState):
+        """The first estimate: the result layers appear (on top, opaque) and the inputs hide."""
+        plan = run.plan
+        meta = {"outcome": {"state": "running"}, "widget": {
+            "input_layers": [s.name for s in plan.sources]}}
+        for i, (source, arr) in enumerate(zip(plan.sources, plan.to_layers(run.buffer))):
+            kw = result_layer_kwargs(source, plan, source.name + SUFFIX, covers=i == 0,
+                                     metadata=meta)
+            run.outputs.append(unwrap(self._viewer.add_image(arr, **kw)))
+        for source in plan.sources:
+            if source in self._viewer.layers and source not in run.hidden_inputs:
+                run.hidden_inputs[source] = source.visible
+                source.visible = False
+
+    def _restore_inputs(self, run: RunState):
+        for layer, visible in run.hidden_inputs.items():
+            if layer in self._viewer.layers:
+                layer.visible = visible
+        run.hidden_inputs.clear()
+
+    def _on_returned(self, value):
+        run = self.state
+        if self._closed or run is None:
+            return
+        run.done = True
+        if isinstance(value, _Failure):
+            self._discard(run)
+            show_error(f"napari-dip: {value.error}")
+            self.status.emit(f"failed: {value.error}")
+            self.finished.emit(None, None)
+            return
+        result, plan = value, run.plan
+        run.buffer = np.asarray(result.image)
+        outcome = describe_outcome(plan, result.record,
+                                   estimate_shown=run.previews > 0 or bool(run.slices_finished))
+        kept = [o for o in run.outputs if o not in run.removed_outputs]
+        if run.removed_outputs and not kept:
+            outcome = Outcome("empty", "", f"stopped: the result layer "
+                              f"{run.removed_outputs[0].name!r} was removed; no result kept")
+        if not outcome.keeps_result:
+            self._discard(run)
+            self.status.emit(outcome.text)
+            self.finished.emit(None, outcome)
+            return
+        if not run.outputs:  # finished before its first preview
+            self._add_outputs(run)
+        record = run_record(plan, result.record, outcome)
+        self.result_layers = []
+        for layer, source, arr in zip(run.outputs, plan.sources, plan.to_layers(run.buffer)):
+            if layer in run.removed_outputs or layer not in self._viewer.layers:
+                continue
+            layer.data = arr
+            layer.name = outcome.layer_name(source.name)
+            layer.metadata = {**dict(source.metadata), METADATA_KEY: record}
+            self.result_layers.append(layer)
+        self._restore_inputs(run)
+        self.last_result, self.last_plan = result, plan
+        self.status.emit(outcome.text)
+        warning = failed_slices_text(plan, record)
+        if warning:  # the finished slices are kept; say which ones were not restored
+            show_warning(f"napari-dip: {warning}")
+        self.finished.emit(result, outcome)
+
+    def _discard(self, run: RunState):
+        for layer in run.outputs:
+            if layer in self._viewer.layers:
+                self._viewer.layers.remove(layer)
+        run.outputs.clear()
+        self._restore_inputs(run)
+
+    def _on_errored(self, exc):
+        # napari already shows a notification for errors raised in workers
+        run = self.state
+        if self._closed or run is None:
+            return
+        run.done = True
+        for layer in run.outputs:
+            if layer in self._viewer.layers:
+                layer.name = f"{layer.name} (failed)"
+                layer.metadata = {**dict(layer.metadata), METADATA_KEY: {
+                    "outcome": {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}}}
+        self._restore_inputs(run)
+        self.status.emit(f"failed: {type(exc).__name__}: {exc}")
+        self.finished.emit(None, None)
+
+    def _on_finished(self):
+        run, self.state = self.state, None
+        self._clock.stop()
+        if run is not None:
+            run.progress.close()
+            self._restore_inputs(run)
+        self._worker = None
+        if not self._closed:
+            self.running_changed.emit(False)
 
 
 @dataclass
@@ -47,155 +389,6 @@ class _Failure:
     error: BaseException
 
 
-class RunController:
-    """Starts, stops and follows a run; owns the worker and the :class:`RunState`."""
-
-    status = Signal(str)
-    running_changed = Signal(bool)
-    finished = Signal(object)  # the engine's Result, or None when the run failed
-
-    def __init__(self, viewer, keep_snapshots: Callable[[], bool] = lambda: False):
-        self._viewer = viewer
-        self._keep_snapshots = keep_snapshots
-        self._worker = None
-        self._cancel: threading.Event | None = None
-        self.state: RunState | None = None
-        self.last_result = None  # the engine's Result of the last finished run
-
-    @property
-    def running(self) -> bool:
-        return self._worker is not None
-
-    def start(self, plan: Plan):
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
-        work = plan.work
-        buffer = plan.upsampled(work)
-        outputs = []
-        for source, arr in zip(plan.sources, plan.to_layers(buffer)):
-            kw = result_layer_kwargs(source, plan, source.name + SUFFIX)
-            outputs.append(self._viewer.add_image(arr, **kw))
-        self._cancel = threading.Event()
-        n_slices = (1 if plan.slice_index is not None else work.shape[0]) if plan.is_stack else 0
-        pbar = progress(total=n_slices or 0, desc="napari-dip")
-        self.state = RunState(plan, buffer, outputs, pbar, n_slices, time.monotonic())
-        worker = create_worker(restoration, plan, self._cancel, _start_thread=False)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(self._on_returned)
-        worker.errored.connect(self._on_errored)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        self.running_changed.emit(True)
-        self.status.emit("starting…")
-        worker.start()
-        return worker
-
-    def stop(self):
-        """Ask the run to end after the current step; the best result so far is kept."""
-        if self.running:
-            self._cancel.set()
-
-    # ---- worker signals (main thread) ------------------------------------------------------
-
-    @staticmethod
-    def _show(run: RunState):
-        for layer, arr in zip(run.outputs, run.plan.to_layers(run.buffer)):
-            layer.data = arr
-
-    def _on_progress(self, event):
-        # Qt calls made here (progress bar, layer updates) may process pending events, so the
-        # run can end (returned / finished) while this runs: re-check ``done`` after each.
-        run = self.state
-        if run is None or run.done:
-            return
-        plan = run.plan
-        if event.preview is not None:
-            preview = cast_like(event.preview, run.buffer.dtype)
-            if plan.is_stack:
-                run.buffer[event.slice_index] = preview
-            else:
-                run.buffer[...] = preview
-            run.previews += 1
-            self._show(run)
-            if self._keep_snapshots() and not run.done:
-                tag = f" it {event.iteration}" + (
-                    f" slice {event.slice_index}" if plan.is_stack else "")
-                for source, arr in zip(plan.sources, plan.to_layers(run.buffer.copy())):
-                    kw = result_layer_kwargs(source, plan, source.name + SUFFIX + tag)
-                    self._viewer.add_image(arr, visible=False, **kw)
-        if run.done:
-            return
-        pbar = run.progress
-        if plan.is_stack:
-            step = 0
-            if run.slice is not None and event.slice_index != run.slice:
-                run.done_slices += 1
-                step = 1
-            run.slice = event.slice_index
-            where = f"slice {run.done_slices + 1}/{event.n_slices}, "
-        else:
-            total = event.max_iters * event.n_planes
-            if pbar.total != total:
-                pbar.total = total
-            step = max(event.plane * event.max_iters + event.iteration - pbar.n, 0)
-            where = ""
-        plane = f"channel {event.plane + 1}/{event.n_planes}, " if event.n_planes > 1 else ""
-        self.status.emit(
-            f"{where}{plane}iteration {event.iteration}/{event.max_iters}, "
-            f"loss {event.loss:.4g}"
-        )
-        if step:
-            pbar.update(step)
-
-    def _on_returned(self, value):
-        run = self.state
-        if run is None:
-            return
-        run.done = True
-        if isinstance(value, _Failure):
-            run.error = value.error
-            show_error(f"napari-dip: {value.error}")
-            for layer in run.outputs:
-                if layer in self._viewer.layers:
-                    self._viewer.layers.remove(layer)
-            self.status.emit(f"failed: {value.error}")
-            return
-        result = value
-        plan = run.plan
-        run.buffer = np.asarray(result.image)
-        record = run_record(plan, result.record)
-        for layer, source, arr in zip(run.outputs, plan.sources, plan.to_layers(run.buffer)):
-            if layer not in self._viewer.layers:  # deleted during the run: bring it back
-                self._viewer.add_layer(layer)
-            layer.data = arr
-            layer.metadata = {**dict(source.metadata), "napari_dip": record}
-        self.last_result = result
-        pbar = run.progress
-        if plan.is_stack and result.stop_reason != "user" and pbar.total > pbar.n:
-            pbar.update(pbar.total - pbar.n)  # the last slice has no successor to count it
-        self.status.emit(finished_text(record, result.stop_reason))
-        warning = failed_slices_text(plan, record)
-        if warning:  # the finished slices are kept; say which ones were not restored
-            show_warning(f"napari-dip: {warning}")
-        self.finished.emit(result)
-
-    def _on_errored(self, exc):
-        # napari already shows a notification for errors raised in workers
-        if self.state is not None:
-            self.state.done = True
-            self.state.error = exc
-            self.status.emit(f"failed: {exc}")
-
-    def _on_finished(self):
-        run, self.state = self.state, None
-        if run is not None:
-            run.progress.close()
-        self._worker = None
-        self._cancel = None
-        self.running_changed.emit(False)
-
-
 def restoration(plan: Plan, cancel: threading.Event):
     """The worker: yields engine progress (throttled), returns the Result or the user error."""
     from ..engine import DIPMemoryError, restore_iter, restore_stack_iter
@@ -203,7 +396,8 @@ def restoration(plan: Plan, cancel: threading.Event):
     try:
         kwargs = dict(mask=plan.mask, channel_axis=plan.layout.plane_channel_axis,
                       factor=plan.factor, cancel=cancel,
-                      name=f"layer {plan.sources[0].name!r}", **plan.kwargs)
+                      name=f"layer {plan.sources[0].name!r}",
+                      mask_name=f"the mask {plan.mask_name!r}", **plan.kwargs)
         if plan.is_stack:
             events = restore_stack_iter(
                 plan.work, plan.task,
@@ -217,7 +411,7 @@ def restoration(plan: Plan, cancel: threading.Event):
                 return event
             now = time.monotonic()
             here = (event.slice_index, event.plane)
-            if event.preview is not None or here != where or now - last > 0.1:
+            if event.preview is not None or here != where or now - last > EVENT_INTERVAL_S:
                 last, where = now, here
                 yield event
     except (ValueError, DIPMemoryError) as exc:
