@@ -170,7 +170,7 @@ class DIPWidget(Container):
         return dict(height=h, width=w, task=self.task.value, preset=self.preset.value,
                     device=self.device.value, factor=int(self.factor.value), channels=channels,
                     fits=fits, max_iters=self.max_iters.value or None,
-                    stopping=self.stopping.value)
+                    stopping=self.stopping.value, threads=_threads())
 
     def restore_defaults(self, value=None):
         """Every setting back to its default (the chosen layers stay)."""
@@ -209,7 +209,8 @@ class DIPWidget(Container):
         except ValueError as exc:
             self._report(str(exc))
             return None
-        plan.kwargs = {**self.controls.engine_kwargs(), **self.advanced_controls.engine_kwargs()}
+        plan.kwargs = {**self.controls.engine_kwargs(), **self.advanced_controls.engine_kwargs(),
+                       "threads": _threads()}
         self.comparison.set_layers(None)
         self.comparison.clear_metrics()
         return self._run.start(plan)
@@ -258,6 +259,13 @@ class DIPWidget(Container):
 
     def compare(self, enabled: bool = True):
         self.comparison.compare(enabled)
+
+
+def _threads() -> int:
+    """CPU threads for a run: chosen from the machine's load, leaving a core to napari."""
+    from .engine.devices import choose_threads
+
+    return choose_threads(reserve=1)
 
 
 class _StopWhenUndocked(QObject):

@@ -22,7 +22,7 @@ import torch
 
 from ..choices import STOPPING, TASK, resolve_preset
 from ..formatting import format_bytes, format_duration
-from .devices import estimate_memory, resolve_device
+from .devices import cpu_threads, estimate_memory, resolve_device
 from .generators import padded_size
 from .presets import make_config
 
@@ -84,13 +84,15 @@ def estimate_run(
     fits: int = 1,
     max_iters: int | None = None,
     stopping: str | None = None,
+    threads: int | None = None,
     measure: bool = True,
 ) -> RunEstimate:
     """Memory and time of restoring ``fits`` planes of ``height`` x ``width`` (the input's
     size; super-resolution multiplies it by ``factor``) with ``channels`` channels each.
 
-    ``max_iters`` and ``stopping`` override the task's settings as in
-    :func:`~napari_dip.engine.restore`. ``measure=False`` skips the timing (memory only).
+    ``max_iters``, ``stopping`` and ``threads`` (CPU threads; None: chosen from the machine's
+    load, as a run chooses them) are as in :func:`~napari_dip.engine.restore`.
+    ``measure=False`` skips the timing (memory only).
     """
     TASK.check(task)
     dev = resolve_device(device)
@@ -102,7 +104,7 @@ def estimate_run(
     spi = measured = None
     if measure:
         spi, measured = seconds_per_iteration(height, width, task, preset=preset, device=dev,
-                                              factor=factor, channels=channels)
+                                              factor=factor, channels=channels, threads=threads)
     return RunEstimate(
         memory_bytes=estimate_memory(*out_hw, config.net), seconds_per_iteration=spi,
         max_iterations=config.max_iters, stopping=config.stopping, fits=max(int(fits), 1),
@@ -112,25 +114,27 @@ def estimate_run(
 
 def seconds_per_iteration(height: int, width: int, task: str = "denoise", *,
                           preset: str = "light", device: str | torch.device = "cpu",
-                          factor: int = 4, channels: int = 1) -> tuple[float, tuple[int, int]]:
-    """Measured wall time of one fit step on an image of this size, and the output size that
-    was measured (a crop of large images; the time is scaled to the full size). Cached."""
+                          factor: int = 4, channels: int = 1,
+                          threads: int | None = None) -> tuple[float, tuple[int, int]]:
+    """Measured wall time of one fit step on an image of this size, with ``threads`` CPU
+    threads (None: chosen as a run chooses them), and the output size that was measured (a
+    crop of large images; the time is scaled to the full size). Cached."""
     dev = resolve_device(device)
     preset = resolve_preset(preset, dev.type)
     f = factor if task == "sr" else 1
-    config = make_config(task, preset, factor if task == "sr" else None)
-    depth = config.net.depth
-    key = (padded_size(height * f, depth), padded_size(width * f, depth), task, preset,
-           str(dev), f, int(channels), torch.get_num_threads())
-    with _lock:
-        if key in _cache:
-            return _cache[key]
+    depth = make_config(task, preset, factor if task == "sr" else None).net.depth
     # a crop with at most MEASURE_PIXELS output pixels, of the image's aspect ratio
     shrink = min(1.0, math.sqrt(MEASURE_PIXELS / (height * f * width * f)))
     h, w = max(round(height * shrink), 8), max(round(width * shrink), 8)
-    seconds = _measure(h, w, task, preset, dev, factor, channels)
     full = padded_size(height * f, depth) * padded_size(width * f, depth)
     crop = padded_size(h * f, depth) * padded_size(w * f, depth)
+    with cpu_threads(threads) as n_threads:
+        key = (padded_size(height * f, depth), padded_size(width * f, depth), task, preset,
+               str(dev), f, int(channels), n_threads if dev.type == "cpu" else None)
+        with _lock:
+            if key in _cache:
+                return _cache[key]
+        seconds = _measure(h, w, task, preset, dev, factor, channels)
     value = (seconds * full / crop, (h * f, w * f))
     with _lock:
         _cache[key] = value
