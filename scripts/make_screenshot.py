@@ -13,6 +13,7 @@ panel named, PSNR / SSIM below the plot) and saves a downscaled screenshot of th
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -36,13 +37,11 @@ def main(argv=None) -> Path:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "screenshot.png")
     parser.add_argument("--iters", type=int, default=0,
                         help="iteration cap (0: the task's; the automatic stop ends earlier)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the run")
     parser.add_argument("--width", type=int, default=1100, help="width of the saved PNG")
     args = parser.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(args.threads)
+    os.environ["NAPARI_DIP_THREADS"] = str(args.threads)  # what the engine's runs use
     viewer = napari.Viewer(show=True, title="napari-dip")
     viewer.window.resize(1400, 980)
     viewer.open_sample("napari-dip", "noisy-fluorescence")

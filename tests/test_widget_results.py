@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_dip._widget import ALL, SUFFIX
+from napari_dip._widget import ALL
 from napari_dip.metrics import data_range_of, psnr
 
 pytestmark = pytest.mark.gui

@@ -134,11 +134,13 @@ class Controls(Container):
         if layer is None or layer.rgb:
             return []
         shape = layer.data.shape
-        return [
-            (lyr.name, unwrap(lyr)) for lyr in self._viewer.layers
-            if isinstance(lyr, Image) and unwrap(lyr) is not layer and not lyr.rgb and lyr.visible
-            and lyr.data.shape == shape and not is_dip_output(lyr) and not self._exclude(unwrap(lyr))
-        ]
+
+        def compatible(lyr) -> bool:
+            return (isinstance(lyr, Image) and lyr is not layer and not lyr.rgb and lyr.visible
+                    and lyr.data.shape == shape and not is_dip_output(lyr)
+                    and not self._exclude(lyr))
+
+        return [(lyr.name, lyr) for lyr in map(unwrap, self._viewer.layers) if compatible(lyr)]
 
     def compatible_masks(self) -> list:
         layer = self.selected_image()

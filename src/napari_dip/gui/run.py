@@ -53,6 +53,8 @@ class RunState:
     previews: int = 0
     stop_cause: str | None = None  # why the run was asked to stop: 'user', 'input removed', ...
     done: bool = False  # the result (or an error) arrived; later events are stale
+    queue: list = field(default_factory=list)  # events not handled yet (see _on_progress)
+    handling: bool = False  # an event is being handled
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -225,16 +227,41 @@ class RunController:
         return progress_text(run.plan, run.last_event, run.elapsed(), len(run.slices_finished))
 
     def _on_progress(self, event):
-        # Qt calls made here (progress bar, layer updates) may process pending events, so the
-        # run can end (returned / finished) while this runs: re-check ``done`` after each.
+        """A progress event. Qt calls made while handling it (napari's progress bar, layer
+        updates) may process pending events, which can deliver the next event, or the result,
+        in the middle: events are queued and handled one after another, and ``done`` is checked
+        again after each call that can let the result in."""
         run = self.state
         if self._closed or run is None or run.done:
             return
+        run.queue.append(event)
+        if run.handling:
+            return
+        run.handling = True
+        try:
+            while run.queue and not run.done and not self._closed:
+                pending, run.queue = run.queue, []
+                # of a burst, every preview and finished slice counts; only the latest of the
+                # other events does (the status and the plot show the newest state)
+                last = pending[-1]
+                for item in pending:
+                    if item is last or item.preview is not None or item.final:
+                        self._handle(run, item)
+                    if run.done:
+                        break
+        finally:
+            run.handling = False
+
+    def _handle(self, run: RunState, event):
         plan = run.plan
         fit = (event.slice_index, event.plane)
         if fit != run.fit and not event.final:
             run.fit = fit
-            self.fit_started.emit(self._fit_title(plan, event), self._rule() or "")
+            title = self._fit_title(plan, event)
+            self.fit_started.emit(title, self._rule() or "")
+            run.progress.set_description(f"napari-dip: {title or 'restoring'}")
+            if run.done:
+                return
         if event.preview is not None:
             self._show_preview(run, event)
         if run.done:
@@ -247,10 +274,7 @@ class RunController:
             return
         run.last_event = event
         self.progressed.emit(event)
-        text = self._status_text(run)
-        run.progress.set_description(f"napari-dip: {text.split(' · ')[0]}")
-        if not run.done:  # (the bar's update may have let the result in)
-            self.status.emit(text)
+        self.status.emit(self._status_text(run))
 
     @staticmethod
     def _fit_title(plan: Plan, event) -> str:
