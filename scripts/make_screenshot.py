@@ -71,7 +71,7 @@ def main(argv=None) -> Path:
     height = round(img.height * args.width / img.width)
     img = img.resize((args.width, height), Image.Resampling.LANCZOS)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    img.quantize(colors=160).save(args.out, optimize=True)
+    img.save(args.out, optimize=True)
     print(f"saved {args.out} ({args.out.stat().st_size // 1024} KiB); {widget.metrics.value}")
     viewer.close()
     return args.out

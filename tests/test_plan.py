@@ -75,7 +75,7 @@ def test_outcome_says_what_a_result_layer_holds():
 
     plane = make_plan(Image(np.zeros((8, 8)), name="a"), task="denoise")
     done = {"stop_reason": "noise-level", "iterations": 420, "seconds": 3.0, "seed": 1,
-            "planes": [{"returned_iteration": 380}]}
+            "best_iteration": 380, "planes": [{"returned_iteration": 420}]}
     out = describe_outcome(plane, done, estimate_shown=True)
     assert out.state == "finished" and out.layer_name("a") == "a" + SUFFIX
     assert "kept iteration 380" in out.text and "noise level" in out.text

@@ -77,7 +77,7 @@ def test_estimate_of_memory_and_time_before_run(viewer_widget, camera, gui):
 # ---- 6. live plot ----------------------------------------------------------------------------
 
 
-def test_live_plot_of_loss_and_signal_marks_the_kept_iterate(viewer_widget, camera, gui):
+def test_live_plot_of_loss_and_signal_marks_the_picked_iterate(viewer_widget, camera, gui):
     viewer, widget = viewer_widget
     image = viewer.add_image(camera, name="cam")
     gui.configure(widget, image, max_iters=40, stopping="noise", preview_every=10)
@@ -91,6 +91,6 @@ def test_live_plot_of_loss_and_signal_marks_the_kept_iterate(viewer_widget, came
     history = widget.last_result.history[0]
     np.testing.assert_allclose(loss_y, [h[1] for h in history])
     assert "stopping signal" in lines
-    marked_x, _ = lines["kept iterate"].get_data()
+    marked_x, _ = lines["picked iterate"].get_data()
     assert set(marked_x) == {record["best_iteration"]}
     assert widget.plot.native.isVisibleTo(widget.native)

@@ -1,4 +1,4 @@
-"""A small live plot of the fit: the loss, the stopping rule's signal and the kept iterate.
+"""A small live plot of the fit: the loss, the stopping rule's signal and the picked iterate.
 
 matplotlib (its Qt canvas) is imported when the first run starts, not with the widget.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 #: Line labels (also how tests find the lines).
-LOSS, SIGNAL, KEPT, TARGET = "loss", "stopping signal", "kept iterate", "noise level"
+LOSS, SIGNAL, KEPT, TARGET = "loss", "stopping signal", "picked iterate", "noise level"
 
 
 class FitPlot:
@@ -44,6 +44,7 @@ class FitPlot:
     def _make(self):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import NullFormatter
 
         bg, fg, _ = self._colours()
         self.figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=bg, layout="constrained")
@@ -58,8 +59,9 @@ class FitPlot:
             for spine in ax.spines.values():
                 spine.set_color(fg)
         self._ax.set_xlabel("iteration", color=fg, fontsize=7)
-        self._ax.set_yscale("log")
-        self._ax2.set_yscale("log")
+        for ax in (self._ax, self._ax2):
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(NullFormatter())  # decades only: a readable axis
         self._lines[LOSS], = self._ax.plot([], [], color="#4aa3ff", lw=0.8, label=LOSS)
         self._lines[SIGNAL], = self._ax.plot([], [], color="#ffb347", lw=1.2, label=SIGNAL)
         self._lines[KEPT] = self._ax.axvline(0, color="#7ee07e", lw=1, ls="--", label=KEPT)
@@ -67,6 +69,7 @@ class FitPlot:
         self._lines[TARGET] = self._ax.axhline(1, color=fg, lw=0.6, ls=":", label=TARGET)
         self._lines[TARGET].set_visible(False)
         self._text = self._ax.set_title("", color=fg, fontsize=8, loc="left")
+        self._legend_colours = (bg, fg)
 
     # ---- data ------------------------------------------------------------------------------
 
@@ -121,6 +124,16 @@ class FitPlot:
         if kept is not None:
             line.set_xdata([kept, kept])
 
+    def _legend(self):
+        bg, fg = self._legend_colours
+        shown = [line for line in self._lines.values() if line.get_visible()]
+        for ax in (self._ax, self._ax2):
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+        legend = self._ax.legend(handles=shown, loc="upper right", fontsize=6, frameon=False,
+                                 labelcolor=fg, handlelength=1.5)
+        legend.set_zorder(10)
+
     def _redraw(self):
         self._lines[LOSS].set_data(self._x, self._loss)
         self._lines[SIGNAL].set_data(self._x, self._signal)
@@ -131,4 +144,5 @@ class FitPlot:
             ax.autoscale_view()
         if self._x:
             self._ax.set_xlim(0, max(self._x[-1], 10) * 1.02)
+        self._legend()
         self._canvas.draw_idle()

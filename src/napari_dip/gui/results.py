@@ -123,7 +123,7 @@ def describe_outcome(plan: Plan, record: dict, estimate_shown: bool) -> Outcome:
     ``estimate_shown``: the run sent at least one estimate of the network (a preview) before
     it ended; a run stopped before that holds only the untrained network's output."""
     stopped = record.get("stop_reason") == "user"
-    kept = f"kept iteration {_kept_iteration(record)}"
+    kept = f"kept iteration {_picked_iteration(record)}"
     seed = f"seed {record.get('seed')}"
     if plan.is_stack and plan.slice_index is None:
         return _stack_outcome(plan, record, stopped, estimate_shown, seed)
@@ -171,12 +171,13 @@ def _stack_outcome(plan: Plan, record: dict, stopped: bool, estimate_shown: bool
     return Outcome("partial", label, text, restored, not_restored, slice_stopped)
 
 
-def _kept_iteration(record: dict):
-    planes = record.get("planes") or []
-    kept = [p.get("returned_iteration") for p in planes if p.get("returned_iteration")]
-    if len(kept) == 1:
-        return kept[0]
-    return record.get("best_iteration") if not kept else ", ".join(map(str, kept))
+def _picked_iteration(record: dict):
+    """The iterate the stopping rule picked (the image kept is the output average centred on
+    it); several for channels restored one at a time."""
+    best = record.get("best_iteration")
+    if isinstance(best, (list, tuple)):
+        return ", ".join(str(b) for b in best if b is not None) or "none"
+    return best
 
 
 def slice_notes(record: dict) -> str:
