@@ -61,7 +61,7 @@ def test_description_is_honest_about_the_number_of_iterations(monkeypatch):
     assert "automatic stop" in auto and f"at most {cap}" in auto and "s/iteration" in auto
     fixed = cost.estimate_run(64, 64, preset="light", device="cpu", stopping="none",
                               max_iters=200, fits=2).describe()
-    assert "runs 200 iterations per plane, 2 planes" in fixed and "≈ 20 s" in fixed
+    assert "runs 200 iterations per fit, 2 fits" in fixed and "≈ 20 s" in fixed
 
 
 def test_formatting_for_people():
@@ -69,3 +69,17 @@ def test_formatting_for_people():
 
     assert format_duration(4.25) == "4.2 s" and format_duration(185) == "3 min 05 s"
     assert format_duration(3725) == "1 h 02 min" and format_bytes(2.5e6) == "2.5 MB"
+
+
+def test_a_plane_too_big_for_the_device_is_estimated_in_tiles(monkeypatch):
+    from napari_dip.engine import devices, tiles
+
+    monkeypatch.setattr(cost, "_measure", lambda *a: 0.01)
+    monkeypatch.setattr(devices, "device_memory", lambda device: 2 * 10**9)  # a small device
+    est = cost.estimate_run(4096, 4096, preset="light", device="cpu", fits=2, measure=False)
+    spec = make_config("denoise", "light").net
+    assert est.tile == tiles.tile_size_for(4096, 4096, spec, "cpu") and est.tile < 4096
+    n = len(tiles.plan_tiles((4096, 4096), est.tile, tiles.default_overlap(spec, est.tile)))
+    assert est.tiles == n > 1 and est.fits == 2 * n
+    assert est.memory_bytes == estimate_memory(est.tile, est.tile, spec)
+    assert f"{n} tiles of {est.tile} px" in est.describe()

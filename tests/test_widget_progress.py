@@ -94,3 +94,22 @@ def test_live_plot_of_loss_and_signal_marks_the_picked_iterate(viewer_widget, ca
     marked_x, _ = lines["picked iterate"].get_data()
     assert set(marked_x) == {record["best_iteration"]}
     assert widget.plot.native.isVisibleTo(widget.native)
+
+
+def test_a_plane_too_big_for_the_device_runs_in_tiles(viewer_widget, camera, gui, monkeypatch):
+    from napari_dip.engine import devices
+
+    viewer, widget = viewer_widget
+    # a small device: one fit of 240 x 240 needs more than it has, a tile of 96 fits
+    monkeypatch.setattr(devices, "device_memory", lambda device: 170 * 2**20)
+    big = np.tile(camera, (5, 5))  # 240 x 240
+    image = viewer.add_image(big, name="big")
+    gui.configure(widget, image, max_iters=4, stopping="none", preview_every=2)
+    texts = collect_status(widget)
+    assert widget.run() is not None
+    gui.wait_done(widget)
+    (out,) = widget.result_layers
+    record = out.metadata["napari_dip"]
+    n = record["tiling"]["count"]
+    assert n > 1 and out.data.shape == big.shape and record["outcome"]["state"] == "finished"
+    assert any(f"tile 2 of {n}" in t for t in texts)

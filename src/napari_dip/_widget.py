@@ -239,8 +239,8 @@ class DIPWidget(Container):
         if result is None or not layers or plan is None:
             return
         record = layers[0].metadata.get("napari_dip", {})
-        history = result.history[-1] if result.history else []
-        if history and isinstance(history[0], list):  # a stack: slices, then channel groups
+        history = result.history  # nested: slices, tiles, channel groups; the last fit's steps
+        while history and isinstance(history[-1], list):
             history = history[-1]
         plane = (record.get("planes") or result.record.get("planes") or [{}])[-1]
         if plan.is_stack:

@@ -25,6 +25,7 @@ from ..formatting import format_bytes, format_duration
 from .devices import cpu_threads, estimate_memory, resolve_device
 from .generators import padded_size
 from .presets import make_config
+from .tiles import default_overlap, plan_tiles, tile_size_for
 
 #: Largest number of output pixels measured directly; larger images are measured on a crop.
 MEASURE_PIXELS = 256 * 256
@@ -43,10 +44,12 @@ class RunEstimate:
     seconds_per_iteration: float | None  # None when not measured
     max_iterations: int  # the cap of each fit
     stopping: str  # the stopping rule; 'none' runs every fit to the cap
-    fits: int  # fits run one after another (slices x channel groups)
+    fits: int  # fits run one after another (slices x channel groups x tiles)
     device: str
     preset: str  # the concrete preset ('auto' resolved)
     measured_on: tuple[int, int] | None = None  # output size of the measured crop
+    tile: int | None = None  # tile side when one fit of the whole plane would not fit
+    tiles: int = 1  # tiles per plane
 
     @property
     def max_seconds(self) -> float | None:
@@ -58,9 +61,11 @@ class RunEstimate:
     def describe(self) -> str:
         """One line for people, e.g. for the widget or the CLI."""
         parts = [f"memory ≈ {format_bytes(self.memory_bytes)} ({self.device}, {self.preset})"]
+        if self.tile is not None:
+            parts.append(f"too big for one fit: {self.tiles} tiles of {self.tile} px per plane")
         if self.seconds_per_iteration is not None:
             parts.append(f"~{self.seconds_per_iteration:.2g} s/iteration")
-        each = "" if self.fits == 1 else f" per plane, {self.fits} planes"
+        each = "" if self.fits == 1 else f" per fit, {self.fits} fits"
         total = self.max_seconds
         if self.stopping == "none":
             text = f"runs {self.max_iterations} iterations{each}"
@@ -100,15 +105,22 @@ def estimate_run(
     config = make_config(task, preset, factor if task == "sr" else None,
                          max_iters=max_iters, stopping=stopping)
     STOPPING.check(config.stopping)
-    out_hw = (height * factor, width * factor) if task == "sr" else (height, width)
+    f = factor if task == "sr" else 1
+    # a plane too big for one fit is restored in tiles (as restore_iter does by default)
+    tile = tile_size_for(height, width, config.net, dev, f)
+    fit_hw, n_tiles = (height, width), 1
+    if tile is not None:
+        n_tiles = len(plan_tiles((height, width), tile, default_overlap(config.net, tile)))
+        fit_hw = (min(tile, height), min(tile, width))
     spi = measured = None
     if measure:
-        spi, measured = seconds_per_iteration(height, width, task, preset=preset, device=dev,
+        spi, measured = seconds_per_iteration(*fit_hw, task, preset=preset, device=dev,
                                               factor=factor, channels=channels, threads=threads)
     return RunEstimate(
-        memory_bytes=estimate_memory(*out_hw, config.net), seconds_per_iteration=spi,
-        max_iterations=config.max_iters, stopping=config.stopping, fits=max(int(fits), 1),
-        device=str(dev), preset=preset, measured_on=measured,
+        memory_bytes=estimate_memory(fit_hw[0] * f, fit_hw[1] * f, config.net),
+        seconds_per_iteration=spi, max_iterations=config.max_iters, stopping=config.stopping,
+        fits=max(int(fits), 1) * n_tiles, device=str(dev), preset=preset, measured_on=measured,
+        tile=tile, tiles=n_tiles,
     )
 
 

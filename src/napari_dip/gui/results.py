@@ -208,13 +208,23 @@ def progress_text(plan: Plan, event, elapsed: float, slices_done: int) -> str:
         if plan.slice_index is None:
             where += f" ({slices_done + 1} of {len(plan.slices_asked)})"
         parts.append(where)
-    if event.n_planes > 1:
-        parts.append(f"channel {event.plane + 1} of {event.n_planes}")
+    parts += fit_parts(event)
     parts.append(f"iteration {event.iteration}")
     parts.append(format_duration(elapsed))
     if event.status:
         parts.append(event.status)
     return " · ".join(parts)
+
+
+def fit_parts(event) -> list[str]:
+    """Which fit of a plane an event is from: its tile, its channel group ('' parts omitted)."""
+    parts = []
+    n_tiles = getattr(event, "n_tiles", None)
+    if n_tiles and n_tiles > 1:
+        parts.append(f"tile {event.tile_index + 1} of {n_tiles}")
+    if event.n_planes > 1:
+        parts.append(f"channel {event.plane + 1} of {event.n_planes}")
+    return parts
 
 
 def preparing_text(elapsed: float) -> str:

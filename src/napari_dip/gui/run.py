@@ -25,7 +25,7 @@ from qtpy.QtCore import QTimer
 
 from .plan import METADATA_KEY, Plan, unwrap
 from .results import (
-    SUFFIX, Outcome, cast_like, describe_outcome, failed_slices_text, preparing_text,
+    SUFFIX, Outcome, cast_like, describe_outcome, failed_slices_text, fit_parts, preparing_text,
     progress_text, result_layer_kwargs, run_record,
 )
 
@@ -50,7 +50,7 @@ class RunState:
     fit: tuple | None = None  # (slice, channel group) of the latest event
     last_event: object = None  # the latest Progress (for the status line)
     slices_finished: list[int] = field(default_factory=list)
-    previews: int = 0
+    previews: int = 0  # estimates of the network received (tiles' included)
     stop_cause: str | None = None  # why the run was asked to stop: 'user', 'input removed', ...
     done: bool = False  # the result (or an error) arrived; later events are stale
     queue: list = field(default_factory=list)  # events not handled yet (see _on_progress)
@@ -254,7 +254,7 @@ class RunController:
 
     def _handle(self, run: RunState, event):
         plan = run.plan
-        fit = (event.slice_index, event.plane)
+        fit = (event.slice_index, getattr(event, "tile_index", None), event.plane)
         if fit != run.fit and not event.final:
             run.fit = fit
             title = self._fit_title(plan, event)
@@ -281,18 +281,15 @@ class RunController:
         parts = []
         if plan.is_stack and event.slice_index is not None:
             parts.append(f"slice {plan.slice_name(event.slice_index)}")
-        if event.n_planes > 1:
-            parts.append(f"channel {event.plane + 1} of {event.n_planes}")
-        return ", ".join(parts)
+        return ", ".join(parts + fit_parts(event))
 
     def _show_preview(self, run: RunState, event):
         plan = run.plan
-        preview = cast_like(event.preview, run.buffer.dtype)
-        if plan.is_stack:
-            run.buffer[event.slice_index] = preview
-        else:
-            run.buffer[...] = preview
         run.previews += 1
+        target = run.buffer[event.slice_index] if plan.is_stack else run.buffer
+        if event.preview.shape != target.shape:
+            return  # a tile's own preview: its place in the plane is not in the event
+        target[...] = cast_like(event.preview, run.buffer.dtype)
         if not run.outputs:
             self._add_outputs(run)
         else:
