@@ -15,3 +15,16 @@ def test_importing_the_widget_does_not_import_torch():
     code = "import sys, napari_dip._widget; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_layer_mapping_needs_neither_qt_nor_torch():
+    code = ("import sys, napari_dip.gui.plan, napari_dip.gui.results; "
+            "print([m for m in ('torch', 'qtpy', 'PyQt6', 'napari') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_importing_the_widget_does_not_import_matplotlib():
+    code = "import sys, napari_dip._widget; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -3,7 +3,7 @@
 import numpy as np
 from napari.layers import Image, Labels
 
-from napari_dip._widget import ALL, CURRENT, make_plan
+from napari_dip.gui.plan import ALL, CURRENT, make_plan
 
 
 def test_current_slice_index_skips_the_channel_axis():
@@ -44,3 +44,64 @@ def test_channel_layers_and_per_slice_mask():
     out_a, out_b = plan.to_layers(plan.work)
     np.testing.assert_array_equal(out_a, a)
     np.testing.assert_array_equal(out_b, b)
+
+
+def test_channel_axis_proposal_reads_names_then_size():
+    from napari_dip.gui.plan import axis_choice_text, default_channel_axis
+
+    two = Image(np.zeros((2, 8, 8), np.float32))
+    axis, note = default_channel_axis(two)
+    assert axis == 0 and "2 channels" in note and "axis -3 (2)" in note
+    assert axis_choice_text(two, 0) == "axis -3 (2)"
+    assert default_channel_axis(Image(np.zeros((9, 8, 8))))[0] is None  # too long: a stack
+    named = Image(np.zeros((4, 3, 8, 8)), axis_labels=("t", "c", "y", "x"))
+    assert default_channel_axis(named) == (1, "") and axis_choice_text(named, 1) == "c (3)"
+    assert default_channel_axis(Image(np.zeros((2, 8, 8)), axis_labels=("z", "y", "x")))[0] \
+        is None
+
+
+def test_work_size_counts_fits_without_copying():
+    from napari_dip.gui.plan import work_size
+
+    layer = Image(np.zeros((3, 5, 16, 20), np.float32))  # (C, Z, Y, X)
+    assert work_size(layer, channel_axis=0, slices=ALL) == (16, 20, 3, 5)
+    assert work_size(layer, channel_axis=0, slices=CURRENT, channels="separate") == (16, 20, 1, 3)
+    rgb = Image(np.zeros((40, 40, 4), np.uint8), rgb=True)
+    assert work_size(rgb) == (40, 40, 3, 1)
+
+
+def test_outcome_says_what_a_result_layer_holds():
+    from napari_dip.gui.results import SUFFIX, describe_outcome
+
+    plane = make_plan(Image(np.zeros((8, 8)), name="a"), task="denoise")
+    done = {"stop_reason": "noise-level", "iterations": 420, "seconds": 3.0, "seed": 1,
+            "best_iteration": 380, "planes": [{"returned_iteration": 420}]}
+    out = describe_outcome(plane, done, estimate_shown=True)
+    assert out.state == "finished" and out.layer_name("a") == "a" + SUFFIX
+    assert "kept iteration 380" in out.text and "noise level" in out.text
+    stopped = {**done, "stop_reason": "user", "iterations": 12}
+    assert describe_outcome(plane, stopped, estimate_shown=False).state == "empty"
+    out = describe_outcome(plane, stopped, estimate_shown=True)
+    assert out.state == "stopped" and out.layer_name("a").endswith("(stopped at iteration 12)")
+
+    stack = make_plan(Image(np.zeros((4, 8, 8)), axis_labels=("z", "y", "x")), task="denoise")
+    record = {"stop_reason": "user", "iterations": 40, "seed": 1, "slices_done": [0, 1],
+              "slices": [{"slice": 0, "stop_reason": "cap"}, {"slice": 1, "stop_reason": "cap"},
+                         {"slice": 2, "stop_reason": "user"}]}
+    out = describe_outcome(stack, record, estimate_shown=True)
+    assert out.state == "partial" and out.label == "2 of 4 slices restored"
+    assert out.slices_not_restored == [2, 3] and out.slice_stopped == 2
+    assert "z=2, z=3" in out.text
+
+
+def test_progress_text_shows_work_done_not_the_cap():
+    from napari_dip.engine.restoration import Progress
+    from napari_dip.gui.results import progress_text
+
+    stack = make_plan(Image(np.zeros((4, 8, 8)), axis_labels=("z", "y", "x")), task="denoise")
+    event = Progress(120, 3000, 0.01, 0.01, None, 4.0, status="fit error 0.01, stops at 0.009",
+                     slice_index=1, n_slices=4)
+    text = progress_text(stack, event, 75.0, slices_done=1)
+    assert text == ("slice z=1 (2 of 4) · iteration 120 · 1 min 15 s · fit error 0.01, "
+                    "stops at 0.009")
+    assert "3000" not in text

@@ -10,56 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.utils.notifications import NotificationSeverity, notification_manager
+from napari.utils.notifications import NotificationSeverity
 
 from napari_dip._widget import ALL, CURRENT, SUFFIX, DIPWidget
 from napari_dip.metrics import psnr
 
 pytestmark = pytest.mark.gui
-TIMEOUT = 120_000  # ms; generous because other jobs share the CPU
-
-
-@pytest.fixture
-def viewer_widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    widget = DIPWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Deep Image Prior")
-    yield viewer, widget
-    if widget.running:  # never leave a worker behind a closed viewer
-        widget.stop()
-        from qtpy.QtWidgets import QApplication
-
-        while widget.running:
-            QApplication.processEvents()
-
-
-def configure(widget, layer, **values):
-    widget.reset_choices()
-    widget.image.value = layer
-    defaults = dict(preset="light", device="cpu", seed=0, max_iters=20, preview_every=5,
-                    auto_stop=True)
-    for key, value in {**defaults, **values}.items():
-        getattr(widget, key).value = value
-
-
-def wait_done(qtbot, widget):
-    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT)
-
-
-def new_records(start, severity=None):
-    recs = notification_manager.records[start:]
-    return [r for r in recs if severity is None or r.severity == severity]
-
-
-def dip_layers(viewer):
-    return [lyr for lyr in viewer.layers if SUFFIX in lyr.name]
-
-
-@pytest.fixture
-def camera():
-    """A small real photograph (skimage's bundled camera), 48 x 48 uint8."""
-    data = pytest.importorskip("skimage.data")
-    return np.ascontiguousarray(data.camera()[100:484:8, 120:504:8])
 
 
 def test_loads_through_manifest(make_napari_viewer):
@@ -85,7 +41,7 @@ def test_sample_data_through_manifest(make_napari_viewer):
     assert np.array_equal(noisy_fluorescence()[0][0], viewer.layers["noisy cells"].data)
 
 
-def test_run_updates_one_layer_keeps_metadata_and_input(qtbot, viewer_widget, camera):
+def test_run_updates_one_layer_keeps_metadata_and_input(viewer_widget, camera, gui):
     viewer, widget = viewer_widget
     rng = np.random.default_rng(0)
     noisy = np.clip(camera + rng.normal(0, 20, camera.shape), 0, 255).astype(np.uint8)
@@ -94,19 +50,18 @@ def test_run_updates_one_layer_keeps_metadata_and_input(qtbot, viewer_widget, ca
         axis_labels=("y", "x"), metadata={"origin": "test"},
     )
     before = layer.data.copy()
-    configure(widget, layer, max_iters=30, preview_every=5, seed=7)
+    gui.configure(widget, layer, max_iters=30, preview_every=5, seed=7)
 
+    seen = gui.watch_results(viewer)
     worker = widget.run()
     assert worker is not None
-    outs = dip_layers(viewer)
-    assert [o.name for o in outs] == ["cam" + SUFFIX]  # created at the start
-    out = outs[0]
+    assert gui.dip_layers(viewer) == []  # no result before the network's first estimate
     assert widget.run_button.text == "Stop"
-    seen = []
-    out.events.data.connect(lambda e: seen.append(np.array(out.data, copy=True)))
-    wait_done(qtbot, widget)
+    gui.wait_done(widget)
 
-    assert dip_layers(viewer) == [out]  # updated in place, no new layers
+    outs = gui.dip_layers(viewer)
+    assert [o.name for o in outs] == ["cam" + SUFFIX]  # one layer, updated in place
+    out = outs[0]
     assert len(seen) >= 3  # previews during the run, then the final result
     assert any(not np.array_equal(s, seen[-1]) for s in seen[:-1])
     assert out.data.shape == noisy.shape and out.data.dtype == np.uint8
@@ -128,41 +83,39 @@ def test_run_updates_one_layer_keeps_metadata_and_input(qtbot, viewer_widget, ca
     assert widget.last_result.record["seed"] == 7
 
 
-def test_closing_the_dock_widget_stops_the_run(qtbot, viewer_widget, camera):
+def test_closing_the_dock_widget_stops_the_run(viewer_widget, camera, gui):
     viewer, widget = viewer_widget
     layer = viewer.add_image(camera, name="cam")
-    configure(widget, layer, max_iters=100_000, auto_stop=False, preview_every=5)
+    gui.configure(widget, layer, max_iters=100_000, stopping="none", preview_every=5)
+    seen = gui.watch_results(viewer)
     assert widget.run() is not None
-    out = dip_layers(viewer)[0]
-    previews = []
-    out.events.data.connect(lambda e: previews.append(1))
-    qtbot.waitUntil(lambda: len(previews) >= 1, timeout=TIMEOUT)
+    gui.wait_for_updates(seen)
+    out = gui.dip_layers(viewer)[0]
     viewer.window.remove_dock_widget(widget.native)
-    wait_done(qtbot, widget)
+    gui.wait_done(widget)
     record = out.metadata["napari_dip"]
     assert record["stop_reason"] == "user" and record["iterations"] < 100_000
     np.testing.assert_array_equal(layer.data, camera)
 
 
-def test_stop_keeps_best_and_second_run_is_refused(qtbot, viewer_widget, camera):
+def test_stop_keeps_best_and_second_run_is_refused(viewer_widget, camera, gui):
     viewer, widget = viewer_widget
     layer = viewer.add_image(camera.astype(np.float32), name="cam")
-    configure(widget, layer, max_iters=100_000, auto_stop=False, preview_every=5)
-    start = len(notification_manager.records)
+    gui.configure(widget, layer, max_iters=100_000, stopping="none", preview_every=5)
+    start = gui.n_records()
 
+    seen = gui.watch_results(viewer)
     assert widget.run() is not None
-    out = dip_layers(viewer)[0]
-    previews = []
-    out.events.data.connect(lambda e: previews.append(1))
-    qtbot.waitUntil(lambda: len(previews) >= 1, timeout=TIMEOUT)
+    gui.wait_for_updates(seen)
+    out = gui.dip_layers(viewer)[0]
 
     assert widget.run() is None  # a second run is refused, with a clear message
-    warnings = new_records(start, NotificationSeverity.WARNING)
+    warnings = gui.records_since(start, NotificationSeverity.WARNING)
     assert any("already running" in str(w.message) for w in warnings)
-    assert len(dip_layers(viewer)) == 1
+    assert len(gui.dip_layers(viewer)) == 1
 
     widget.run_button.native.click()  # the button is now Stop
-    wait_done(qtbot, widget)
+    gui.wait_done(widget)
     record = out.metadata["napari_dip"]
     assert record["stop_reason"] == "user"
     assert 1 <= record["iterations"] < 100_000
@@ -173,11 +126,11 @@ def test_stop_keeps_best_and_second_run_is_refused(qtbot, viewer_widget, camera)
     # and the widget can run again afterwards
     widget.max_iters.value = 10
     assert widget.run() is not None
-    wait_done(qtbot, widget)
-    assert len(dip_layers(viewer)) == 2
+    gui.wait_done(widget)
+    assert len(gui.dip_layers(viewer)) == 2
 
 
-def test_inpainting_fills_the_labelled_pixels(qtbot, viewer_widget):
+def test_inpainting_fills_the_labelled_pixels(viewer_widget, gui):
     viewer, widget = viewer_widget
     yy, xx = np.mgrid[0:48, 0:48]
     truth = (60 + 2 * xx + 1.5 * yy).astype(np.uint8)  # a smooth ramp
@@ -187,10 +140,10 @@ def test_inpainting_fills_the_labelled_pixels(qtbot, viewer_widget):
     damaged[mask > 0] = 0
     image = viewer.add_image(damaged, name="damaged")
     labels = viewer.add_labels(mask, name="mask")
-    configure(widget, image, task="inpaint", max_iters=60, preview_every=20)
+    gui.configure(widget, image, task="inpaint", max_iters=60, preview_every=20)
     widget.mask.value = labels
     assert widget.run() is not None
-    wait_done(qtbot, widget)
+    gui.wait_done(widget)
     out = viewer.layers["damaged" + SUFFIX].data.astype(float)
     hole = mask > 0
     err_before = np.abs(damaged[hole].astype(float) - truth[hole]).mean()
@@ -202,59 +155,59 @@ def test_inpainting_fills_the_labelled_pixels(qtbot, viewer_widget):
     assert np.array_equal(image.data, damaged)
 
 
-def test_mismatched_mask_is_an_error_notification(qtbot, viewer_widget, camera):
+def test_mismatched_mask_is_an_error_notification(viewer_widget, camera, gui):
     viewer, widget = viewer_widget
     image = viewer.add_image(camera, name="cam")
     labels = viewer.add_labels(np.ones((20, 20), np.uint8), name="small mask")
-    configure(widget, image, task="inpaint")
+    gui.configure(widget, image, task="inpaint")
     widget.mask.value = labels
-    start = len(notification_manager.records)
+    start = gui.n_records()
     assert widget.run() is None
-    errors = new_records(start, NotificationSeverity.ERROR)
+    errors = gui.records_since(start, NotificationSeverity.ERROR)
     assert errors and "mask" in str(errors[-1].message) and "(20, 20)" in str(errors[-1].message)
-    assert dip_layers(viewer) == [] and not widget.running
+    assert gui.dip_layers(viewer) == [] and not widget.running
     # the viewer keeps working
     viewer.add_image(camera, name="another")
     assert "another" in viewer.layers
 
 
-def test_engine_error_is_a_notification(qtbot, viewer_widget):
+def test_engine_error_is_a_notification(viewer_widget, gui):
     viewer, widget = viewer_widget
     image = viewer.add_image(np.full((32, 32), 5.0, np.float32), name="flat")
-    configure(widget, image)
-    start = len(notification_manager.records)
+    gui.configure(widget, image)
+    start = gui.n_records()
     assert widget.run() is not None  # the engine rejects it inside the worker
-    wait_done(qtbot, widget)
-    errors = new_records(start, NotificationSeverity.ERROR)
+    gui.wait_done(widget)
+    errors = gui.records_since(start, NotificationSeverity.ERROR)
     assert errors and "constant" in str(errors[-1].message)
-    assert dip_layers(viewer) == []  # the placeholder output was removed
+    assert gui.dip_layers(viewer) == []  # the placeholder output was removed
     assert widget.run_button.text == "Run"
 
 
-def test_rgb_is_restored_as_colour(qtbot, viewer_widget):
+def test_rgb_is_restored_as_colour(viewer_widget, gui):
     viewer, widget = viewer_widget
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
     image = viewer.add_image(rgb, name="rgb")
     assert image.rgb
-    configure(widget, image)
+    gui.configure(widget, image)
     assert widget.channel_axis.choices == (None,)
     assert widget.run() is not None
-    wait_done(qtbot, widget)
+    gui.wait_done(widget)
     out = viewer.layers["rgb" + SUFFIX]
     assert out.rgb and out.data.shape == (40, 40, 3) and out.data.dtype == np.uint8
     assert len(out.metadata["napari_dip"]["planes"]) == 1  # one joint colour fit
 
 
-def test_channel_axis_per_channel(qtbot, viewer_widget):
+def test_channel_axis_per_channel(viewer_widget, gui):
     viewer, widget = viewer_widget
     rng = np.random.default_rng(2)
     data = rng.normal(100, 10, (3, 32, 32)).astype(np.float32)
     image = viewer.add_image(data, name="cyx", scale=(1, 0.3, 0.3))
-    configure(widget, image, channels="separate", max_iters=10)
+    gui.configure(widget, image, channels="separate", max_iters=10)
     widget.channel_axis.value = 0
     assert widget.run() is not None
-    wait_done(qtbot, widget)
+    gui.wait_done(widget)
     out = viewer.layers["cyx" + SUFFIX]
     assert out.data.shape == (3, 32, 32) and out.data.dtype == np.float32
     np.testing.assert_allclose(out.scale, image.scale)
@@ -263,15 +216,15 @@ def test_channel_axis_per_channel(qtbot, viewer_widget):
     assert np.array_equal(image.data, data)
 
 
-def test_channel_layers_restored_jointly(qtbot, viewer_widget):
+def test_channel_layers_restored_jointly(viewer_widget, gui):
     viewer, widget = viewer_widget
     rng = np.random.default_rng(3)
     data = rng.normal(100, 10, (2, 32, 32)).astype(np.float32)
     first, second = viewer.add_image(data, channel_axis=0, name=["ch0", "ch1"])
-    configure(widget, first, channels="joint", max_iters=10)
+    gui.configure(widget, first, channels="joint", max_iters=10)
     widget.channel_layers.value = [second]
     assert widget.run() is not None
-    wait_done(qtbot, widget)
+    gui.wait_done(widget)
     for name in ("ch0", "ch1"):
         out = viewer.layers[name + SUFFIX]
         assert out.data.shape == (32, 32)
@@ -279,17 +232,16 @@ def test_channel_layers_restored_jointly(qtbot, viewer_widget):
     assert viewer.layers["ch1" + SUFFIX].colormap.name == second.colormap.name
 
 
-def test_stack_all_slices(qtbot, viewer_widget):
+def test_stack_all_slices(viewer_widget, gui):
     viewer, widget = viewer_widget
     rng = np.random.default_rng(4)
     stack = rng.normal(0.5, 0.1, (3, 32, 32)).astype(np.float32)
     image = viewer.add_image(stack, name="zyx", scale=(2.0, 0.5, 0.5), axis_labels=("z", "y", "x"))
-    configure(widget, image, slices=ALL, max_iters=15, preview_every=5)
+    gui.configure(widget, image, slices=ALL, max_iters=15, preview_every=5)
+    seen = gui.watch_results(viewer)
     assert widget.run() is not None
+    gui.wait_done(widget)
     out = viewer.layers["zyx" + SUFFIX]
-    seen = []
-    out.events.data.connect(lambda e: seen.append(np.array(out.data, copy=True)))
-    wait_done(qtbot, widget)
     assert out.data.shape == (3, 32, 32)
     np.testing.assert_allclose(out.scale, image.scale)
     record = out.metadata["napari_dip"]
@@ -301,19 +253,19 @@ def test_stack_all_slices(qtbot, viewer_widget):
     assert np.array_equal(image.data, stack)
 
 
-def test_stack_current_slice_with_2d_mask(qtbot, viewer_widget):
+def test_stack_current_slice_with_2d_mask(viewer_widget, gui):
     viewer, widget = viewer_widget
     rng = np.random.default_rng(5)
     stack = (rng.random((3, 32, 32)) * 200).astype(np.uint8)
     mask = np.zeros((32, 32), np.uint8)
     mask[10:14, 10:20] = 1  # a 2-D mask shared by every slice
-    image = viewer.add_image(stack, name="zyx")
+    image = viewer.add_image(stack, name="zyx", axis_labels=("z", "y", "x"))
     labels = viewer.add_labels(mask, name="m")
     viewer.dims.set_current_step(0, 1)
-    configure(widget, image, task="inpaint", slices=CURRENT, max_iters=10)
+    gui.configure(widget, image, task="inpaint", slices=CURRENT, max_iters=10)
     widget.mask.value = labels
     assert widget.run() is not None
-    wait_done(qtbot, widget)
+    gui.wait_done(widget)
     out = viewer.layers["zyx" + SUFFIX].data
     assert out.shape == stack.shape
     assert np.array_equal(out[0], stack[0]) and np.array_equal(out[2], stack[2])
@@ -322,14 +274,14 @@ def test_stack_current_slice_with_2d_mask(qtbot, viewer_widget):
     assert meta["slices_done"] == [1] and meta["widget"]["slice_index"] == [1]
 
 
-def test_super_resolution_scales_pixel_size(qtbot, viewer_widget, camera):
+def test_super_resolution_scales_pixel_size(viewer_widget, camera, gui):
     viewer, widget = viewer_widget
     small = camera[::2, ::2].copy()  # 24 x 24
     image = viewer.add_image(small, name="lowres", scale=(1.0, 1.0), translate=(5.0, 5.0))
-    configure(widget, image, task="sr", max_iters=10, preview_every=5, keep_snapshots=True)
+    gui.configure(widget, image, task="sr", max_iters=10, preview_every=5, keep_snapshots=True)
     widget.factor.value = 2
     assert widget.run() is not None
-    wait_done(qtbot, widget)
+    gui.wait_done(widget)
     out = viewer.layers["lowres" + SUFFIX]
     assert out.data.shape == (48, 48)
     np.testing.assert_allclose(out.scale, (0.5, 0.5))
@@ -339,7 +291,7 @@ def test_super_resolution_scales_pixel_size(qtbot, viewer_widget, camera):
     assert all(s.data.shape == (48, 48) and not s.visible for s in snapshots)
 
 
-def test_compare_side_by_side_with_metrics(qtbot, viewer_widget, camera):
+def test_compare_side_by_side_with_metrics(viewer_widget, camera, gui):
     viewer, widget = viewer_widget
     rng = np.random.default_rng(6)
     truth = camera.astype(np.float32)
@@ -347,10 +299,10 @@ def test_compare_side_by_side_with_metrics(qtbot, viewer_widget, camera):
     viewer.add_image(np.zeros((8, 8), np.float32), name="unrelated")
     ref = viewer.add_image(truth, name="truth")
     image = viewer.add_image(noisy, name="noisy")
-    configure(widget, image, max_iters=20)
+    gui.configure(widget, image, max_iters=20)
     widget.reference.value = ref
     assert widget.run() is not None
-    wait_done(qtbot, widget)
+    gui.wait_done(widget)
     assert "PSNR" in widget.metrics.value
     widget.compare_button.native.click()
     assert viewer.canvas.grid.enabled
@@ -369,16 +321,17 @@ def test_compare_side_by_side_with_metrics(qtbot, viewer_widget, camera):
 
 
 def test_menus_come_from_the_shared_choices(viewer_widget):
-    from napari_dip.choices import CHANNELS, PRESET, SR_FACTOR, TASK
+    from napari_dip.choices import CHANNELS, PRESET, SR_FACTOR, STOPPING, TASK
 
     _, widget = viewer_widget
     assert tuple(widget.task.choices) == TASK.values
     assert tuple(widget.factor.choices) == SR_FACTOR.values
     assert tuple(widget.preset.choices) == PRESET.values
     assert tuple(widget.channels.choices) == CHANNELS.values
+    assert tuple(widget.stopping.choices) == (None, *STOPPING.values)  # None: the task's own
 
 
-def test_stack_keeps_finished_slices_when_one_fails(qtbot, viewer_widget):
+def test_stack_keeps_finished_slices_when_one_fails(viewer_widget, gui):
     viewer, widget = viewer_widget
     rng = np.random.default_rng(11)
     stack = (rng.random((3, 32, 32)) * 200 + 20).astype(np.uint8)
@@ -386,20 +339,22 @@ def test_stack_keeps_finished_slices_when_one_fails(qtbot, viewer_widget):
     masks = np.zeros((3, 32, 32), np.uint8)
     masks[:, 4:8, 4:28] = 1
     masks[2] = 1  # nothing known in slice 2: that slice fails
-    image = viewer.add_image(stack, name="zyx")
+    image = viewer.add_image(stack, name="zyx", axis_labels=("z", "y", "x"))
     labels = viewer.add_labels(masks, name="m")
-    configure(widget, image, task="inpaint", slices=ALL, max_iters=5)
+    gui.configure(widget, image, task="inpaint", slices=ALL, max_iters=5)
     widget.mask.value = labels
-    start = len(notification_manager.records)
+    start = gui.n_records()
     assert widget.run() is not None
-    wait_done(qtbot, widget)
-    out = viewer.layers["zyx" + SUFFIX]
+    gui.wait_done(widget)
+    (out,) = widget.result_layers
     np.testing.assert_array_equal(out.data[0], stack[0])
     np.testing.assert_array_equal(out.data[2], stack[2])
     assert not np.array_equal(out.data[1], stack[1])  # the finished slice is kept
-    warnings = new_records(start, NotificationSeverity.WARNING)
-    assert any("slice 2" in str(w.message) and "every pixel" in str(w.message)
+    warnings = gui.records_since(start, NotificationSeverity.WARNING)
+    assert any("slice z=2" in str(w.message) and "every pixel" in str(w.message)
                for w in warnings)
     record = out.metadata["napari_dip"]
     assert record["slices_done"] == [1] and record["slices"][0]["skipped"] == "constant"
+    assert record["outcome"]["state"] == "partial" and out.name.endswith("(1 of 2 slices "
+                                                                         "restored)")
     assert "passed through (constant)" in widget.status.value

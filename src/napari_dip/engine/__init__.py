@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "cost": ("RunEstimate", "estimate_run"),
     "devices": ("DIPMemoryError", "available_devices", "estimate_memory", "resolve_device"),
     "generators": ("LIGHT_SKIP", "PAPER_SKIP", "GeneratorSpec", "build_generator", "hourglass"),
     "operators": ("Downsample", "Identity", "Mask", "Operator"),

@@ -1,0 +1,85 @@
+"""The estimate of a run's memory and time, made before it starts (engine/cost.py)."""
+
+import math
+
+import pytest
+
+from napari_dip.engine import cost
+from napari_dip.engine.devices import estimate_memory
+from napari_dip.engine.generators import padded_size
+from napari_dip.engine.presets import make_config
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    cost.clear_cache()
+    yield
+    cost.clear_cache()
+
+
+def test_memory_is_the_networks_estimate_at_the_output_size():
+    est = cost.estimate_run(20, 30, "sr", preset="light", device="cpu", factor=2, measure=False)
+    spec = make_config("sr", "light", 2).net
+    assert est.memory_bytes == estimate_memory(40, 60, spec)
+    assert est.seconds_per_iteration is None and est.max_seconds is None
+    assert est.preset == "light" and est.device == "cpu"
+
+
+def test_time_per_iteration_is_measured_once_per_size(monkeypatch):
+    calls = []
+    measure = cost._measure
+    monkeypatch.setattr(cost, "_measure", lambda *a: calls.append(a) or measure(*a))
+    first = cost.estimate_run(40, 40, preset="light", device="cpu", fits=3)
+    again = cost.estimate_run(40, 40, preset="light", device="cpu", fits=3, max_iters=50)
+    assert len(calls) == 1  # the second estimate is served from the cache
+    assert math.isfinite(first.seconds_per_iteration) and first.seconds_per_iteration > 0
+    assert again.seconds_per_iteration == first.seconds_per_iteration
+    assert first.measured_on == (40, 40)
+    assert again.max_seconds == pytest.approx(again.seconds_per_iteration * 50 * 3)
+    cost.estimate_run(40, 44, preset="light", device="cpu")  # the network pads both to 64
+    assert len(calls) == 1
+    cost.estimate_run(40, 100, preset="light", device="cpu")  # another size: measured
+    assert len(calls) == 2
+
+
+def test_large_images_are_measured_on_a_crop_and_scaled(monkeypatch):
+    sizes = []
+    monkeypatch.setattr(cost, "_measure", lambda h, w, *a: sizes.append((h, w)) or 0.01)
+    est = cost.estimate_run(1024, 2048, preset="light", device="cpu")
+    (h, w), = sizes
+    assert h * w <= cost.MEASURE_PIXELS and w == pytest.approx(2 * h, abs=1)
+    assert est.measured_on == (h, w)
+    # scaled by the pixels the network computes (it pads each side to a multiple of 2**depth)
+    pad = [padded_size(n, make_config("denoise", "light").net.depth) for n in (h, w)]
+    assert est.seconds_per_iteration == pytest.approx(0.01 * 1024 * 2048 / (pad[0] * pad[1]))
+
+
+def test_description_is_honest_about_the_number_of_iterations(monkeypatch):
+    monkeypatch.setattr(cost, "_measure", lambda *a: 0.05)
+    cap = make_config("denoise", "light").max_iters
+    auto = cost.estimate_run(64, 64, preset="light", device="cpu").describe()
+    assert "automatic stop" in auto and f"at most {cap}" in auto and "s/iteration" in auto
+    fixed = cost.estimate_run(64, 64, preset="light", device="cpu", stopping="none",
+                              max_iters=200, fits=2).describe()
+    assert "runs 200 iterations per fit, 2 fits" in fixed and "≈ 20 s" in fixed
+
+
+def test_formatting_for_people():
+    from napari_dip.formatting import format_bytes, format_duration
+
+    assert format_duration(4.25) == "4.2 s" and format_duration(185) == "3 min 05 s"
+    assert format_duration(3725) == "1 h 02 min" and format_bytes(2.5e6) == "2.5 MB"
+
+
+def test_a_plane_too_big_for_the_device_is_estimated_in_tiles(monkeypatch):
+    from napari_dip.engine import devices, tiles
+
+    monkeypatch.setattr(cost, "_measure", lambda *a: 0.01)
+    monkeypatch.setattr(devices, "device_memory", lambda device: 2 * 10**9)  # a small device
+    est = cost.estimate_run(4096, 4096, preset="light", device="cpu", fits=2, measure=False)
+    spec = make_config("denoise", "light").net
+    assert est.tile == tiles.tile_size_for(4096, 4096, spec, "cpu") and est.tile < 4096
+    n = len(tiles.plan_tiles((4096, 4096), est.tile, tiles.default_overlap(spec, est.tile)))
+    assert est.tiles == n > 1 and est.fits == 2 * n
+    assert est.memory_bytes == estimate_memory(est.tile, est.tile, spec)
+    assert f"{n} tiles of {est.tile} px" in est.describe()
