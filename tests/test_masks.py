@@ -38,3 +38,19 @@ def test_a_large_hole_is_a_region():
 def test_line_fraction_of_a_random_mask():
     fill = np.random.default_rng(1).random((200, 200)) < 0.5
     assert line_fraction(fill) == pytest.approx(1 - 0.75**2, abs=0.02)
+
+
+def test_the_inpainting_setting_follows_the_mask(load):
+    from napari_dip.engine import restore
+
+    gt = load("kate_64.png")
+    rng = np.random.default_rng(0)
+    scattered = rng.random(gt.shape[:2]) < 0.5
+    rec = restore(gt, "inpaint", mask=scattered, max_iters=2, preset="light", seed=0).record
+    assert rec["operator"]["mask_kind"] == "scattered"
+    assert rec["config"]["net"]["upsample"] == "nearest" and rec["config"]["lr"] == 0.01
+    hole = np.zeros(gt.shape[:2], bool)
+    hole[16:48, 16:48] = True
+    rec = restore(gt, "inpaint", mask=hole, max_iters=2, preset="light", seed=0).record
+    assert rec["operator"]["mask_kind"] == "regions"
+    assert rec["config"]["input_kind"] == "meshgrid" and set(rec["config"]["net"]["skip"]) == {0}

@@ -21,6 +21,7 @@ from .devices import (
 )
 from .fit import fit
 from .intensity import IntensityMap
+from .masks import classify_mask
 from .operators import Downsample, Identity, Mask, Operator
 from .presets import FitConfig, make_config
 from .stopping import combine_stop_reasons
@@ -214,6 +215,7 @@ class _Job:
     reference: torch.Tensor | None  # (C, Y', X') in [0, 1]
     net_input: torch.Tensor | None
     threads: int | None  # CPU threads asked for (None: chosen from the machine's load)
+    mask_kind: str | None = None  # inpainting: scattered, strokes or regions (picks the setting)
 
     @property
     def groups(self) -> list[list[int]]:
@@ -252,8 +254,10 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
 
     dev = resolve_device(device)
     preset = resolve_preset(preset, dev.type)
-    config = make_config(task, preset, factor if task == "sr" else None, **settings)
     known = operator.known[0, 0].numpy() > 0 if isinstance(operator, Mask) else None
+    mask_kind = classify_mask(~known) if known is not None else None
+    config = make_config(task, preset, factor if task == "sr" else None, mask_kind=mask_kind,
+                         **settings)
     norm = normalisation or IntensityMap.fit(cyx, joint=layout.kind == "channels_last",
                                              known=known)
     out_hw = operator.output_size(spatial)
@@ -283,7 +287,7 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
         known=known, composite=bool(composite) and known is not None, device=dev,
         preset=preset, config=config, seed=draw_seed() if seed is None else seed,
         channels=channels, norm=norm, observation=torch.from_numpy(norm.forward(cyx))[None],
-        reference=ref, net_input=z_in, threads=threads,
+        reference=ref, net_input=z_in, threads=threads, mask_kind=mask_kind,
     )
 
 
@@ -394,7 +398,8 @@ def _record(job: _Job, fits: _Fits) -> dict:
         "composite": job.composite if job.known is not None else None,
         "input_shape": list(job.input_shape),
         "input_dtype": job.input_dtype,
-        "operator": job.operator.describe(),
+        "operator": {**job.operator.describe(),
+                     **({"mask_kind": job.mask_kind} if job.mask_kind else {})},
         "config": job.config.to_dict(),
         "normalisation": {**job.norm.to_dict(),
                           "clipped_fraction": job.norm.clipped_fraction(job.cyx, job.known)},
