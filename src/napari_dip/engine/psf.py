@@ -119,8 +119,11 @@ def prepare_psf(psf, name: str = "PSF") -> PSF:
     big = np.zeros(size)
     offset = [h - int(round(c)) for h, c in zip(half, com)]
     big[tuple(slice(o, o + n) for o, n in zip(offset, a.shape))] = a
-    residual = [h - (c + o) for h, c, o in zip(half, com, offset)]
-    if any(abs(r) > 1e-6 for r in residual):
+    centre = np.asarray(half, float)
+    for _ in range(4):  # linear interpolation spreads mass at the edges: repeat until centred
+        residual = centre - np.asarray(ndimage.center_of_mass(big))
+        if np.abs(residual).max() < 0.01:
+            break
         big = np.clip(ndimage.shift(big, residual, order=1, mode="constant"), 0, None)
     if big.ndim == 3 and big.shape[0] == 1:
         big = big[0]

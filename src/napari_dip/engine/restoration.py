@@ -143,6 +143,7 @@ def restore_iter(
     guide: np.ndarray | None = None,
     guide_name: str = "guide",
     psf_name: str = "PSF",
+    warm_states: dict | None = None,
     **overrides,
 ) -> Iterator[Progress | Result]:
     """Restore ``image`` with Deep Image Prior, yielding progress and finally the result.
@@ -187,6 +188,9 @@ def restore_iter(
         [0, 1]) as the network's input instead of noise: guided restoration (the paper's
         flash/no-flash). Input jitter is off by default then, as in the paper.
     guide_name, psf_name : how error messages refer to the guide and the PSF.
+    warm_states : for warm-started stacks, {channel group: network weights}; each group's fit
+        starts from the weights given (a cold start where there are none) and leaves its final
+        weights there for the next slice.
     **overrides : any other :class:`~napari_dip.engine.presets.FitConfig` field (lr, jitter, ...).
     """
     if task == "denoise" and (psf is not None or psf_sigma is not None):
@@ -221,6 +225,7 @@ def restore_iter(
             channels=channels, composite=composite, mask_name=mask_name, threads=threads,
             **microscopy, **settings,
         ))
+    job.warm_states = warm_states
     fits = yield from _fit_groups(job, as_cancel_check(cancel))
     yield Result(job.output(fits.image, as_float=as_float), _record(job, fits), fits.history)
 
@@ -253,6 +258,7 @@ class _Job:
     net_input: torch.Tensor | None
     threads: int | None  # CPU threads asked for (None: chosen from the machine's load)
     guide: dict | None = None  # how the guide was used, for the record
+    warm_states: dict | None = None  # {group: weights} carried from slice to slice
 
     @property
     def groups(self) -> list[list[int]]:
@@ -394,7 +400,7 @@ class _Fits:
 
 
 #: FitOutcome fields that are not part of a plane's record (tensors, or recorded elsewhere).
-_NOT_RECORDED = ("image", "history", "seed", "parameters")
+_NOT_RECORDED = ("image", "history", "seed", "parameters", "state")
 
 
 def _plane_record(group: list[int], outcome) -> dict:
@@ -439,6 +445,8 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
             seed=job.seed,
             cancel=check, reference=None if job.reference is None else job.reference[group],
             net_input=job.net_input,
+            initial_state=None if job.warm_states is None else job.warm_states.get(gi),
+            return_state=job.warm_states is not None,
         )
         next_preview = config.preview_every
         try:
@@ -469,6 +477,9 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
         fits.image[group] = outcome.image
         fits.history.append(outcome.history)
         fits.planes.append(_plane_record(group, outcome))
+        if job.warm_states is not None:
+            fits.planes[-1]["warm_start"] = gi in job.warm_states
+            job.warm_states[gi] = outcome.state
         fits.parameters = outcome.parameters
         if outcome.stop_reason == "user":
             break

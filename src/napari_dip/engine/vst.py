@@ -36,6 +36,16 @@ _NORMAL_FROM = 400.0
 _HERMITE = np.polynomial.hermite_e.hermegauss(24)
 
 
+def _sqrt(u, floor: float, xp=np):
+    """sqrt(u), continued below ``floor`` by its tangent: smooth, monotone and with a bounded
+    slope where the model's variance would reach zero (below the black level)."""
+    if xp is np:
+        r = np.sqrt(floor)
+        return np.where(u >= floor, np.sqrt(np.maximum(u, floor)), r + (u - floor) / (2 * r))
+    r = floor.sqrt()
+    return xp.where(u >= floor, u.clamp(min=floor).sqrt(), r + (u - floor) / (2 * r))
+
+
 @dataclass(frozen=True)
 class _Channel:
     """The GAT of one channel, with ``var = gain * I + offset`` in normalised intensity units."""
@@ -56,7 +66,7 @@ class _Channel:
     def raw(self, z: np.ndarray) -> np.ndarray:
         """f(z) in units of the stabilised noise's standard deviation."""
         a = self.gain
-        return 2.0 / a * np.sqrt(np.maximum(a * z + 0.375 * a * a + self.offset, 0.0))
+        return 2.0 / a * _sqrt(a * z + 0.375 * a * a + self.offset, 0.375 * a * a)
 
     def _expected(self, lam: np.ndarray) -> np.ndarray:
         """E[f(z)] for Poisson means ``lam`` (photons), in stabilised units."""
@@ -67,7 +77,7 @@ class _Channel:
         for i, m in enumerate(lam):
             if m >= _NORMAL_FROM:
                 t = m + np.sqrt(m + s2) * nodes
-                out[i] = np.sum(weights * 2 * np.sqrt(np.maximum(t + 0.375 + s2, 0)))
+                out[i] = np.sum(weights * 2 * _sqrt(t + 0.375 + s2, 0.375))
                 continue
             lo = max(int(m - 12 * np.sqrt(m) - 12), 0)
             k = np.arange(lo, int(m + 12 * np.sqrt(m) + 25))
@@ -75,7 +85,7 @@ class _Channel:
 
             pk = poisson.pmf(k, m)
             t = k[:, None] + np.sqrt(s2) * nodes[None, :]
-            g = 2 * np.sqrt(np.maximum(t + 0.375 + s2, 0)) @ weights
+            g = 2 * _sqrt(t + 0.375 + s2, 0.375) @ weights
             out[i] = np.sum(pk * g)
         return out
 
@@ -158,8 +168,7 @@ class Anscombe:
         b = torch.tensor(self.offset, dtype=x.dtype, device=x.device).reshape(shape)
         lo, hi = (torch.tensor(v, dtype=x.dtype, device=x.device).reshape(shape)
                   for v in self._ends())
-        # The floor keeps the gradient finite where the model's variance would reach zero.
-        f = 2 / a * torch.sqrt(torch.clamp(a * x + 0.375 * a * a + b, min=1e-12))
+        f = 2 / a * _sqrt(a * x + 0.375 * a * a + b, 0.375 * a * a, torch)
         return (f - lo) / (hi - lo)
 
     def unbiased_inverse(self, cyx: np.ndarray) -> np.ndarray:
