@@ -129,7 +129,7 @@ def run_restore(args: argparse.Namespace) -> int:
         mask = layout.fold_mask(mask, f"mask {args.mask!r}", f"input {args.input!r}")
 
     if args.dry_run:
-        print(_plan_summary(args, planes, layout))
+        print(_plan_summary(args, planes, layout, task))
         return 0
     from .engine import restore, restore_stack
 
@@ -244,7 +244,7 @@ def _cpu_seconds(record: dict) -> float:
     return sum(p.get("cpu_seconds", 0.0) for e in entries for p in e.get("planes", []))
 
 
-def _plan_summary(args: argparse.Namespace, planes, layout) -> str:
+def _plan_summary(args: argparse.Namespace, planes, layout, task: str) -> str:
     """What a run would do and the memory one fit step needs (``--dry-run``)."""
     from .choices import resolve_preset
     from .engine.devices import choose_threads, estimate_memory, resolve_device
@@ -253,19 +253,19 @@ def _plan_summary(args: argparse.Namespace, planes, layout) -> str:
 
     device = resolve_device(args.device)
     preset = resolve_preset(args.preset, device.type)
-    config = make_config(args.task, preset, args.factor if args.task == "sr" else None,
+    config = make_config(task, preset, args.factor if task == "sr" else None,
                          max_iters=args.max_iters, stopping=args.stopping)
     plane = planes[0] if layout.is_stack else planes
     h, w = plane.shape[layout.folded_yx_axes(plane.ndim)[0]], \
         plane.shape[layout.folded_yx_axes(plane.ndim)[1]]
-    if args.task == "sr":
+    if task == "sr":
         h, w = h * args.factor, w * args.factor
     n = planes.shape[0] if layout.is_stack else 1
     memory = estimate_memory(h, w, config.net)
     params = count_parameters(build_generator(config.net, config.input_channels, 1))
     threads = args.threads or choose_threads() if device.type == "cpu" else None
     return "\n".join([
-        f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({args.task})",
+        f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({task})",
         f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
         f"{config.stopping!r}, at most {config.max_iters} iterations per plane",
         f"device {device}" + (f", {threads} thread(s)" if threads else ""),

@@ -105,6 +105,7 @@ def restore_volume_iter(
         p = psf if isinstance(psf, PSF) else make_psf(psf, psf_sigma, 3, psf_name)
         operator = Blur(p.kernel, p.to_dict())
     fit_operator = operator if anscombe is None else Stabilised(operator, anscombe)
+    noise_variance *= operator.stop_factor
 
     dev = resolve_device(device)
     preset = resolve_preset(preset, dev.type)
