@@ -97,9 +97,10 @@ def test_stack_modes_from_the_command_line(tmp_path, cli, load):
     tifffile.imwrite(src, stack, imagej=True, resolution=(4.0, 4.0),
                      metadata={"axes": "ZYX", "unit": "um", "spacing": 1.0})
     out = tmp_path / "warm.tif"
-    assert cli("restore", src, out, "--max-iters", "3") == 0
-    mode = _record(out)["stack_mode"]
-    assert mode["mode"] == "warm" and mode["requested"] is None  # alike neighbours
+    assert cli("restore", src, out, "--stack-mode", "warm", "--max-iters", "3") == 0
+    rec = _record(out)
+    assert rec["stack_mode"]["mode"] == "warm"
+    assert [p["warm_start"] for e in rec["slices"] for p in e["planes"]] == [False, True, True]
     out3 = tmp_path / "vol.tif"
     assert cli("restore", src, out3, "--stack-mode", "3d", "--max-iters", "2") == 0
     rec = _record(out3)
@@ -109,6 +110,14 @@ def test_stack_modes_from_the_command_line(tmp_path, cli, load):
     assert rec["config"]["net"]["z_strides"][:2] == [1, 1]
     back = tifffile.imread(out3)
     assert back.shape == stack.shape and back.dtype == stack.dtype
+
+
+def test_whole_stack_modes_refuse_unit_by_unit_options(tmp_path, cli, capsys, load):
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, load("nuclei3d_3x40x40_uint16.tif"), metadata={"axes": "ZYX"})
+    assert cli("restore", src, tmp_path / "o.tif", "--stack-mode", "warm", "--tile", "32",
+               "--max-iters", "1") == 2
+    assert "cannot be combined with several inputs, --tile" in capsys.readouterr().err
 
 
 def test_3d_needs_a_single_stack_axis(tmp_path, cli, capsys):

@@ -77,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(e.g. a cleaner channel or a flash photo): the network's input instead of "
                    "noise")
     r.add_argument("--stack-mode", choices=STACK_MODE.values, default=None,
-                   help=f"stacks: {STACK_MODE.describe()} (default: chosen from the stack: warm "
-                   "when neighbouring slices are alike, else slices)")
+                   help=f"stacks: {STACK_MODE.describe()} (default: a stack restored in memory "
+                   "is warm-started when neighbouring slices are alike, else done slice by slice; "
+                   "stacks read lazily, tiled or sent to workers go slice by slice)")
     r.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX or YXS; overrides the "
                    "file's (letters other than Y, X, C and S are stacked and done slice by slice)")
     r.add_argument("--threads", type=int, help="CPU threads (default: the cores other processes "
@@ -129,7 +130,7 @@ def run_restore(args: argparse.Namespace) -> int:
         mask = layout.fold_mask(mask, f"mask {args.mask!r}", f"input {args.input!r}")
 
     if args.dry_run:
-        print(_plan_summary(args, planes, layout, task))
+        print(_plan_summary(args, planes, layout, options["task"]))
         return 0
     from .engine import restore, restore_stack
 
