@@ -204,10 +204,8 @@ def needs_whole_stack(args: argparse.Namespace) -> bool:
     return True
 
 
-def _psf_options(args: argparse.Namespace) -> tuple[str, dict]:
-    """The task and the PSF keywords: a PSF (file or sigmas) makes the task a deconvolution."""
-    from .engine.psf import parse_sigma
-
+def resolve_task(args: argparse.Namespace) -> str:
+    """The task: a PSF (file or sigmas) makes 'denoise' a deconvolution."""
     has_psf = bool(args.psf or args.psf_sigma)
     if args.psf and args.psf_sigma:
         raise ValueError("give either --psf or --psf-sigma, not both")
@@ -216,12 +214,20 @@ def _psf_options(args: argparse.Namespace) -> tuple[str, dict]:
     if has_psf and args.task not in ("denoise", "deconvolve"):
         raise ValueError(f"--psf and --psf-sigma make the task a deconvolution; they cannot be "
                          f"combined with --task {args.task}")
-    if not has_psf:
-        return args.task, {}
+    return "deconvolve" if has_psf else args.task
+
+
+def _psf_options(args: argparse.Namespace) -> tuple[str, dict]:
+    """The task and the PSF keywords."""
+    from .engine.psf import parse_sigma
+
+    task = resolve_task(args)
     if args.psf:
-        return "deconvolve", {"psf": read_image(args.psf, role="PSF").data,
-                              "psf_name": f"PSF {args.psf!r}"}
-    return "deconvolve", {"psf_sigma": parse_sigma(args.psf_sigma)}
+        return task, {"psf": read_image(args.psf, role="PSF").data,
+                      "psf_name": f"PSF {args.psf!r}"}
+    if args.psf_sigma:
+        return task, {"psf_sigma": parse_sigma(args.psf_sigma)}
+    return task, {}
 
 
 def _read_guide(args: argparse.Namespace, layout):
@@ -332,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     from ._batch_cli import run_units, wants_units
 
     try:
+        args.task = resolve_task(args)  # every path, and its record, sees the real task
         if not needs_whole_stack(args) and wants_units(args):
             return run_units(args)
         args.input = args.input[0]
