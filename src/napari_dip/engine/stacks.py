@@ -261,6 +261,8 @@ def _restore_3d(stack, task, mode, *, mask, slices, layout, factor, seed, cancel
     if mask is not None or guide is not None or slices is not None:
         raise ValueError("stack mode '3d' restores the whole stack and takes no mask, guide or "
                          "slice selection; use stack mode 'slices' or 'warm'")
+    if kwargs.pop("tile", None) not in (None, False):
+        raise ValueError("stack mode '3d' fits the whole volume at once; it cannot be tiled")
     for key in ("normalisation", "net_input", "composite", "mask_name", "guide_name",
                 "warm_states"):
         kwargs.pop(key, None)

@@ -57,6 +57,7 @@ def restore_volume_iter(
     reference: np.ndarray | None = None,
     name: str = "image",
     threads: int | None = None,
+    as_float: bool = False,
     max_iters: int | None = None,
     stopping: str | None = None,
     patience: int | None = None,
@@ -67,8 +68,8 @@ def restore_volume_iter(
     one 3-D network; yields progress, then one Result (image in the input's dtype and shape).
 
     ``voxel_size`` (Z, Y, X) in any one unit shapes the network (None: isotropic). ``psf`` may be
-    3-D (used whole) or 2-D (no blur along Z). Other keywords as for
-    :func:`~.restoration.restore_iter`.
+    3-D (used whole) or 2-D (no blur along Z). ``as_float`` returns float32 in the input's units.
+    Other keywords as for :func:`~.restoration.restore_iter`.
     """
     stack = np.asarray(stack)
     arrays.check_dtype(stack, name)
@@ -205,4 +206,4 @@ def restore_volume_iter(
         "planes": planes,
         "torch": torch.__version__,
     }
-    yield Result(output(estimate), record, history)
+    yield Result(output(estimate, as_float=as_float), record, history)
