@@ -88,7 +88,7 @@ def _support(a: np.ndarray, keep: float) -> tuple[slice, ...]:
     total = a.sum()
     limit = [max(int(np.ceil(max(c, n - 1 - c))), 0) for c, n in zip(com, a.shape)]
     best = None
-    for r in range(0, max(limit) + 1):
+    for r in range(max(limit) + 1):
         box = tuple(slice(max(int(round(c)) - min(r, lim), 0), int(round(c)) + min(r, lim) + 1)
                     for c, lim in zip(com, limit))
         best = box

@@ -23,8 +23,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from . import arrays, axes
 from ..choices import STACK_MODE
+from . import arrays, axes
 from .intensity import IntensityMap
 from .restoration import (
     Progress, Result, as_cancel_check, drain, draw_seed, overall_stop_reason,
