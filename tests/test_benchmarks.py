@@ -241,3 +241,41 @@ def test_metrics_reproduce_the_papers_recomputed_figures():
     assert run.score(baby, baby.published["DIP (paper)"])["psnr"] == pytest.approx(31.49, abs=0.05)
     (house,) = datasets.inpaint_cases(datasets.DEFAULT_DATA, None, ["house"])
     assert run.score(house, house.published["DIP (paper)"])["psnr"] == pytest.approx(39.00, abs=0.01)
+
+
+def test_microscopy_suite_pipeline_on_tiny_images(one_thread):
+    from benchmarks import microscopy
+
+    fluo = _cases()[3]
+    fluo = Case("fluo", "scene", fluo.observed, fluo.truth, 255.0, reference=fluo.reference,
+                note="affine")
+    grey = _scene(48).mean(-1)
+    rng = np.random.default_rng(1)
+    stack = np.clip(np.stack([np.roll(grey, k, 1) for k in range(3)]) * 255, 0, 255)
+    rgb = np.rint(_scene(48) * 255).astype(np.uint8)
+    noflash = np.clip(0.4 * rgb + rng.normal(0, 12, rgb.shape), 0, 255).astype(np.uint8)
+    results = {
+        "parts": ["noise", "deconv", "stacks", "guide"], "started": "2026-01-01T00:00:00",
+        "machine": {"cpu": "test", "logical_cpus": 1, "torch": "x", "torch_threads": 1},
+        "wall_seconds": 1.0, "json": "x.json",
+        "noise": microscopy.noise_part([fluo], max_iters=3, log=lambda m: None),
+        "deconv": microscopy.deconv_part({"scene": grey}, max_iters=3, log=lambda m: None),
+        "stacks": microscopy.stacks_part(stack.astype(np.uint8), max_iters=3, log=lambda m: None),
+        "guide": {"flash": microscopy.flash_part(noflash, rgb, max_iters=3, log=lambda m: None)},
+    }
+    row = results["noise"][0]
+    assert row["DIP gaussian"]["model"] == "gaussian"
+    assert row["DIP auto"]["model"] in ("gaussian", "poisson-gaussian")
+    d = results["deconv"][0]
+    assert d["RL oracle"]["best_iterations"] in microscopy.RL_ITERATIONS
+    assert d["RL oracle"]["psnr"] > d["input"]  # RL at its best count does deblur
+    st = results["stacks"]
+    assert st["warm"]["iterations_per_slice"] == [3, 3, 3] and st["3d"]["iterations"] == 3
+    assert st["slices"]["cpu_s"] > 0
+    md = microscopy.report(results)
+    for title in ("Poisson-Gaussian noise model", "Deconvolution: Gaussian blur", "Stacks:",
+                  "Guided restoration"):
+        assert title in md
+    # FWHM of a known Gaussian profile
+    t = np.arange(41) - 20.0
+    assert microscopy._fwhm(np.exp(-0.5 * (t / 3) ** 2)) == pytest.approx(2.3548 * 3, rel=0.02)

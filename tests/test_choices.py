@@ -3,19 +3,24 @@
 import numpy as np
 import pytest
 
-from napari_dip.choices import CHANNELS, PRESET, SR_FACTOR, STOPPING, TASK, resolve_preset
+from napari_dip.choices import (
+    CHANNELS, NOISE_MODEL, PRESET, SR_FACTOR, STACK_MODE, STOPPING, TASK, resolve_preset,
+)
 
 
 def test_each_option_checks_its_values_and_names_the_valid_ones():
     assert TASK.check("inpaint") == "inpaint"
     assert SR_FACTOR.check(np.int64(3)) == 3 and type(SR_FACTOR.check(np.int64(3))) is int
     for option, bad, message in [
-        (TASK, "deblur", "unknown task 'deblur': choose one of denoise, jpeg, inpaint, sr"),
+        (TASK, "deblur", "unknown task 'deblur': choose one of denoise, jpeg, inpaint, sr, deconvolve"),
         (PRESET, "huge", "unknown preset 'huge': choose one of auto, paper, light"),
         (STOPPING, "early", "unknown stopping rule 'early'"),
         (SR_FACTOR, 5, "unknown super-resolution factor 5: choose one of 2, 3, 4, 8"),
         (SR_FACTOR, True, "unknown super-resolution factor True"),
         (CHANNELS, "mixed", "unknown channel mode 'mixed': choose one of joint, separate"),
+        (NOISE_MODEL, "poisson",
+         "unknown noise model 'poisson': choose one of auto, gaussian, poisson-gaussian"),
+        (STACK_MODE, "4d", "unknown stack mode '4d': choose one of slices, warm, 3d"),
     ]:
         with pytest.raises(ValueError, match=message):
             option.check(bad)
@@ -24,7 +29,8 @@ def test_each_option_checks_its_values_and_names_the_valid_ones():
 def test_labels_menus_and_defaults():
     assert TASK.menu()[0] == ("denoise", "denoise") and TASK.label("sr") == "super-resolution"
     assert all(option.default in option.values
-               for option in (TASK, PRESET, STOPPING, SR_FACTOR, CHANNELS))
+               for option in (TASK, PRESET, STOPPING, SR_FACTOR, CHANNELS, NOISE_MODEL,
+                              STACK_MODE))
     assert "auto (paper on CUDA, light otherwise)" in PRESET.describe()
 
 

@@ -11,7 +11,7 @@ import sys
 import threading
 
 from ._io import FORMATS_HELP, ImageFile, check_output_path, read_image, write_image
-from .choices import CHANNELS, PRESET, SR_FACTOR, STOPPING, TASK
+from .choices import CHANNELS, NOISE_MODEL, PRESET, SR_FACTOR, STACK_MODE, STOPPING, TASK
 from .engine.axes import from_letters
 
 
@@ -65,6 +65,21 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--channels", choices=CHANNELS.values, default=CHANNELS.default,
                    help="restore channels with one network (joint) or one run each (separate) "
                    "(default: %(default)s)")
+    r.add_argument("--noise-model", choices=NOISE_MODEL.values, default=NOISE_MODEL.default,
+                   help=f"data term: {NOISE_MODEL.describe()}; auto picks Poisson-Gaussian when "
+                   "the noise fitted to the image grows with intensity (default: %(default)s; the "
+                   "choice and the fitted gain and read noise are recorded)")
+    r.add_argument("--psf", metavar="FILE", help="PSF image (2-D or 3-D TIFF/PNG; normalised and "
+                   "re-centred): makes the task a deconvolution (joint denoising and deblurring)")
+    r.add_argument("--psf-sigma", metavar="S[,S,S]", help="Gaussian PSF instead of a file: sigma "
+                   "in pixels, one value or Z,Y,X (also makes the task a deconvolution)")
+    r.add_argument("--guide", metavar="FILE", help="guide image of the output's height and width "
+                   "(e.g. a cleaner channel or a flash photo): the network's input instead of "
+                   "noise")
+    r.add_argument("--stack-mode", choices=STACK_MODE.values, default=None,
+                   help=f"stacks: {STACK_MODE.describe()} (default: a stack restored in memory "
+                   "is warm-started when neighbouring slices are alike, else done slice by slice; "
+                   "stacks read lazily, tiled or sent to workers go slice by slice)")
     r.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX or YXS; overrides the "
                    "file's (letters other than Y, X, C and S are stacked and done slice by slice)")
     r.add_argument("--threads", type=int, help="CPU threads (default: the cores other processes "
@@ -102,7 +117,9 @@ def run_restore(args: argparse.Namespace) -> int:
         mask = read_image(args.mask, role="mask").data
     elif args.task == "inpaint":
         raise ValueError("--task inpaint needs --mask (non-zero pixels = pixels to fill)")
+    options = engine_options(args)  # checks the PSF options before the run
     axes, layout = _layout(src, args.axes, args.input)
+    guide = _read_guide(args, layout) if args.guide else None
     out_shape = list(src.data.shape)
     if args.task == "sr":
         out_shape[layout.y] *= args.factor
@@ -113,14 +130,23 @@ def run_restore(args: argparse.Namespace) -> int:
         mask = layout.fold_mask(mask, f"mask {args.mask!r}", f"input {args.input!r}")
 
     if args.dry_run:
-        print(_plan_summary(args, planes, layout))
+        print(_plan_summary(args, planes, layout, options["task"]))
         return 0
     from .engine import restore, restore_stack
 
     cancel = threading.Event()
     bar = _ProgressBar(disabled=args.quiet)
-    kwargs = dict(**engine_options(args), mask=mask, seed=args.seed, cancel=cancel,
-                  callback=bar.update, name=f"input {args.input!r}")
+    kwargs = dict(**options, mask=mask, seed=args.seed, cancel=cancel,
+                  callback=bar.update, name=f"input {args.input!r}", guide=guide,
+                  guide_name=f"guide {args.guide!r}")
+    if layout.is_stack:
+        if args.stack_mode == "3d" and len(layout.stack) != 1:
+            raise ValueError(f"--stack-mode 3d restores one Z axis; input {args.input!r} has "
+                             f"{len(layout.stack)} stack axes ({axes}): use warm or slices, or "
+                             "split the file")
+        kwargs.update(stack_mode=args.stack_mode, voxel_size=_voxel_size(src, layout))
+    elif args.stack_mode is not None:
+        raise ValueError(f"--stack-mode is for stacks; input {args.input!r} is one plane")
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(cancel))
     try:
         restore_fn = restore_stack if layout.is_stack else restore
@@ -133,7 +159,8 @@ def run_restore(args: argparse.Namespace) -> int:
     resolution = src.resolution
     if resolution is not None and args.task == "sr":
         resolution = (resolution[0] * args.factor, resolution[1] * args.factor)
-    write_image(args.output, ImageFile(out, axes, resolution, src.unit), result.record)
+    write_image(args.output, ImageFile(out, axes, resolution, src.unit, src.z_spacing),
+                result.record)
     rec = result.record
     threads = "" if rec.get("threads") is None else f" with {rec['threads']} thread(s)"
     print(
@@ -157,10 +184,65 @@ def run_restore(args: argparse.Namespace) -> int:
 
 def engine_options(args: argparse.Namespace) -> dict:
     """The engine's keywords from the command line (every path through the CLI uses them)."""
-    return dict(task=args.task, factor=args.factor, max_iters=args.max_iters,
+    task, psf = _psf_options(args)
+    return dict(task=task, factor=args.factor, max_iters=args.max_iters,
                 preset=args.preset, device=args.device, stopping=args.stopping,
                 patience=args.patience, channels=args.channels, composite=args.composite,
-                threads=args.threads, mask_name=f"mask {args.mask!r}")
+                threads=args.threads, mask_name=f"mask {args.mask!r}",
+                noise_model=args.noise_model, **psf)
+
+
+def needs_whole_stack(args: argparse.Namespace) -> bool:
+    """Whether the run must hold the stack in memory and go through it in order (--stack-mode
+    warm or 3d, --guide), instead of unit by unit."""
+    if args.stack_mode not in ("warm", "3d") and not args.guide:
+        return False
+    what = f"--stack-mode {args.stack_mode}" if args.stack_mode in ("warm", "3d") else "--guide"
+    if len(args.input) > 1 or args.tile or args.workers or args.scheduler:
+        raise ValueError(f"{what} restores one image in memory, in order; it cannot be combined "
+                         "with several inputs, --tile, --workers or --scheduler")
+    return True
+
+
+def resolve_task(args: argparse.Namespace) -> str:
+    """The task: a PSF (file or sigmas) makes 'denoise' a deconvolution."""
+    has_psf = bool(args.psf or args.psf_sigma)
+    if args.psf and args.psf_sigma:
+        raise ValueError("give either --psf or --psf-sigma, not both")
+    if args.task == "deconvolve" and not has_psf:
+        raise ValueError("--task deconvolve needs a PSF: --psf FILE or --psf-sigma S[,S,S]")
+    if has_psf and args.task not in ("denoise", "deconvolve"):
+        raise ValueError(f"--psf and --psf-sigma make the task a deconvolution; they cannot be "
+                         f"combined with --task {args.task}")
+    return "deconvolve" if has_psf else args.task
+
+
+def _psf_options(args: argparse.Namespace) -> tuple[str, dict]:
+    """The task and the PSF keywords."""
+    from .engine.psf import parse_sigma
+
+    task = resolve_task(args)
+    if args.psf:
+        return task, {"psf": read_image(args.psf, role="PSF").data,
+                      "psf_name": f"PSF {args.psf!r}"}
+    if args.psf_sigma:
+        return task, {"psf_sigma": parse_sigma(args.psf_sigma)}
+    return task, {}
+
+
+def _read_guide(args: argparse.Namespace, layout):
+    """The guide: one plane for every slice, or one per slice (the input's stack axes)."""
+    data = read_image(args.guide, role="guide").data
+    if layout.is_stack and data.shape == layout.shape:
+        return layout.fold(data)
+    return data
+
+
+def _voxel_size(src: ImageFile, layout) -> tuple[float, float, float] | None:
+    """(Z, Y, X) voxel size of a z-stack from the file, None when it is not known."""
+    if src.resolution is None or src.z_spacing is None:
+        return None
+    return (src.z_spacing, 1 / src.resolution[1], 1 / src.resolution[0])
 
 
 def _cpu_seconds(record: dict) -> float:
@@ -169,7 +251,7 @@ def _cpu_seconds(record: dict) -> float:
     return sum(p.get("cpu_seconds", 0.0) for e in entries for p in e.get("planes", []))
 
 
-def _plan_summary(args: argparse.Namespace, planes, layout) -> str:
+def _plan_summary(args: argparse.Namespace, planes, layout, task: str) -> str:
     """What a run would do and the memory one fit step needs (``--dry-run``)."""
     from .choices import resolve_preset
     from .engine.devices import choose_threads, estimate_memory, resolve_device
@@ -178,19 +260,19 @@ def _plan_summary(args: argparse.Namespace, planes, layout) -> str:
 
     device = resolve_device(args.device)
     preset = resolve_preset(args.preset, device.type)
-    config = make_config(args.task, preset, args.factor if args.task == "sr" else None,
+    config = make_config(task, preset, args.factor if task == "sr" else None,
                          max_iters=args.max_iters, stopping=args.stopping)
     plane = planes[0] if layout.is_stack else planes
     h, w = plane.shape[layout.folded_yx_axes(plane.ndim)[0]], \
         plane.shape[layout.folded_yx_axes(plane.ndim)[1]]
-    if args.task == "sr":
+    if task == "sr":
         h, w = h * args.factor, w * args.factor
     n = planes.shape[0] if layout.is_stack else 1
     memory = estimate_memory(h, w, config.net)
     params = count_parameters(build_generator(config.net, config.input_channels, 1))
     threads = args.threads or choose_threads() if device.type == "cpu" else None
     return "\n".join([
-        f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({args.task})",
+        f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({task})",
         f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
         f"{config.stopping!r}, at most {config.max_iters} iterations per plane",
         f"device {device}" + (f", {threads} thread(s)" if threads else ""),
@@ -256,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     from ._batch_cli import run_units, wants_units
 
     try:
-        if wants_units(args):
+        args.task = resolve_task(args)  # every path, and its record, sees the real task
+        if not needs_whole_stack(args) and wants_units(args):
             return run_units(args)
         args.input = args.input[0]
         return run_restore(args)

@@ -43,6 +43,7 @@ class ImageFile:
     axes: str  # one letter per axis; Y and X spatial, C or S channels, anything else a stack
     resolution: tuple[float, float] | None = None  # pixels per unit along X, Y
     unit: str | None = None  # the length unit of ``resolution`` (e.g. 'um'), if known
+    z_spacing: float | None = None  # distance between Z planes, in ``unit``, if known
 
 
 def _length_cm(unit: str | None) -> float | None:
@@ -92,7 +93,11 @@ def _read_tiff(path: Path, role: str) -> ImageFile:
             series = tif.series[0]
             data = series.asarray()
             resolution, unit = _tiff_resolution(tif)
-            return ImageFile(data, series.axes, resolution, unit)
+            meta = {**(tif.shaped_metadata[0] if tif.shaped_metadata else {}),
+                    **(tif.imagej_metadata or {})}
+            spacing = meta.get("spacing")
+            z = float(spacing) if isinstance(spacing, (int, float)) and spacing > 0 else None
+            return ImageFile(data, series.axes, resolution, unit, z)
     except tifffile.TiffFileError as exc:
         raise ValueError(f"{role} file {str(path)!r} is not a readable TIFF file ({exc})") from exc
 
@@ -159,6 +164,8 @@ def write_image(path: str | Path, image: ImageFile, record: dict | None = None) 
         metadata = {"axes": image.axes}
         if image.unit is not None:
             metadata["unit"] = image.unit
+        if image.z_spacing is not None:
+            metadata["spacing"] = image.z_spacing
         if record is not None:
             metadata["napari_dip"] = json.dumps(record, default=str)
         kwargs = {}

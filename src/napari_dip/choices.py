@@ -51,6 +51,7 @@ TASK = Option("task", (
     ("jpeg", "JPEG artefacts"),
     ("inpaint", "inpaint (mask > 0 = fill)"),
     ("sr", "super-resolution"),
+    ("deconvolve", "deconvolve (PSF)"),
 ), default="denoise")
 
 PRESET = Option("preset", (
@@ -74,6 +75,19 @@ CHANNELS = Option("channel mode", (
     ("joint", "jointly"),
     ("separate", "per channel"),
 ), default="joint")
+
+
+NOISE_MODEL = Option("noise model", (
+    ("auto", "auto: chosen from the image's noise"),
+    ("gaussian", "Gaussian (constant noise)"),
+    ("poisson-gaussian", "Poisson-Gaussian (shot + read noise)"),
+), default="auto")
+
+STACK_MODE = Option("stack mode", (
+    ("slices", "each slice on its own"),
+    ("warm", "each slice starts from the previous one"),
+    ("3d", "one 3-D network for the whole stack"),
+), default="slices")
 
 
 def resolve_preset(preset: str, device_type: str) -> str:

@@ -16,10 +16,13 @@ _EXPORTS = {
     "cost": ("RunEstimate", "estimate_run"),
     "devices": ("DIPMemoryError", "available_devices", "estimate_memory", "resolve_device"),
     "generators": ("LIGHT_SKIP", "PAPER_SKIP", "GeneratorSpec", "build_generator", "hourglass"),
-    "operators": ("Downsample", "Identity", "Mask", "Operator"),
+    "operators": ("Blur", "Downsample", "Identity", "Mask", "Operator", "Stabilised"),
+    "psf": ("PSF", "gaussian_psf", "prepare_psf"),
     "presets": ("PRESETS", "TASKS", "FitConfig", "make_config"),
     "restoration": ("Progress", "Result", "restore", "restore_iter"),
     "stacks": ("restore_stack", "restore_stack_iter"),
+    "volume": ("restore_volume_iter",),
+    "vst": ("Anscombe", "choose_noise_model"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -162,13 +162,17 @@ def fit(
     net_input: torch.Tensor | None = None,
     initial_state: dict | None = None,
     return_state: bool = False,
+    noise_variance: float | None = None,
 ) -> Iterator[FitStep]:
     """Fit a generator to ``observation`` (1, C, h, w); a generator of steps.
 
     ``net_input`` (1, Cz, H, W) at the restored image's size replaces the random input z
     (e.g. the flash image of a flash/no-flash pair); it is padded to the network's size.
     ``initial_state`` starts from given weights (a warm start) instead of a random init;
-    ``return_state`` puts the final weights in the outcome.
+    ``return_state`` puts the final weights in the outcome. ``noise_variance`` is the data
+    term's noise level for the stopping rule when it is known (a volume, whose planes the 2-D
+    estimator cannot see together); None estimates it from the observation.
+    Tensors may be volumes, (1, C, Z, h, w), given a 3-D generator and a ``net_input``.
 
     The outcome is the generator's return value (``StopIteration.value``); ``run_fit`` is the
     blocking form.
@@ -187,7 +191,7 @@ def fit(
                 f"the network input has spatial shape {tuple(net_input.shape[-2:])}; "
                 f"it must match the restored image's {tuple(out_hw)}"
             )
-        pad = (0, net_hw[1] - out_hw[1], 0, net_hw[0] - out_hw[0])
+        pad = (0, net_hw[1] - out_hw[1], 0, net_hw[0] - out_hw[0]) + (0, 0) * (net_input.ndim - 4)
         z = F.pad(net_input.float(), pad, mode="replicate")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -206,7 +210,8 @@ def fit(
     y = observation.to(device)
     op = operator.to(device)
     ref = reference.to(device) if reference is not None else None
-    noise_variance = observation_noise_variance(observation, operator)
+    if noise_variance is None:
+        noise_variance = observation_noise_variance(observation, operator)
     # The output average's centre trails the newest output by ema / (1 - ema) iterations: the
     # image kept for a pick at iteration t is the average at t + lag, centred on t.
     lag = round(config.ema / (1 - config.ema)) if config.ema > 0 else 0

@@ -140,7 +140,10 @@ class SkipNet(nn.Module):
         return self.head(self.body(z))
 
 
-def build_generator(spec: GeneratorSpec, in_channels: int, out_channels: int) -> nn.Module:
+def build_generator(spec, in_channels: int, out_channels: int) -> nn.Module:
+    """The network a spec describes: 2-D (:class:`GeneratorSpec`) or 3-D (:class:`VolumeSpec`)."""
+    if isinstance(spec, VolumeSpec):
+        return SkipNet3d(spec, in_channels, out_channels)
     return SkipNet(spec, in_channels, out_channels)
 
 
@@ -155,3 +158,131 @@ def padded_size(size: int, depth: int) -> int:
 
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+# ----------------------------------------------------------------------------------- 3-D (volumes)
+@dataclass(frozen=True)
+class VolumeSpec:
+    """A 3-D skip encoder-decoder for z-stacks: ``base``'s widths and depth, with per-level
+    strides and kernel sizes along Z chosen from the voxel size (:func:`volume_spec`).
+
+    Y and X are halved at every level, as in 2-D (so the fit loop pads them as for ``base``); Z
+    only where its voxels are no coarser than Y/X's and enough planes are left, and a Z kernel of
+    1 where neighbouring planes are too far apart to share a filter.
+    """
+
+    base: GeneratorSpec
+    z_strides: tuple[int, ...]
+    z_kernels: tuple[int, ...]
+
+    def __post_init__(self):
+        if not len(self.z_strides) == len(self.z_kernels) == self.base.depth:
+            raise ValueError("z_strides and z_kernels need one value per level")
+
+    @property
+    def depth(self) -> int:
+        return self.base.depth
+
+    @property
+    def z_multiple(self) -> int:
+        """Z is padded to a multiple of this inside the network."""
+        m = 1
+        for s in self.z_strides:
+            m *= s
+        return m
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def volume_spec(base: GeneratorSpec, z_size: int, voxel_size=None,
+                min_planes: int = 8) -> VolumeSpec:
+    """The 3-D network for a stack of ``z_size`` planes with ``voxel_size`` (Z, Y, X) in any one
+    unit (None: isotropic). A short or coarse Z axis is never down-sampled."""
+    if voxel_size is None:
+        sz, sxy = 1.0, 1.0
+    else:
+        z, y, x = (float(v) for v in voxel_size)
+        if min(z, y, x) <= 0:
+            raise ValueError(f"voxel sizes must be positive, not {tuple(voxel_size)}")
+        sz, sxy = z, min(y, x)
+    strides, kernels, planes = [], [], z_size
+    for _ in range(base.depth):
+        kernels.append(3 if sz <= 2 * sxy and planes >= 3 else 1)
+        if sz <= sxy and planes >= min_planes:
+            strides.append(2)
+            planes, sz = -(-planes // 2), sz * 2
+        else:
+            strides.append(1)
+        sxy *= 2
+    return VolumeSpec(base, tuple(strides), tuple(kernels))
+
+
+def _conv3d(c_in: int, c_out: int, kz: int, k: int, stride: tuple[int, int, int]) -> nn.Module:
+    # Replicate padding: reflection needs more planes than a short Z axis may have.
+    pad = (k // 2, k // 2, k // 2, k // 2, kz // 2, kz // 2)
+    conv = nn.Conv3d(c_in, c_out, (kz, k, k), stride=stride)
+    if not any(pad):
+        return conv
+    return nn.Sequential(nn.ReplicationPad3d(pad), conv)
+
+
+def _norm_act3d(c: int, norm: bool) -> list[nn.Module]:
+    return [*([nn.BatchNorm3d(c)] if norm else []), nn.LeakyReLU(0.2)]
+
+
+class _Level3d(nn.Module):
+    def __init__(self, spec: VolumeSpec, i: int, c_in: int):
+        super().__init__()
+        b = spec.base
+        c_down, c_up, c_skip = b.down[i], b.up[i], b.skip[i]
+        kz, sz = spec.z_kernels[i], spec.z_strides[i]
+        self.skip = None
+        if c_skip:
+            self.skip = nn.Sequential(_conv3d(c_in, c_skip, 1, b.kernel_skip, (1, 1, 1)),
+                                      *_norm_act3d(c_skip, b.norm))
+        self.down = nn.Sequential(
+            _conv3d(c_in, c_down, kz, b.kernel_down, (sz, 2, 2)), *_norm_act3d(c_down, b.norm),
+            _conv3d(c_down, c_down, kz, b.kernel_down, (1, 1, 1)), *_norm_act3d(c_down, b.norm),
+        )
+        self.deeper = _Level3d(spec, i + 1, c_down) if i + 1 < b.depth else None
+        c_deep = b.up[i + 1] if self.deeper is not None else c_down
+        mode = "trilinear" if b.upsample == "bilinear" else "nearest"
+        self.upsample = nn.Upsample(scale_factor=(sz, 2, 2), mode=mode,
+                                    **({"align_corners": False} if mode == "trilinear" else {}))
+        c_cat = c_skip + c_deep
+        merge: list[nn.Module] = [nn.BatchNorm3d(c_cat)] if b.norm else []
+        merge += [_conv3d(c_cat, c_up, kz, b.kernel_up, (1, 1, 1)), *_norm_act3d(c_up, b.norm)]
+        if b.conv1x1_up:
+            merge += [_conv3d(c_up, c_up, 1, 1, (1, 1, 1)), *_norm_act3d(c_up, b.norm)]
+        self.merge = nn.Sequential(*merge)
+
+    def forward(self, x):
+        y = self.down(x)
+        if self.deeper is not None:
+            y = self.deeper(y)
+        y = self.upsample(y)
+        if self.skip is not None:
+            y = torch.cat([self.skip(x), y], dim=1)
+        return self.merge(y)
+
+
+class SkipNet3d(nn.Module):
+    """(N, in, Z, Y, X) -> (N, out, Z, Y, X); Y and X multiples of 2**depth, any Z (padded to
+    the Z strides' product inside and cropped back)."""
+
+    def __init__(self, spec: VolumeSpec, in_channels: int, out_channels: int):
+        super().__init__()
+        self.spec = spec
+        self.body = _Level3d(spec, 0, in_channels)
+        head: list[nn.Module] = [nn.Conv3d(spec.base.up[0], out_channels, 1)]
+        if spec.base.sigmoid:
+            head.append(nn.Sigmoid())
+        self.head = nn.Sequential(*head)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        n = z.shape[2]
+        extra = -n % self.spec.z_multiple
+        if extra:
+            z = nn.functional.pad(z, (0, 0, 0, 0, 0, extra), mode="replicate")
+        return self.head(self.body(z))[:, :, :n]

@@ -20,6 +20,10 @@ class Operator:
     """Base class: identity forward model with a mean-squared-error data term."""
 
     name = "identity"
+    #: Where the automatic stop puts the data term, relative to the noise variance. 1 is the
+    #: discrepancy principle; an ill-posed forward model (a blur) needs a margin, since its best
+    #: estimate cannot explain the observation down to the noise alone.
+    stop_factor = 1.0
 
     def output_size(self, observed_hw: tuple[int, int]) -> tuple[int, int]:
         """Spatial size of the image to restore, given the observation's size."""
@@ -29,7 +33,12 @@ class Operator:
         return x
 
     def data_term(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(self.forward(x), y)
+        return self.discrepancy(self.forward(x), y)
+
+    def discrepancy(self, ax: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """How far the forward model's output ``ax`` is from the observation: the mean squared
+        error over what is observed."""
+        return F.mse_loss(ax, y)
 
     def to(self, device: torch.device) -> Operator:
         return self
@@ -62,8 +71,11 @@ class Mask(Operator):
         return x * self.known
 
     def data_term(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        sq = (x - y) ** 2 * self.known
-        return sq.sum() / (self._n_known * x.shape[0] * x.shape[1])
+        return self.discrepancy(x, y)
+
+    def discrepancy(self, ax: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        sq = (ax - y) ** 2 * self.known
+        return sq.sum() / (self._n_known * ax.shape[0] * ax.shape[1])
 
     def to(self, device):
         self.known = self.known.to(device)
@@ -116,6 +128,112 @@ class Downsample(Operator):
 
     def describe(self):
         return {"name": self.name, "factor": self.factor, "kernel": "lanczos2"}
+
+
+#: Kernels with more taps than this are applied by FFT (direct convolution costs taps per pixel).
+FFT_ABOVE_TAPS = 15 * 15
+
+
+class Blur(Operator):
+    """Deconvolution: the observation is the image convolved with a PSF (2-D or 3-D kernel, from
+    :mod:`.psf`: normalised, centred, odd-sized).
+
+    The image is padded by replicating its edges before a *valid* convolution, so the output has
+    the observation's size and nothing wraps around from the opposite side (as a plain FFT
+    convolution would). Large kernels (a measured 3-D PSF) are applied through an FFT of the
+    padded image, which is the same linear convolution.
+    """
+
+    name = "blur"
+    # Morozov's safety factor: on a blurred real nuclei crop the best iterate's data term sat
+    # at 1.12-1.14x the noise variance (both noise models), and the image degraded slowly after.
+    stop_factor = 1.1
+
+    def __init__(self, kernel: np.ndarray, describe: dict | None = None):
+        k = np.asarray(kernel, dtype=np.float32)
+        if k.ndim not in (2, 3) or any(n % 2 == 0 for n in k.shape):
+            raise ValueError(f"the PSF kernel must be 2-D or 3-D with odd sides, not {k.shape}")
+        self.kernel = torch.from_numpy(np.ascontiguousarray(k))
+        self._radius = tuple(n // 2 for n in k.shape)
+        self._fft = k.size > FFT_ABOVE_TAPS
+        self._kernel_ft = None
+        self._info = describe or {}
+
+    @property
+    def ndim(self) -> int:
+        return self.kernel.ndim
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        pad = []
+        for r in reversed(self._radius):
+            pad += [r, r]
+        if len(self._radius) == 3 and self._radius[0] == 0:
+            # A (1, k, k) kernel on a volume: pad Y and X only, plane by plane.
+            return F.pad(x, pad[:4] + [0, 0], mode="replicate")
+        return F.pad(x, pad, mode="replicate")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim - 2 != self.ndim:
+            raise ValueError(f"a {self.ndim}-D PSF cannot blur a {x.ndim - 2}-D image")
+        c = x.shape[1]
+        xp = self._pad(x)
+        if not self._fft:
+            # conv*d is a correlation: flip the kernel to convolve.
+            k = torch.flip(self.kernel, dims=tuple(range(self.ndim)))
+            k = k.expand(c, 1, *k.shape)
+            conv = F.conv2d if self.ndim == 2 else F.conv3d
+            return conv(xp, k, groups=c)
+        dims = tuple(range(-self.ndim, 0))
+        size = [xp.shape[d] for d in dims]  # the padded image; the kernel fits inside it
+        if self._kernel_ft is None or self._kernel_ft[0] != size:
+            self._kernel_ft = (size, torch.fft.rfftn(self.kernel, s=size, dim=dims))
+        full = torch.fft.irfftn(torch.fft.rfftn(xp, s=size, dim=dims) * self._kernel_ft[1],
+                                s=size, dim=dims)
+        # Valid part: every output sample saw only padded-image samples (no wrap-around).
+        valid = tuple(slice(2 * r, n) for r, n in zip(self._radius, size))
+        return full[(Ellipsis, *valid)]
+
+    def to(self, device):
+        self.kernel = self.kernel.to(device)
+        self._kernel_ft = None
+        return self
+
+    def describe(self):
+        return {"name": self.name, "psf": {**self._info, "shape": list(self.kernel.shape)},
+                "stop_factor": self.stop_factor}
+
+
+class Stabilised(Operator):
+    """Any forward model with its data term in variance-stabilised space (Poisson-Gaussian noise).
+
+    The network still outputs intensities; the model's output and the observation are both put
+    through the generalised Anscombe transform (:class:`~.vst.Anscombe`) before they are
+    compared, so the observation given to the fit must already be transformed.
+    """
+
+    def __init__(self, inner: Operator, anscombe):
+        self.inner, self.anscombe = inner, anscombe
+        self.name, self.stop_factor = inner.name, inner.stop_factor
+
+    @property
+    def known(self):
+        return getattr(self.inner, "known", None)
+
+    def output_size(self, observed_hw):
+        return self.inner.output_size(observed_hw)
+
+    def forward(self, x):
+        return self.anscombe.forward_torch(self.inner.forward(x))
+
+    def data_term(self, x, y):
+        return self.inner.discrepancy(self.forward(x), y)
+
+    def to(self, device):
+        self.inner = self.inner.to(device)
+        return self
+
+    def describe(self):
+        return {**self.inner.describe(), "data_term": "mse after the generalised Anscombe transform"}
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> float:

@@ -85,6 +85,10 @@ PRESETS: dict[str, TaskPreset] = {
         replace(LIGHT_SKIP, skip=(16, 32, 64, 64, 128), upsample="nearest"),
         notes="paper: text inpainting of kate.png",
     ),
+    "deconvolve": TaskPreset(
+        FitConfig(max_iters=3000), LIGHT_SKIP,
+        notes="denoising's settings with a PSF forward model (DECO-DIP's PSF-MSE, without wrap)",
+    ),
     "sr": TaskPreset(
         FitConfig(jitter=0.03, max_iters=2000, ema=0.0, stopping="none"),
         LIGHT_SKIP,

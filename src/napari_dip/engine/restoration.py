@@ -14,17 +14,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..choices import CHANNELS, SR_FACTOR, TASK, resolve_preset
+from ..choices import CHANNELS, NOISE_MODEL, SR_FACTOR, TASK, resolve_preset
 from . import arrays
 from .devices import (
     DIPMemoryError, check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device,
 )
-from .fit import fit
+from .fit import fit, observation_noise_variance
 from .intensity import IntensityMap
 from .masks import classify_mask
-from .operators import Downsample, Identity, Mask, Operator
+from .noise import estimate_noise
+from .operators import Blur, Downsample, Identity, Mask, Operator, Stabilised
 from .presets import FitConfig, make_config
+from .psf import PSF, make_psf
 from .stopping import combine_stop_reasons
+from .vst import NoiseModelChoice, choose_noise_model
 
 
 @dataclass
@@ -78,8 +81,14 @@ def as_cancel_check(cancel: Cancel) -> Callable[[], bool] | None:
 
 
 def make_operator(task: str, spatial: tuple[int, int], mask, factor: int,
-                  mask_name: str = "mask") -> Operator:
+                  mask_name: str = "mask", psf: PSF | None = None) -> Operator:
     TASK.check(task)
+    if task == "deconvolve":
+        if psf is None:
+            raise ValueError("task 'deconvolve' needs a PSF: a PSF image or Gaussian sigmas")
+        return Blur(psf.kernel, psf.to_dict())
+    if psf is not None:
+        raise ValueError(f"a PSF is only used by task 'deconvolve', not {task!r}")
     if task == "inpaint":
         if mask is None:
             raise ValueError("task 'inpaint' needs a mask: non-zero pixels are the ones to fill")
@@ -128,6 +137,13 @@ def restore_iter(
     threads: int | None = None,
     tile: int | bool | None = None,
     as_float: bool = False,
+    noise_model: str | NoiseModelChoice = "auto",
+    psf: np.ndarray | PSF | None = None,
+    psf_sigma=None,
+    guide: np.ndarray | None = None,
+    guide_name: str = "guide",
+    psf_name: str = "PSF",
+    warm_states: dict | None = None,
     **overrides,
 ) -> Iterator[Progress | Result]:
     """Restore ``image`` with Deep Image Prior, yielding progress and finally the result.
@@ -135,7 +151,8 @@ def restore_iter(
     Parameters
     ----------
     image : (Y, X), (C, Y, X) or (Y, X, 3|4) array of any integer or float dtype; never modified.
-    task : 'denoise', 'jpeg', 'inpaint' or 'sr' (:data:`napari_dip.choices.TASK`).
+    task : 'denoise', 'jpeg', 'inpaint', 'sr' or 'deconvolve' (:data:`napari_dip.choices.TASK`);
+        giving a PSF to 'denoise' makes it 'deconvolve'.
     mask : for 'inpaint', (Y, X); non-zero pixels are the ones to fill.
     factor : super-resolution factor for 'sr' (2, 3, 4 or 8).
     preset : network preset: 'paper' (the reference net), 'light' (CPU-sized) or 'auto'
@@ -160,10 +177,27 @@ def restore_iter(
     tile : restore in overlapping tiles of this side (:mod:`.tiles`); None: only when one fit
         of the whole plane would not fit the device's memory; False: never (refuse instead).
     as_float : return float32 in the input's units (unrounded) instead of the input's dtype.
+    noise_model : 'auto' (from the image's noise estimate), 'gaussian' (mean squared error) or
+        'poisson-gaussian' (mean squared error after the generalised Anscombe transform, with the
+        gain and read noise fitted from the image; :mod:`.vst`). A resolved
+        :class:`~.vst.NoiseModelChoice` is used as given (a stack's slices share one).
+    psf, psf_sigma : for 'deconvolve', the PSF as an image (2-D, or 3-D: its in-focus plane is
+        used for a 2-D image; normalised and re-centred, :mod:`.psf`) or Gaussian sigmas in pixels
+        (one value, (Y, X) or (Z, Y, X)); exactly one of them.
+    guide : an image (Y, X), (C, Y, X) or (Y, X, RGB) of the output's size, used (normalised to
+        [0, 1]) as the network's input instead of noise: guided restoration (the paper's
+        flash/no-flash). Input jitter is off by default then, as in the paper.
+    guide_name, psf_name : how error messages refer to the guide and the PSF.
+    warm_states : for warm-started stacks, {channel group: network weights}; each group's fit
+        starts from the weights given (a cold start where there are none) and leaves its final
+        weights there for the next slice.
     **overrides : any other :class:`~napari_dip.engine.presets.FitConfig` field (lr, jitter, ...).
     """
+    if task == "denoise" and (psf is not None or psf_sigma is not None):
+        task = "deconvolve"
     settings = dict(max_iters=max_iters, stopping=stopping, patience=patience,
                     preview_every=preview_every, **overrides)
+    microscopy = dict(noise_model=noise_model, psf=psf, psf_sigma=psf_sigma, psf_name=psf_name)
     tiled = tile not in (None, False)
     if not tiled:
         try:
@@ -172,12 +206,16 @@ def restore_iter(
                 channel_axis=channel_axis, channels=channels, composite=composite,
                 reference=reference, normalisation=normalisation, name=name,
                 mask_name=mask_name, net_input=net_input, threads=threads, settings=settings,
+                guide=guide, guide_name=guide_name, **microscopy,
             )
         except DIPMemoryError:
-            if tile is False or net_input is not None or reference is not None:
+            if tile is False or net_input is not None or reference is not None or \
+                    guide is not None:
                 raise
             tiled = True  # too big for one fit: tiles instead of a refusal
     if tiled:
+        if guide is not None:
+            raise ValueError("a guide is used whole; it cannot be combined with tiles")
         from .tiles import restore_tiled_iter
 
         return (yield from restore_tiled_iter(
@@ -185,8 +223,9 @@ def restore_iter(
             preset=preset, device=device, seed=seed, channel_axis=channel_axis,
             normalisation=normalisation, cancel=cancel, name=name, as_float=as_float,
             channels=channels, composite=composite, mask_name=mask_name, threads=threads,
-            **settings,
+            **microscopy, **settings,
         ))
+    job.warm_states = warm_states
     fits = yield from _fit_groups(job, as_cancel_check(cancel))
     yield Result(job.output(fits.image, as_float=as_float), _record(job, fits), fits.history)
 
@@ -202,7 +241,8 @@ class _Job:
     layout: arrays.Layout
     cyx: np.ndarray  # the channels to restore (C, Y, X), input units; alpha taken out
     alpha: np.ndarray | None  # an RGBA image's alpha (Y, X), passed through
-    operator: Operator
+    operator: Operator  # the forward model
+    fit_operator: Operator  # what the fit's data term uses (stabilised for Poisson-Gaussian)
     known: np.ndarray | None  # inpainting: (Y, X) bool, True where the pixel is observed
     composite: bool  # put the known pixels back exactly
     device: torch.device
@@ -212,10 +252,14 @@ class _Job:
     channels: str
     norm: IntensityMap
     observation: torch.Tensor  # (1, C, Y, X) in [0, 1]
+    data: torch.Tensor  # what the fit compares with: the observation, stabilised or not
+    noise: NoiseModelChoice
     reference: torch.Tensor | None  # (C, Y', X') in [0, 1]
     net_input: torch.Tensor | None
     threads: int | None  # CPU threads asked for (None: chosen from the machine's load)
     mask_kind: str | None = None  # inpainting: scattered, strokes or regions (picks the setting)
+    guide: dict | None = None  # how the guide was used, for the record
+    warm_states: dict | None = None  # {group: weights} carried from slice to slice
 
     @property
     def groups(self) -> list[list[int]]:
@@ -227,9 +271,18 @@ class _Job:
     def out_hw(self) -> tuple[int, int]:
         return self.operator.output_size(self.cyx.shape[1:])
 
+    def unbiased(self, x: torch.Tensor) -> np.ndarray:
+        """A normalised (C, Y, X) estimate as E[z]: under the Poisson-Gaussian model a denoised
+        image is E[f(z)] in stabilised space, mapped back by the exact unbiased inverse (the
+        algebraic one is biased at low counts). Other models and tasks: unchanged."""
+        anscombe = self.noise.anscombe() if isinstance(self.fit_operator, Stabilised) else None
+        if anscombe is None or not isinstance(self.operator, Identity):
+            return x.numpy()
+        return np.clip(anscombe.unbiased_inverse(anscombe.forward(x.numpy())), 0, 1)
+
     def output(self, x: torch.Tensor, as_float: bool = False) -> np.ndarray:
         """A normalised (C, Y', X') estimate in the caller's units, dtype and layout."""
-        out = self.norm.inverse(x.numpy(), as_float=as_float)
+        out = self.norm.inverse(self.unbiased(x), as_float=as_float)
         if self.composite and self.known is not None:
             out = np.where(self.known, self.cyx.astype(out.dtype, copy=False), out)
         if self.alpha is not None:
@@ -240,7 +293,7 @@ class _Job:
 
 def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, channels,
              composite, reference, normalisation, name, mask_name, net_input, threads,
-             settings) -> _Job:
+             noise_model, psf, psf_sigma, guide, guide_name, psf_name, settings) -> _Job:
     """Check the inputs and build everything a run needs; raises ValueError for bad input."""
     image = np.asarray(image)
     arrays.check_dtype(image, name)
@@ -250,10 +303,14 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
     arrays.check_spatial(spatial, name)
     arrays.check_values(cyx, name)
     CHANNELS.check(channels)
-    operator = make_operator(task, spatial, mask, factor, mask_name)
+    if task == "deconvolve" or psf is not None or psf_sigma is not None:
+        psf = psf if isinstance(psf, PSF) else make_psf(psf, psf_sigma, 2, psf_name)
+    operator = make_operator(task, spatial, mask, factor, mask_name, psf)
 
     dev = resolve_device(device)
     preset = resolve_preset(preset, dev.type)
+    if guide is not None and settings.get("jitter") is None:
+        settings = {**settings, "jitter": 0.0}  # the paper's flash/no-flash setting
     known = operator.known[0, 0].numpy() > 0 if isinstance(operator, Mask) else None
     mask_kind = classify_mask(~known) if known is not None else None
     config = make_config(task, preset, factor if task == "sr" else None, mask_kind=mask_kind,
@@ -272,8 +329,12 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
             )
         ref = torch.from_numpy(norm.forward(ref_cyx))
 
-    z_in = None
-    if net_input is not None:
+    z_in = guide_info = None
+    if guide is not None:
+        if net_input is not None:
+            raise ValueError("give either a guide or a net_input, not both")
+        z_in, guide_info = _guide_input(guide, out_hw, guide_name)
+    elif net_input is not None:
         z_in = np.asarray(net_input, dtype=np.float32)
         if z_in.ndim == 2:
             z_in = z_in[None]
@@ -281,14 +342,52 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
             raise ValueError("net_input must be a finite (C, Y, X) or (Y, X) array")
         z_in = torch.from_numpy(z_in)[None]
 
+    observed = norm.forward(cyx)
+    noise = noise_model if isinstance(noise_model, NoiseModelChoice) else resolve_noise_model(
+        noise_model, observed, known, task, name)
+    anscombe = noise.anscombe()
+    fit_operator = operator if anscombe is None else Stabilised(operator, anscombe)
+    data = observed if anscombe is None else anscombe.forward(observed)
     return _Job(
         task=task, factor=factor if task == "sr" else None, input_shape=tuple(image.shape),
         input_dtype=str(image.dtype), layout=layout, cyx=cyx, alpha=alpha, operator=operator,
-        known=known, composite=bool(composite) and known is not None, device=dev,
+        fit_operator=fit_operator, known=known, composite=bool(composite) and known is not None, device=dev,
         preset=preset, config=config, seed=draw_seed() if seed is None else seed,
-        channels=channels, norm=norm, observation=torch.from_numpy(norm.forward(cyx))[None],
-        reference=ref, net_input=z_in, threads=threads, mask_kind=mask_kind,
+        channels=channels, norm=norm, observation=torch.from_numpy(observed)[None],
+        data=torch.from_numpy(data)[None], noise=noise, reference=ref, net_input=z_in,
+        threads=threads, mask_kind=mask_kind, guide=guide_info,
     )
+
+
+def resolve_noise_model(requested: str, observed: np.ndarray, known: np.ndarray | None,
+                        task: str, name: str = "image") -> NoiseModelChoice:
+    """The noise model for a normalised (C, Y, X) observation: 'auto' decides from the noise
+    fitted to the image (JPEG artefacts are not photon noise: always Gaussian)."""
+    requested = NOISE_MODEL.check(requested)
+    estimate = estimate_noise(observed, known)
+    if task == "jpeg":
+        if requested == "poisson-gaussian":
+            raise ValueError("task 'jpeg' removes compression artefacts, not photon noise; "
+                             "use noise model 'auto' or 'gaussian'")
+        return NoiseModelChoice("gaussian", requested, estimate, 1.0, "task jpeg")
+    pixels = observed if known is None else observed[:, known]
+    return choose_noise_model(requested, estimate, pixels.reshape(len(observed), -1), name)
+
+
+def _guide_input(guide, out_hw, name: str) -> tuple[torch.Tensor, dict]:
+    """A guide image as the network's input: (1, C, Y, X) in [0, 1], and its record."""
+    guide = np.asarray(guide)
+    arrays.check_dtype(guide, name)
+    layout = arrays.infer_layout(guide, None, name)
+    g = layout.to_cyx(guide)
+    if tuple(g.shape[1:]) != tuple(out_hw):
+        raise ValueError(f"{name} has spatial shape {tuple(g.shape[1:])}; a guide must have the "
+                         f"restored image's shape {tuple(out_hw)}")
+    arrays.check_values(g, name)
+    gmap = IntensityMap.fit(g, joint=layout.kind == "channels_last")
+    z = torch.from_numpy(gmap.forward(g))[None]
+    return z, {"shape": list(guide.shape), "channels": int(g.shape[0]),
+               "normalisation": gmap.to_dict()}
 
 
 @dataclass
@@ -304,7 +403,7 @@ class _Fits:
 
 
 #: FitOutcome fields that are not part of a plane's record (tensors, or recorded elsewhere).
-_NOT_RECORDED = ("image", "history", "seed", "parameters")
+_NOT_RECORDED = ("image", "history", "seed", "parameters", "state")
 
 
 def _plane_record(group: list[int], outcome) -> dict:
@@ -318,6 +417,15 @@ def _plane_record(group: list[int], outcome) -> dict:
         rec[f.name] = round(value, 3) if f.name == "seconds" else value
     rec["seconds_per_iter"] = outcome.seconds / max(outcome.iterations, 1)
     return rec
+
+
+def _group_operator(job: _Job, group: list[int]) -> Operator:
+    """The data term's operator for the channels of one group (a stabilising transform is per
+    channel)."""
+    op = job.fit_operator
+    if isinstance(op, Stabilised) and len(group) != job.cyx.shape[0]:
+        return Stabilised(job.operator, op.anscombe.select(group))
+    return op
 
 
 def _fit_groups(job: _Job, check: Callable[[], bool] | None):
@@ -334,10 +442,17 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
     for gi, group in enumerate(groups):
         if check is not None and check():
             break
+        op = _group_operator(job, group)
+        noise_variance = None
+        if op.stop_factor != 1:
+            noise_variance = op.stop_factor * observation_noise_variance(job.data[:, group], op)
         steps = fit(
-            job.observation[:, group], job.operator, config, device=job.device, seed=job.seed,
+            job.data[:, group], op, config, device=job.device, seed=job.seed,
+            noise_variance=noise_variance,
             cancel=check, reference=None if job.reference is None else job.reference[group],
             net_input=job.net_input,
+            initial_state=None if job.warm_states is None else job.warm_states.get(gi),
+            return_state=job.warm_states is not None,
         )
         next_preview = config.preview_every
         try:
@@ -368,6 +483,9 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
         fits.image[group] = outcome.image
         fits.history.append(outcome.history)
         fits.planes.append(_plane_record(group, outcome))
+        if job.warm_states is not None:
+            fits.planes[-1]["warm_start"] = gi in job.warm_states
+            job.warm_states[gi] = outcome.state
         fits.parameters = outcome.parameters
         if outcome.stop_reason == "user":
             break
@@ -400,6 +518,8 @@ def _record(job: _Job, fits: _Fits) -> dict:
         "input_dtype": job.input_dtype,
         "operator": {**job.operator.describe(),
                      **({"mask_kind": job.mask_kind} if job.mask_kind else {})},
+        "noise_model": job.noise.to_dict(),
+        "guide": job.guide,
         "config": job.config.to_dict(),
         "normalisation": {**job.norm.to_dict(),
                           "clipped_fraction": job.norm.clipped_fraction(job.cyx, job.known)},

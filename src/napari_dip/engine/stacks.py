@@ -4,6 +4,13 @@ Sharing the normalisation keeps intensities comparable between slices; the slice
 here so the CLI and the widget never iterate over axes themselves (:mod:`.axes` folds N-D
 arrays into stacks of planes and back).
 
+How the slices are restored (``stack_mode``, :data:`napari_dip.choices.STACK_MODE`): each on its
+own ('slices'); each starting from the network the previous slice ended with ('warm': far fewer
+iterations when neighbouring slices are alike; the stopping rule still decides each one); or all
+at once by one 3-D network ('3d', :mod:`.volume`). Left unset, it is chosen from the stack: warm
+when neighbouring slices are alike, else slices. One noise model, fitted over the slices, serves
+every slice.
+
 A slice with nothing to restore (constant, e.g. a blank first plane; or, with one mask per
 slice, a slice whose mask marks nothing) is passed through and marked as skipped; an error in one
 slice is recorded and the others go on, so one bad slice never costs the rest.
@@ -16,11 +23,20 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..choices import STACK_MODE
 from . import arrays, axes
 from .intensity import IntensityMap
 from .restoration import (
-    Progress, Result, as_cancel_check, drain, draw_seed, overall_stop_reason, restore_iter,
+    Progress, Result, as_cancel_check, drain, draw_seed, overall_stop_reason,
+    resolve_noise_model, restore_iter,
 )
+
+#: Neighbouring slices this alike (mean Pearson correlation) make a warm start worthwhile.
+WARM_MIN_CORRELATION = 0.5
+#: Settings of a slice that starts from the previous slice's network (unless given): it is
+#: already close, so it takes smaller steps (as DECO-DIP's later frames do) and a shorter output
+#: average, which also shortens the wait after the stopping rule's pick.
+WARM_SETTINGS = {"lr": 0.001, "ema": 0.98}
 
 
 def _known(mask) -> np.ndarray | None:
@@ -65,6 +81,10 @@ def restore_stack_iter(
     cancel=None,
     reference: np.ndarray | None = None,
     name: str = "image",
+    stack_mode: str | None = None,
+    voxel_size=None,
+    noise_model="auto",
+    guide: np.ndarray | None = None,
     **kwargs,
 ) -> Iterator[Progress | Result]:
     """Restore each 2-D plane along axis 0 of ``stack``; yields progress, then one Result.
@@ -73,8 +93,10 @@ def restore_stack_iter(
     into S first. ``mask`` is (Y, X), shared by every slice, or one per slice (S, Y, X).
     ``slices`` restores only those indices; the others are copied through unchanged.
     ``channel_axis`` is counted in one slice's axes, as for :func:`restore_iter` (0 or -1).
-    :mod:`.axes` folds N-D arrays into this form and back. Other keywords go to
-    :func:`~napari_dip.engine.restore_iter`.
+    :mod:`.axes` folds N-D arrays into this form and back. ``stack_mode`` is 'slices', 'warm' or
+    '3d' (None: chosen from the stack, see the module's text); ``voxel_size`` (Z, Y, X) shapes
+    the 3-D network. ``guide`` is one plane for every slice, or one per slice (``guide[i]``).
+    Other keywords go to :func:`~napari_dip.engine.restore_iter`.
 
     The record lists every slice asked for under ``"slices"``: restored ones with their fit,
     skipped ones with ``"skipped"`` (e.g. ``"constant"``), failed ones with ``"error"`` (the
@@ -92,6 +114,13 @@ def restore_stack_iter(
     n = stack.shape[0]
     masks = axes.slice_masks(mask, n, layout.to_cyx(stack[0]).shape[1:])
     todo = list(range(n)) if slices is None else [int(i) % n for i in slices]
+    mode = choose_stack_mode(stack_mode, stack, todo, layout)
+    if mode["mode"] == "3d":
+        yield from _restore_3d(stack, task, mode, mask=mask, slices=slices, layout=layout,
+                               factor=factor, seed=seed, cancel=cancel, reference=reference,
+                               name=name, voxel_size=voxel_size, noise_model=noise_model,
+                               guide=guide, **kwargs)
+        return
     skipped = {i: r for i in todo if (r := _skip_reason(stack[i], masks[i], layout, task))}
     to_fit = [i for i in todo if i not in skipped]
     if not to_fit:
@@ -106,6 +135,11 @@ def restore_stack_iter(
     if seed is None:
         seed = draw_seed()
     check = as_cancel_check(cancel)
+    if isinstance(noise_model, str):
+        noise_model = _shared_noise_model(noise_model, colour, known, norm, task, name)
+    per_slice_guide = guide is not None and np.ndim(guide) >= 3 and \
+        np.shape(guide)[:3] == stack.shape[:3]
+    warm_states = {} if mode["mode"] == "warm" else None
 
     out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
     entries, history, errors = {}, [], []
@@ -122,7 +156,9 @@ def restore_stack_iter(
             for event in restore_iter(
                 stack[i], task, mask=masks[i], channel_axis=layout.channel_axis, factor=factor,
                 seed=seed, cancel=check, normalisation=norm, name=f"{name} slice {i}",
-                reference=None if reference is None else reference[i], **kwargs,
+                reference=None if reference is None else reference[i], noise_model=noise_model,
+                guide=guide[i] if per_slice_guide else guide, warm_states=warm_states,
+                **{**kwargs, **_warm_settings(warm_states, kwargs)},
             ):
                 if isinstance(event, Result):
                     result = event
@@ -157,6 +193,7 @@ def restore_stack_iter(
     record = {
         **{k: v for k, v in settings.items() if k != "planes"},
         "input_shape": list(stack.shape),
+        "stack_mode": mode,
         "normalisation": {**norm.to_dict(), "clipped_fraction": clipped / max(counted, 1)},
         "slices": records,
         "slices_done": [e["slice"] for e in restored if e["stop_reason"] != "user"],
@@ -169,6 +206,76 @@ def restore_stack_iter(
     if errors:
         record["errors"] = [{"slice": i, "error": entries[i]["error"]} for i, _ in errors]
     yield Result(out, record, history)
+
+
+def _warm_settings(warm_states: dict | None, given: dict) -> dict:
+    """:data:`WARM_SETTINGS` for a slice that starts warm, except what the caller set."""
+    if not warm_states:
+        return {}
+    return {k: v for k, v in WARM_SETTINGS.items() if given.get(k) is None}
+
+
+def choose_stack_mode(requested: str | None, stack: np.ndarray, todo: list[int],
+                      layout: arrays.Layout) -> dict:
+    """The stack mode to use, and why: as asked, or (None) 'warm' when neighbouring slices
+    are alike (mean correlation of consecutive slices >= WARM_MIN_CORRELATION, after a light
+    smoothing so that noise does not hide shared structure), else 'slices'."""
+    from scipy import ndimage
+
+    if requested is not None:
+        return {"mode": STACK_MODE.check(requested), "requested": requested, "reason": "asked for"}
+    if len(todo) < 2:
+        return {"mode": "slices", "requested": None, "reason": "one slice"}
+    r = []
+    for a, b in zip(todo, todo[1:]):
+        x, y = (ndimage.gaussian_filter(_colour(stack[i], layout).astype(np.float64),
+                                        (0, 1, 1)).ravel() for i in (a, b))
+        if x.std() > 0 and y.std() > 0:
+            r.append(float(np.corrcoef(x, y)[0, 1]))
+    mean_r = float(np.mean(r)) if r else 0.0
+    mode = "warm" if mean_r >= WARM_MIN_CORRELATION else "slices"
+    sign = ">=" if mode == "warm" else "<"
+    return {"mode": mode, "requested": None, "neighbour_correlation": round(mean_r, 3),
+            "reason": f"neighbouring slices correlate {mean_r:.2f} ({sign} "
+                      f"{WARM_MIN_CORRELATION})"}
+
+
+def _shared_noise_model(requested: str, colour: dict, known: dict, norm: IntensityMap,
+                        task: str, name: str):
+    """One noise model for every slice, fitted to up to 8 slices side by side."""
+    picked = list(colour)[:: max(len(colour) // 8, 1)][:8]
+    planes = np.concatenate([norm.forward(colour[i]) for i in picked], axis=-1)
+    if all(known[i] is None for i in picked):
+        mask = None
+    else:
+        mask = np.concatenate([np.ones(colour[i].shape[1:], bool) if known[i] is None
+                               else known[i] for i in picked], axis=-1)
+    return resolve_noise_model(requested, planes, mask, task, name)
+
+
+def _restore_3d(stack, task, mode, *, mask, slices, layout, factor, seed, cancel, reference,
+                name, voxel_size, noise_model, guide, **kwargs):
+    """Stack mode '3d': the whole stack through :func:`~.volume.restore_volume_iter`."""
+    from .volume import restore_volume_iter
+
+    if mask is not None or guide is not None or slices is not None:
+        raise ValueError("stack mode '3d' restores the whole stack and takes no mask, guide or "
+                         "slice selection; use stack mode 'slices' or 'warm'")
+    if kwargs.pop("tile", None) not in (None, False):
+        raise ValueError("stack mode '3d' fits the whole volume at once; it cannot be tiled")
+    for key in ("normalisation", "net_input", "composite", "mask_name", "guide_name",
+                "warm_states"):
+        kwargs.pop(key, None)
+    result = None
+    for event in restore_volume_iter(stack, task, channel_axis=layout.channel_axis,
+                                     voxel_size=voxel_size, noise_model=noise_model, seed=seed,
+                                     cancel=cancel, reference=reference, name=name, **kwargs):
+        if isinstance(event, Result):
+            result = event
+        else:
+            yield event
+    result.record["stack_mode"] = {**mode, **result.record["stack_mode"]}
+    yield result
 
 
 def restore_stack(stack: np.ndarray, task: str = "denoise", *, callback=None, **kwargs) -> Result:
