@@ -183,3 +183,117 @@ def test_cancel_ends_every_unit_with_its_best_so_far(nuclei):
     assert [o.stop_reason for o in outcomes] == ["user"] * 3
     assert [o.iterations for o in outcomes] == [12] * 3
     assert all(o.image.shape == (1, 40, 40) and torch.isfinite(o.image).all() for o in outcomes)
+
+
+# -- stacks, channels and the CLI on the batched path --------------------------------------------
+STACK = dict(net=SMALL, input_channels=8, device="cpu", preset="light", seed=0)
+
+
+@pytest.fixture(scope="module")
+def noisy_stack():
+    """The nuclei stack (uint16) with noise, and the original as the reference."""
+    from conftest import load_crop
+
+    stack = load_crop("nuclei3d_3x40x40_uint16.tif")
+    sigma = 0.08 * float(stack.max() - stack.min())
+    noisy = stack + np.random.default_rng(0).normal(0, sigma, stack.shape)
+    return np.clip(noisy, 0, 65535).astype(np.uint16), stack
+
+
+def _psnr(a, b, peak):
+    return 10 * np.log10(peak**2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
+
+
+def test_stack_batched_matches_one_at_a_time_and_records_the_path(noisy_stack):
+    from napari_dip.engine import restore_stack_iter
+
+    noisy, clean = noisy_stack
+    original = noisy.copy()
+    runs = {}
+    for batch in (1, 3):
+        events = list(restore_stack_iter(noisy, "denoise", batch=batch, **STACK))
+        runs[batch] = events[-1], events[:-1]
+    (single, _), (batched, events) = runs[1], runs[3]
+    np.testing.assert_array_equal(noisy, original)  # the caller's array is never modified
+    assert single.record["batch"] == {"size": 1, "path": "one-at-a-time"}
+    assert batched.record["batch"] == {"size": 3, "path": "grouped-convolutions"}
+    assert batched.image.dtype == noisy.dtype and batched.image.shape == noisy.shape
+    peak = float(clean.max())
+    for k, (a, b) in enumerate(zip(single.record["slices"], batched.record["slices"])):
+        assert a["stop_reason"] == b["stop_reason"] == "noise-level"
+        assert abs(_psnr(single.image[k], clean[k], peak) - _psnr(batched.image[k], clean[k], peak)) < 0.5
+        assert _psnr(batched.image[k], clean[k], peak) > _psnr(noisy[k], clean[k], peak) + 1
+    # the slices' events interleave, say how many run together, and each slice ends with its
+    # final image
+    assert max(e.batch for e in events) == 3
+    assert len({e.slice_index for e in events[:30]}) == 3
+    finals = [e for e in events if e.final]
+    assert sorted(e.slice_index for e in finals) == [0, 1, 2]
+    for e in finals:
+        np.testing.assert_array_equal(e.preview, batched.image[e.slice_index].astype(np.float32))
+
+
+def test_separate_channels_run_as_one_batch(noisy_stack):
+    from napari_dip.engine import restore
+
+    noisy, _ = noisy_stack
+    image = np.moveaxis(noisy, 0, -1)  # three channels of one plane, (Y, X, C)
+    result = restore(image, "denoise", channel_axis=-1, channels="separate", batch=3,
+                     max_iters=6, **STACK)
+    assert result.record["batch"]["size"] == 3
+    assert [p["channels"] for p in result.record["planes"]] == [[0], [1], [2]]
+    assert result.record["iterations"] == 18 and result.image.shape == image.shape
+
+
+def test_stack_batches_of_two_cover_every_slice_and_keep_a_failing_one_apart(noisy_stack):
+    from napari_dip.engine import restore_stack
+
+    noisy, _ = noisy_stack
+    masks = np.zeros((3, 40, 40), bool)
+    masks[:, 5:9, 5:30] = True
+    masks[1] = True  # nothing known in slice 1: it cannot be filled
+    result = restore_stack(noisy, "inpaint", mask=masks, batch=2, max_iters=4, **STACK)
+    rec = result.record
+    assert rec["batch"]["size"] == 2 and rec["slices_done"] == [0, 2]
+    assert "every pixel" in rec["slices"][1]["error"]
+    np.testing.assert_array_equal(result.image[1], noisy[1])
+
+
+def test_stack_batch_cancel_keeps_every_slice_s_best_so_far(noisy_stack):
+    import threading
+
+    from napari_dip.engine import restore_stack
+
+    noisy, _ = noisy_stack
+    cancel, seen = threading.Event(), []
+
+    def on_progress(p):
+        seen.append(p)
+        if len(seen) == 12:  # four iterations of three slices
+            cancel.set()
+
+    result = restore_stack(noisy, "denoise", batch=3, max_iters=500, cancel=cancel,
+                           callback=on_progress, **STACK)
+    rec = result.record
+    assert rec["stop_reason"] == "user" and rec["slices_done"] == []
+    assert [s["stop_reason"] for s in rec["slices"]] == ["user"] * 3
+    assert all(s["iterations"] == 4 for s in rec["slices"])  # none starts another step
+    assert not any(e.final for e in seen)
+
+
+def test_cli_batch_option_reaches_the_record(tmp_path, data_dir):
+    import json
+
+    import tifffile
+
+    from napari_dip._cli import main
+
+    src, out = tmp_path / "stack.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, tifffile.imread(data_dir / "nuclei3d_3x40x40_uint16.tif"),
+                     metadata={"axes": "ZYX"})
+    assert main(["restore", str(src), str(out), "--batch", "3", "--max-iters", "3", "--quiet",
+                 "--device", "cpu", "--preset", "light", "--seed", "0"]) == 0
+    with tifffile.TiffFile(out) as tif:
+        record = json.loads(tif.shaped_metadata[0]["napari_dip"])
+    assert record["batch"] == {"size": 3, "path": "grouped-convolutions"}
+    assert [s["iterations"] for s in record["slices"]] == [3, 3, 3]

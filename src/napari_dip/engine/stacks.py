@@ -19,7 +19,8 @@ import numpy as np
 from . import arrays, axes
 from .intensity import IntensityMap
 from .restoration import (
-    Progress, Result, as_cancel_check, drain, draw_seed, overall_stop_reason, restore_iter,
+    Progress, Result, _record, as_cancel_check, drain, draw_seed, overall_stop_reason, prepare,
+    restore_iter,
 )
 
 
@@ -65,6 +66,7 @@ def restore_stack_iter(
     cancel=None,
     reference: np.ndarray | None = None,
     name: str = "image",
+    batch: int | None = None,
     **kwargs,
 ) -> Iterator[Progress | Result]:
     """Restore each 2-D plane along axis 0 of ``stack``; yields progress, then one Result.
@@ -73,8 +75,11 @@ def restore_stack_iter(
     into S first. ``mask`` is (Y, X), shared by every slice, or one per slice (S, Y, X).
     ``slices`` restores only those indices; the others are copied through unchanged.
     ``channel_axis`` is counted in one slice's axes, as for :func:`restore_iter` (0 or -1).
-    :mod:`.axes` folds N-D arrays into this form and back. Other keywords go to
-    :func:`~napari_dip.engine.restore_iter`.
+    :mod:`.axes` folds N-D arrays into this form and back. ``batch`` slices (or, with
+    ``channels='separate'``, channels of slices) are fitted at once as independent networks
+    (:mod:`.batched`; their progress events interleave); None chooses from the device (several
+    on CUDA, one at a time elsewhere); the record's ``"batch"`` says which path ran. Other
+    keywords go to :func:`~napari_dip.engine.restore_iter`.
 
     The record lists every slice asked for under ``"slices"``: restored ones with their fit,
     skipped ones with ``"skipped"`` (e.g. ``"constant"``), failed ones with ``"error"`` (the
@@ -110,43 +115,41 @@ def restore_stack_iter(
     out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
     entries, history, errors = {}, [], []
     settings, cancelled = {"task": task, "seed": seed}, False
-    for i in todo:
-        if i in skipped:
-            entries[i] = {"slice": i, "skipped": skipped[i], "iterations": 0, "seconds": 0.0}
-            continue
-        if check is not None and check():
-            cancelled = True
-            break
-        result = last_progress = None
-        try:
-            for event in restore_iter(
-                stack[i], task, mask=masks[i], channel_axis=layout.channel_axis, factor=factor,
-                seed=seed, cancel=check, normalisation=norm, name=f"{name} slice {i}",
-                reference=None if reference is None else reference[i], **kwargs,
-            ):
-                if isinstance(event, Result):
-                    result = event
-                else:
-                    event.slice_index, event.n_slices = i, len(todo)
-                    last_progress = event
-                    yield event
-        except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
-            errors.append((i, exc))
-            entries[i] = {"slice": i, "error": f"{type(exc).__name__}: {exc}",
-                          "iterations": 0, "seconds": 0.0}
-            if isinstance(exc, MemoryError):
-                break  # the next slices, of the same size, would not fit either
-            continue
-        if result.stop_reason != "user" and last_progress is not None:
-            yield replace(last_progress, preview=result.image.astype(np.float32), final=True)
-        out[i] = result.image
-        entries[i] = {"slice": i, **{k: result.record[k] for k in (
-            "iterations", "best_iteration", "stop_reason", "seconds", "planes")}}
-        history.append(result.history)
-        settings = result.record
-        if result.stop_reason == "user":
-            cancelled = True
-            break
+    for i in skipped:
+        entries[i] = {"slice": i, "skipped": skipped[i], "iterations": 0, "seconds": 0.0}
+
+    def per_slice(i):
+        return dict(mask=masks[i], channel_axis=layout.channel_axis, factor=factor, seed=seed,
+                    normalisation=norm, name=f"{name} slice {i}",
+                    reference=None if reference is None else reference[i], **kwargs)
+
+    runs, last = _slice_runs(stack, task, to_fit, per_slice, check, batch, len(todo)), {}
+    try:
+        for event in runs:
+            if isinstance(event, Progress):
+                last[event.slice_index] = event
+                yield event
+                continue
+            i, result, exc = event
+            if exc is not None:
+                errors.append((i, exc))
+                entries[i] = {"slice": i, "error": f"{type(exc).__name__}: {exc}",
+                              "iterations": 0, "seconds": 0.0}
+                if isinstance(exc, MemoryError):
+                    break  # the next slices, of the same size, would not fit either
+                continue
+            if result.stop_reason != "user" and i in last:
+                yield replace(last[i], preview=result.image.astype(np.float32), final=True)
+            out[i] = result.image
+            entries[i] = {"slice": i, **{k: result.record[k] for k in (
+                "iterations", "best_iteration", "stop_reason", "seconds", "planes")}}
+            history.append(result.history)
+            settings = result.record
+            cancelled = cancelled or result.stop_reason == "user"
+    finally:
+        runs.close()
+    # Cancelled between slices: the run ended before every slice ran.
+    cancelled = cancelled or (check is not None and check() and len(entries) < len(todo))
     restored = [e for e in entries.values() if "stop_reason" in e]
     if errors and not restored:
         raise errors[0][1]
@@ -169,6 +172,69 @@ def restore_stack_iter(
     if errors:
         record["errors"] = [{"slice": i, "error": entries[i]["error"]} for i, _ in errors]
     yield Result(out, record, history)
+
+
+def _slice_runs(stack, task, to_fit, per_slice, check, batch, n_slices):
+    """Fit the slices ``to_fit``, one at a time or ``batch`` units at a time; yields Progress
+    and (slice, Result or None, error or None) per slice as it ends. Stops at a cancel."""
+    if batch != 1 and to_fit:
+        from .batch_planes import PlaneDone, fit_planes, resolve_batch
+
+        try:
+            first = prepare(stack[to_fit[0]], task, **per_slice(to_fit[0]))
+        except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
+            yield to_fit[0], None, exc
+            to_fit, first = to_fit[1:], None
+        units = len(first.groups) if first is not None else 1
+        size = resolve_batch(batch, first, len(to_fit) * units) if first is not None else 1
+        if size > 1:
+            # Slices are prepared a batch at a time: a long stack's inputs are never all held.
+            per_batch = max(1, size // units)
+            for start in range(0, len(to_fit), per_batch):
+                if check is not None and check():
+                    return
+                jobs, ready = [], []
+                for i in to_fit[start: start + per_batch]:
+                    try:
+                        jobs.append(first if i == to_fit[0] and first is not None
+                                    else prepare(stack[i], task, **per_slice(i)))
+                        ready.append(i)
+                    except Exception as exc:  # noqa: BLE001 - recorded; the others go on
+                        yield i, None, exc
+                if not jobs:
+                    continue
+                events = fit_planes(jobs, check, size, ready, n_slices)
+                while True:
+                    try:
+                        event = next(events)
+                    except StopIteration as end:
+                        size = end.value or size  # smaller after running out of memory
+                        break
+                    if not isinstance(event, PlaneDone):
+                        yield event
+                        continue
+                    job, fits = jobs[event.job], event.fits
+                    result = None if fits is None else Result(
+                        job.output(fits.image), _record(job, fits), fits.history)
+                    yield ready[event.job], result, event.error
+            return
+    for i in to_fit:
+        if check is not None and check():
+            return
+        result = None
+        try:
+            for event in restore_iter(stack[i], task, cancel=check, batch=1, **per_slice(i)):
+                if isinstance(event, Result):
+                    result = event
+                else:
+                    event.slice_index, event.n_slices = i, n_slices
+                    yield event
+        except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
+            yield i, None, exc
+            continue
+        yield i, result, None
+        if result.stop_reason == "user":
+            return
 
 
 def restore_stack(stack: np.ndarray, task: str = "denoise", *, callback=None, **kwargs) -> Result:
