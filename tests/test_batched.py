@@ -87,11 +87,13 @@ def test_batched_units_make_the_one_at_a_time_decisions(nuclei, float64):
                                    rtol=1e-5)
 
 
-def test_backtracking_and_learning_rate_drops_are_per_unit(nuclei, float64):
+@pytest.mark.parametrize("gpu_settings", [dict(sync_every=5),
+                                          dict(sync_every=10, channels_last=True)])
+def test_backtracking_and_learning_rate_drops_are_per_unit(nuclei, float64, gpu_settings):
     # A hair-trigger (0.05 dB) makes every unit backtrack and drop its learning rate often, each
-    # at its own iterations; the loss is read every 5 steps as on a GPU.
+    # at its own iterations; the loss is read every few steps and the layout is a GPU's.
     obs, _ = nuclei
-    config = small_config(max_iters=60, stopping="none", backtrack_db=0.05, sync_every=5)
+    config = small_config(max_iters=60, stopping="none", backtrack_db=0.05, **gpu_settings)
     singles = [run_fit(o, Identity(), config, device=CPU, seed=s) for s, o in enumerate(obs)]
     batch = run_batch(obs, Identity(), config, device=CPU, seeds=[0, 1, 2])
     assert min(s.backtracks for s in singles) > 0 and max(s.lr_drops for s in singles) > 0
@@ -116,6 +118,14 @@ def test_per_unit_and_shared_operators(nuclei, float64, task):
     for a, b in zip(singles, batch):
         assert b.image.shape == (1, 40, 40)
         _same_fit(a, b)
+
+
+def test_bfloat16_autocast_runs_and_is_recorded(nuclei):
+    obs, _ = nuclei
+    outcomes = run_batch(obs, Identity(), small_config(max_iters=3, precision="bfloat16"),
+                         device=CPU, seeds=0)
+    assert [o.precision for o in outcomes] == ["bfloat16"] * 3
+    assert all(torch.isfinite(o.image).all() for o in outcomes)
 
 
 def test_float32_batches_match_within_noise(nuclei):

@@ -8,10 +8,13 @@ grouped network (:class:`~.generators.SkipNet` with ``units``): every convolutio
 weights only. A unit that stops leaves the batch: every per-unit tensor is re-sliced and the
 network rebuilt for the units left, so its compute stops.
 
-Grouped convolutions rather than ``torch.func.vmap``: vmap lowers a batched convolution to the
-same grouped convolution; on the 2-core test CPU the module form was as fast or faster (64²: 0.82x
-the one-at-a-time CPU time per unit against vmap's 0.91x), and a plain module takes autocast,
-channels_last and torch.compile as :func:`.fit.fit` does.
+Grouped convolutions rather than ``stack_module_state`` + ``vmap``: vmap lowers a convolution
+with batched weights to the same grouped convolution, and the two measured alike (light net,
+8 units, one training step, one thread of the 2-core test CPU, per unit against one network at a
+time: 64² grouped 0.83-0.94x, vmap 0.89-1.02x; 128² grouped 1.25-1.52x, vmap 1.37-1.42x). The
+module form keeps BatchNorm per channel without vmap's in-place buffer rules and takes autocast,
+channels_last and torch.compile as :func:`.fit.fit` does. On this CPU batches pay off only for
+small planes (see :func:`default_batch`); the gain is meant for GPUs.
 
 Sums over a batch divide time among the units: each unit is charged an equal share of every
 stretch of wall and CPU time it spent in the batch.
@@ -33,7 +36,7 @@ from .fit import (
     observation_noise_variance, resolve_precision,
 )
 from .generators import build_generator, padded_size
-from .operators import Operator, psnr
+from .operators import Identity, Operator, psnr
 from .presets import FitConfig
 from .stopping import make_stopping_rule
 
@@ -224,7 +227,7 @@ def fit_batch(
     units' order (a unit that failed has its exception there). Cancellation ends every unit
     with the best estimate so far.
     """
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
     n = len(observations)
     ops = list(operators) if isinstance(operators, (list, tuple)) else [operators] * n
     seed_of = [seeds] * n if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -256,8 +259,10 @@ def fit_batch(
     del starts, weights
     y = torch.cat(list(observations)).to(device)
     ops = [op.to(device) for op in ops]
-    shared_op = all(op is ops[0] for op in ops) and \
-        type(ops[0]).data_term is Operator.data_term  # a per-pixel MSE: one op for all units
+    # One mean-squared error over all units at once where every unit has the same forward model
+    # (a stack's slices each bring their own operator object; Identity has no parameters).
+    shared_op = type(ops[0]).data_term is Operator.data_term and (
+        all(op is ops[0] for op in ops) or all(type(op) is Identity for op in ops))
     refs = None
     if references is not None and all(r is not None for r in references):
         refs = torch.stack([r.to(device) for r in references])
@@ -284,7 +289,7 @@ def fit_batch(
     kept = _Rows(n) if config.backtrack else None
     candidate = _Rows(n) if config.backtrack else None
     jitter_gens = {s: torch.Generator(device=device).manual_seed(s + 1) for s in set(seed_of)}
-    state = {"net": None, "forward": None, "n": None}
+    state = {"forward": None, "n": None}  # the network for the current number of units
     ema = best = None
     outcomes: list[FitOutcome | Exception | None] = [None] * n
     unread: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
@@ -298,7 +303,7 @@ def fit_batch(
             def forward(weights, x):
                 return torch.func.functional_call(net, dict(zip(names_now, weights)), (x,))
 
-            state.update(net=net, n=len(units),
+            state.update(n=len(units),
                          forward=torch.compile(forward) if config.compile else forward)
         return state["forward"]
 
@@ -525,8 +530,10 @@ def unit_memory(out_hw: tuple[int, int], config: FitConfig, channels: int) -> in
 def default_batch(device: torch.device, n_units: int, out_hw: tuple[int, int],
                   config: FitConfig, channels: int) -> int:
     """How many units to fit together by default: on CUDA as many as half the free memory
-    holds (at most :data:`MAX_DEFAULT_BATCH`); elsewhere one at a time (on the test CPU batches
-    were no faster, see benchmarks/RESULTS.md)."""
+    holds (at most :data:`MAX_DEFAULT_BATCH`); elsewhere one at a time. On the 2-core test CPU
+    (one thread) a batch of 8 slices of 128² restored at 0.87x the one-at-a-time throughput
+    (benchmarks/RESULTS.md); only planes of at most 64² gained (6 slices of 40², padded to 64²:
+    0.83x the CPU time), too narrow a case for a default."""
     if device.type != "cuda" or n_units < 2:
         return 1
     free = torch.cuda.mem_get_info(device)[0]

@@ -347,6 +347,8 @@ def _plane_record(group: list[int], outcome) -> dict:
 def _fit_groups(job: _Job, check: Callable[[], bool] | None, batch: int | None = 1):
     """Fit each channel group in turn (or ``batch`` at a time), yielding :class:`Progress`;
     returns :class:`_Fits`."""
+    if batch is not None and batch < 1:
+        raise ValueError(f"batch must be at least 1 (fits run together), not {batch}")
     if len(job.groups) > 1 and batch != 1:
         from .batch_planes import PlaneDone, fit_planes, resolve_batch
 
