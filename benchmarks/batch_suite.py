@@ -137,6 +137,6 @@ def markdown_batch(res: dict) -> str:
              f"`restore_stack(noisy, \"denoise\", seed=0, batch=…)`, preset `{b['preset']}`, device `{b['device']}`, "
              f"automatic stop; each run in a fresh process. Per-slice PSNR, iterations and picks are in the JSON."]
     if not b["device"].startswith("cuda"):
-        rows.append("Issue 8's GPU goal (64 slices of 256², ≥ 5× the one-at-a-time throughput) needs "
+        rows.append("\nIssue 8's GPU goal (64 slices of 256², ≥ 5× the one-at-a-time throughput) needs "
                     "`--suite paper --tasks batch --device cuda`; this run had no GPU, so that figure is open.")
     return "\n".join(rows)
