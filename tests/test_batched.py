@@ -291,19 +291,60 @@ def test_stack_batch_cancel_keeps_every_slice_s_best_so_far(noisy_stack):
     assert not any(e.final for e in seen)
 
 
-def test_cli_batch_option_reaches_the_record(tmp_path, data_dir):
+@pytest.mark.parametrize("unit_by_unit", [True, False], ids=["units", "in-memory"])
+def test_cli_batch_option_reaches_the_record(tmp_path, data_dir, monkeypatch, unit_by_unit):
+    # A TIFF stack goes unit by unit (resumable) where dask and zarr are installed, else through
+    # restore_stack in memory: --batch reaches both.
     import json
 
     import tifffile
 
+    from napari_dip import _batch_cli
     from napari_dip._cli import main
 
+    if unit_by_unit:
+        pytest.importorskip("dask")
+        pytest.importorskip("zarr")
+    else:
+        monkeypatch.setattr(_batch_cli, "_lazy_tiff_possible", lambda: False)
     src, out = tmp_path / "stack.tif", tmp_path / "out.tif"
     tifffile.imwrite(src, tifffile.imread(data_dir / "nuclei3d_3x40x40_uint16.tif"),
-                     metadata={"axes": "ZYX"})
+                     photometric="minisblack", metadata={"axes": "ZYX"})
     assert main(["restore", str(src), str(out), "--batch", "3", "--max-iters", "3", "--quiet",
                  "--device", "cpu", "--preset", "light", "--seed", "0"]) == 0
     with tifffile.TiffFile(out) as tif:
         record = json.loads(tif.shaped_metadata[0]["napari_dip"])
-    assert record["batch"] == {"size": 3, "path": "grouped-convolutions"}
     assert [s["iterations"] for s in record["slices"]] == [3, 3, 3]
+    batched = {"size": 3, "path": "grouped-convolutions"}
+    if unit_by_unit:
+        assert [s["batch"] for s in record["slices"]] == [batched] * 3
+    else:
+        assert record["batch"] == batched
+
+
+def test_slices_in_tiles_go_one_at_a_time(noisy_stack):
+    from napari_dip.engine import restore_stack
+
+    noisy, _ = noisy_stack
+    result = restore_stack(noisy[:2], "denoise", batch=2, tile=24, max_iters=2, **STACK)
+    assert result.record["batch"]["size"] == 1
+    assert [len(s["planes"]) for s in result.record["slices"]] == [4, 4]  # 4 tiles each
+
+
+def test_units_of_a_failed_batch_are_run_one_at_a_time(monkeypatch):
+    from napari_dip import _cluster
+    from napari_dip.engine import units
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("lost the device")
+        yield  # pragma: no cover
+
+    done = []
+    monkeypatch.setattr(units, "run_unit_batch", broken)
+    monkeypatch.setattr(units, "run_unit", lambda **kw: {"status": "done", "name": kw["name"]})
+    payload = dict(data=np.zeros((8, 8)), mask=None, normalisation=None, seed=0,
+                   channel_axis=None, options={"batch": 2})
+    jobs = [(k, {**payload, "name": str(k)}) for k in range(3)]
+    _cluster.SerialUnits(1).run(iter(jobs), lambda u, out: done.append((u, out["name"])),
+                                __import__("threading").Event(), None)
+    assert done == [(0, "0"), (1, "1"), (2, "2")]

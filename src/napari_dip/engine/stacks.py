@@ -17,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from . import arrays, axes
+from .devices import DIPMemoryError
 from .intensity import IntensityMap
 from .restoration import (
     Progress, Result, _record, as_cancel_check, drain, draw_seed, overall_stop_reason, prepare,
@@ -177,16 +178,22 @@ def restore_stack_iter(
 def _slice_runs(stack, task, to_fit, per_slice, check, batch, n_slices):
     """Fit the slices ``to_fit``, one at a time or ``batch`` units at a time; yields Progress
     and (slice, Result or None, error or None) per slice as it ends. Stops at a cancel."""
-    if batch != 1 and to_fit:
+    # Tiles asked for: every slice goes through restore_iter, which cuts it (one at a time).
+    if batch != 1 and to_fit and per_slice(to_fit[0]).get("tile") in (None, False):
         from .batch_planes import PlaneDone, fit_planes, resolve_batch
 
-        try:
-            first = prepare(stack[to_fit[0]], task, **per_slice(to_fit[0]))
-        except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
-            yield to_fit[0], None, exc
-            to_fit, first = to_fit[1:], None
-        units = len(first.groups) if first is not None else 1
-        size = resolve_batch(batch, first, len(to_fit) * units) if first is not None else 1
+        size, first = 1, None
+        while to_fit and first is None:
+            try:
+                first = prepare(stack[to_fit[0]], task, **per_slice(to_fit[0]))
+            except DIPMemoryError:
+                break  # too big for one fit: one at a time, in tiles (restore_iter)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
+                yield to_fit[0], None, exc
+                to_fit = to_fit[1:]
+        if first is not None:
+            units = len(first.groups)
+            size = resolve_batch(batch, first, len(to_fit) * units)
         if size > 1:
             # Slices are prepared a batch at a time: a long stack's inputs are never all held.
             per_batch = max(1, size // units)
@@ -196,7 +203,7 @@ def _slice_runs(stack, task, to_fit, per_slice, check, batch, n_slices):
                 jobs, ready = [], []
                 for i in to_fit[start: start + per_batch]:
                     try:
-                        jobs.append(first if i == to_fit[0] and first is not None
+                        jobs.append(first if i == to_fit[0]
                                     else prepare(stack[i], task, **per_slice(i)))
                         ready.append(i)
                     except Exception as exc:  # noqa: BLE001 - recorded; the others go on
