@@ -70,9 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, help="CPU threads (default: the cores other processes "
                    "leave free; NAPARI_DIP_THREADS also sets it)")
     r.add_argument("--batch", type=_positive, metavar="N",
-                   help="fit N slices of a stack (or, with --channels separate, N channels) at "
-                   "once as independent networks in one pass; 1: one at a time (default: "
-                   "several on CUDA as memory allows, 1 elsewhere)")
+                   help="fit N slices or tiles of a stack (or, with --channels separate, N "
+                   "channels) at once as independent networks in one pass; 1: one at a time "
+                   "(default: several on CUDA as memory allows, 1 elsewhere; --workers and "
+                   "--scheduler send one unit at a time)")
     r.add_argument("--dry-run", action="store_true", help="check the input and print the planned "
                    "work and its memory need, then exit without restoring")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
