@@ -652,7 +652,7 @@ def main(argv=None) -> int:
     suite = SUITES[args.suite]
     tasks = ([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks
              else list(suite.get("tasks", DEFAULT_TASKS)))
-    unknown = set(tasks) - {*TASKS, "speed", "peers"}
+    unknown = set(tasks) - {*TASKS, "speed", "peers", "batch"}
     if unknown:
         p.error(f"unknown task(s) {', '.join(sorted(unknown))}")
     if not args.data.is_dir():

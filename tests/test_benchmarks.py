@@ -243,7 +243,7 @@ def test_metrics_reproduce_the_papers_recomputed_figures():
     assert run.score(house, house.published["DIP (paper)"])["psnr"] == pytest.approx(39.00, abs=0.01)
 
 
-def test_batch_suite_runs_both_paths_and_reports(tmp_path, one_thread):
+def test_batch_task_runs_both_paths_and_reports(tmp_path, one_thread):
     import tifffile
 
     from benchmarks import batch_suite
@@ -252,12 +252,15 @@ def test_batch_suite_runs_both_paths_and_reports(tmp_path, one_thread):
     frames = (40 + 150 * rng.random((4, 40, 40))).astype(np.uint8)  # a stand-in time-lapse
     (tmp_path / batch_suite.TIMELAPSE).parent.mkdir(parents=True)
     tifffile.imwrite(tmp_path / batch_suite.TIMELAPSE, frames)
-    config = {"slices": 3, "size": 32, "sigma": 15, "batch": 3, "overrides": {"max_iters": 4}}
-    res = batch_suite.run_batch_suite(tmp_path, config, "cpu", threads=1, log=lambda m: None,
-                                      isolate=False)
+    suite = {"preset": "light", "batch": {"slices": 3, "size": 32, "sigma": 15, "batch": 3,
+                                          "overrides": {"max_iters": 4}}}
+    assert "batch" in run.SUITES["quick"] and "batch" in run.SUITES["paper"]
+    results = run.run_suite("quick", suite, cases=[], device="cpu", out_dir=tmp_path,
+                            log=lambda m: None, batch_data=tmp_path, threads=1)
+    res = results["batch"]
     assert res["one_at_a_time"]["batch"] == {"size": 1, "path": "one-at-a-time"}
     assert res["batched"]["batch"] == {"size": 3, "path": "grouped-convolutions"}
     assert res["batched"]["slices"] == 3 and res["batched"]["iterations"] == [4, 4, 4]
     assert res["speedup_cpu"] > 0 and math.isfinite(res["psnr_difference_db"])
-    text = batch_suite.markdown_batch(res)
-    assert "slices / CPU-s" in text and "grouped-convolutions" in text
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "### Batched slices" in text and "slices / CPU-s" in text and "GPU goal" in text
