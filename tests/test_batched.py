@@ -348,3 +348,16 @@ def test_units_of_a_failed_batch_are_run_one_at_a_time(monkeypatch):
     _cluster.SerialUnits(1).run(iter(jobs), lambda u, out: done.append((u, out["name"])),
                                 __import__("threading").Event(), None)
     assert done == [(0, "0"), (1, "1"), (2, "2")]
+
+
+def test_planes_with_other_settings_go_in_other_batches(noisy_stack):
+    # e.g. slices whose inpainting masks are of different kinds get different settings
+    from napari_dip.engine.batch_planes import PlaneDone, fit_planes
+    from napari_dip.engine.restoration import prepare
+
+    noisy, _ = noisy_stack
+    jobs = [prepare(noisy[k], "denoise", max_iters=3 + k, **STACK) for k in range(3)]
+    jobs[2] = prepare(noisy[2], "denoise", max_iters=3, **STACK)  # as slice 0's
+    done = {e.job: e.fits for e in fit_planes(jobs, None, 3) if isinstance(e, PlaneDone)}
+    assert [done[k].planes[0]["iterations"] for k in range(3)] == [3, 4, 3]
+    assert all(done[k].batch["size"] == 3 for k in range(3))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .batched import UnitDone, default_batch, fit_batch
-from .devices import cpu_threads, is_out_of_memory, memory_error, tune_cpu_allocator
+from .devices import cpu_threads, is_out_of_memory, memory_error
 from .restoration import Progress, _Fits, _initial_guess, _Job, _plane_record
 
 #: What a run's record says about the path its fits took.
@@ -53,12 +53,12 @@ def fit_planes(jobs: list[_Job], check: Callable[[], bool] | None, batch: int,
     """Fit every channel group of every job, ``batch`` units at a time; yields
     :class:`~.restoration.Progress` (``slice_index`` from ``slice_indices``) and one
     :class:`PlaneDone` per job as soon as its last group is done. Jobs must share their
-    settings and shape (a stack's slices). After a cancel, the planes cut short are reported
-    with what they have and the others are not started. Returns the batch size it ended with
-    (smaller than ``batch`` after running out of device memory)."""
+    shape (a stack's slices); only jobs with the same settings share a batch. After a cancel,
+    the planes cut short are reported with what they have and the others are not started.
+    Returns the batch size it ended with (smaller than ``batch`` after running out of device
+    memory)."""
     if jobs[0].device.type != "cpu":
         return (yield from _fit_planes(jobs, check, batch, slice_indices, n_slices, None))
-    tune_cpu_allocator()
     with cpu_threads(jobs[0].threads) as threads:
         return (yield from _fit_planes(jobs, check, batch, slice_indices, n_slices, threads))
 
@@ -72,7 +72,11 @@ def _fit_planes(jobs, check, batch, slice_indices, n_slices, threads):
     queue = [(j, g) for j, job in enumerate(jobs) for g in range(len(job.groups))]
     size = batch
     while queue and not (check is not None and check()):
-        units, queue = queue[:size], queue[size:]
+        # A batch shares one configuration: planes whose settings differ (e.g. inpainting masks
+        # of different kinds) go in different batches.
+        config = jobs[queue[0][0]].config
+        units = [u for u in queue if jobs[u[0]].config == config][:size]
+        queue = [u for u in queue if u not in units]
         try:
             for event in _run(jobs, fits, units, check, slice_indices, n_slices):
                 if isinstance(event, Progress):
