@@ -279,3 +279,26 @@ def test_microscopy_suite_pipeline_on_tiny_images(one_thread):
     # FWHM of a known Gaussian profile
     t = np.arange(41) - 20.0
     assert microscopy._fwhm(np.exp(-0.5 * (t / 3) ** 2)) == pytest.approx(2.3548 * 3, rel=0.02)
+
+
+def test_batch_task_runs_both_paths_and_reports(tmp_path, one_thread):
+    import tifffile
+
+    from benchmarks import batch_suite
+
+    rng = np.random.default_rng(0)
+    frames = (40 + 150 * rng.random((4, 40, 40))).astype(np.uint8)  # a stand-in time-lapse
+    (tmp_path / batch_suite.TIMELAPSE).parent.mkdir(parents=True)
+    tifffile.imwrite(tmp_path / batch_suite.TIMELAPSE, frames)
+    suite = {"preset": "light", "batch": {"slices": 3, "size": 32, "sigma": 15, "batch": 3,
+                                          "overrides": {"max_iters": 4}}}
+    assert "batch" in run.SUITES["quick"] and "batch" in run.SUITES["paper"]
+    results = run.run_suite("quick", suite, cases=[], device="cpu", out_dir=tmp_path,
+                            log=lambda m: None, batch_data=tmp_path, threads=1)
+    res = results["batch"]
+    assert res["one_at_a_time"]["batch"] == {"size": 1, "path": "one-at-a-time"}
+    assert res["batched"]["batch"] == {"size": 3, "path": "grouped-convolutions"}
+    assert res["batched"]["slices"] == 3 and res["batched"]["iterations"] == [4, 4, 4]
+    assert res["speedup_cpu"] > 0 and math.isfinite(res["psnr_difference_db"])
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "### Batched slices" in text and "slices / CPU-s" in text and "GPU goal" in text

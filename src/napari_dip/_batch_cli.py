@@ -138,7 +138,8 @@ def _unit_entry(unit, out: dict, fingerprint: str) -> dict:
     else:
         rec = out["record"]
         entry.update({k: rec.get(k) for k in ("iterations", "best_iteration", "stop_reason",
-                                              "seconds", "planes", "device", "threads")})
+                                              "seconds", "planes", "device", "threads",
+                                              "batch")})
     return entry
 
 

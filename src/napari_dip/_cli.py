@@ -84,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
                    "file's (letters other than Y, X, C and S are stacked and done slice by slice)")
     r.add_argument("--threads", type=int, help="CPU threads (default: the cores other processes "
                    "leave free; NAPARI_DIP_THREADS also sets it)")
+    r.add_argument("--batch", type=_positive, metavar="N",
+                   help="fit N slices or tiles of a stack (or, with --channels separate, N "
+                   "channels) at once as independent networks in one pass; 1: one at a time "
+                   "(default: several on CUDA as memory allows, 1 elsewhere; --workers and "
+                   "--scheduler send one unit at a time)")
     r.add_argument("--dry-run", action="store_true", help="check the input and print the planned "
                    "work and its memory need, then exit without restoring")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -91,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(r)
     return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _layout(src: ImageFile, axes: str | None, path: str):
@@ -188,7 +200,7 @@ def engine_options(args: argparse.Namespace) -> dict:
     return dict(task=task, factor=args.factor, max_iters=args.max_iters,
                 preset=args.preset, device=args.device, stopping=args.stopping,
                 patience=args.patience, channels=args.channels, composite=args.composite,
-                threads=args.threads, mask_name=f"mask {args.mask!r}",
+                threads=args.threads, batch=args.batch, mask_name=f"mask {args.mask!r}",
                 noise_model=args.noise_model, **psf)
 
 
@@ -265,13 +277,14 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str) -> str:
     plane = planes[0] if layout.is_stack else planes
     h, w = plane.shape[layout.folded_yx_axes(plane.ndim)[0]], \
         plane.shape[layout.folded_yx_axes(plane.ndim)[1]]
+    channels = plane.size // (h * w)  # per plane (an RGBA's alpha counted: an estimate)
     if task == "sr":
         h, w = h * args.factor, w * args.factor
     n = planes.shape[0] if layout.is_stack else 1
     memory = estimate_memory(h, w, config.net)
     params = count_parameters(build_generator(config.net, config.input_channels, 1))
     threads = args.threads or choose_threads() if device.type == "cpu" else None
-    return "\n".join([
+    lines = [
         f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({task})",
         f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
         f"{config.stopping!r}, at most {config.max_iters} iterations per plane",
@@ -279,7 +292,17 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str) -> str:
         f"memory: about {memory / 2**20:.0f} MiB per fit step" + _tiling_note(
             h // (args.factor if args.task == "sr" else 1), w // (
                 args.factor if args.task == "sr" else 1), config.net, device, args),
-    ])
+    ]
+    units = n * (channels if args.channels == "separate" else 1)
+    if units > 1:
+        from .engine.batched import default_batch, unit_memory
+
+        per_unit = 1 if args.channels == "separate" else channels
+        batch = min(args.batch or default_batch(device, units, (h, w), config, per_unit), units)
+        lines.append(f"batch: {batch} of {units} fits at a time" + (
+            f" (grouped convolutions, about {unit_memory((h, w), config, per_unit) / 2**20:.0f}"
+            " MiB per fit)" if batch > 1 else " (one at a time)"))
+    return "\n".join(lines)
 
 
 def _tiling_note(h: int, w: int, spec, device, args) -> str:
@@ -306,9 +329,14 @@ def _interrupt(cancel: threading.Event) -> None:
 class _ProgressBar:
     def __init__(self, disabled: bool):
         self.disabled, self.bar, self.key = disabled, None, None
+        self.batched, self.done = False, 0
 
     def update(self, p) -> None:
         if self.disabled:
+            return
+        self.batched = self.batched or p.batch > 1
+        if self.batched:
+            self._update_batched(p)
             return
         key = (p.slice_index, p.plane)
         if key != self.key:
@@ -326,6 +354,21 @@ class _ProgressBar:
             self.key = key
         self.bar.set_postfix_str(p.status, refresh=False)
         self.bar.update(p.iteration - self.bar.n)
+
+    def _update_batched(self, p) -> None:
+        """Planes fitted together: their events interleave, so one bar for the batch."""
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc="batch", unit="it", file=sys.stderr, leave=False,
+                            mininterval=1.0)
+        if p.final:
+            self.done += 1
+        elif p.iteration < self.bar.n:  # the next batch has started
+            self.bar.reset()
+        slices = f", {self.done}/{p.n_slices} slices done" if p.n_slices else ""
+        self.bar.set_postfix_str(f"{p.batch} fitting together{slices}", refresh=False)
+        self.bar.update(max(p.iteration - self.bar.n, 0))
 
     def close(self) -> None:
         if self.bar is not None:

@@ -18,7 +18,9 @@ RETRIES = 2
 
 
 class SerialUnits:
-    """Units one after the other in this process (the default)."""
+    """Units one after the other in this process (the default), or, with the ``batch`` option
+    (``--batch N``; by default on CUDA), N units of one shape at a time as independent networks
+    in one pass."""
 
     slots = 1
     remote = False
@@ -27,9 +29,42 @@ class SerialUnits:
         self.threads = threads
 
     def run(self, jobs, handle, cancel, progress):
+        from .engine.units import batch_size
+
+        jobs, size, carry = iter(jobs), None, None
+        while not cancel.is_set():
+            first, carry = carry or next(jobs, None), None
+            if first is None:
+                return
+            size = size or batch_size(first[1])
+            group = [first]
+            while len(group) < size:  # consecutive units of one shape are fitted together
+                nxt = next(jobs, None)
+                if nxt is None:
+                    break
+                if nxt[1]["data"].shape != first[1]["data"].shape:
+                    carry = nxt
+                    break
+                group.append(nxt)
+            (self._together if len(group) > 1 else self._each)(group, handle, cancel, progress)
+
+    def _together(self, group, handle, cancel, progress):
+        """A batch of units as independent networks in one pass (``--batch``); if the batch
+        fails for another reason than its input, the units not yet done run one at a time."""
+        from .engine.units import run_unit_batch
+
+        left = dict(enumerate(group))
+        try:
+            for k, out in run_unit_batch([p for _, p in group], cancel=cancel,
+                                         callback=progress):
+                handle(left.pop(k)[0], out)
+        except Exception:  # noqa: BLE001 - retried one at a time, where errors are reported
+            self._each(list(left.values()), handle, cancel, progress)
+
+    def _each(self, group, handle, cancel, progress):
         from .engine.units import run_unit
 
-        for unit, payload in jobs:
+        for unit, payload in group:
             error = None
             for _ in range(RETRIES + 1):
                 try:

@@ -79,6 +79,28 @@ def _make_input(config: FitConfig, hw: tuple[int, int], gen: torch.Generator) ->
     return torch.rand((1, config.input_channels, h, w), generator=gen) * config.input_scale
 
 
+def initial_network(config: FitConfig, channels: int, out_hw: tuple[int, int], seed: int,
+                    net_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.nn.Module]:
+    """The input z (1, Cz, H, W), padded to the network's size, and the freshly initialised
+    generator that a fit with ``seed`` starts from (on the CPU)."""
+    net_hw = tuple(padded_size(s, config.net.depth) for s in out_hw)
+    gen = torch.Generator().manual_seed(seed)
+    if net_input is None:
+        z = _make_input(config, net_hw, gen)
+    else:
+        if tuple(net_input.shape[-2:]) != tuple(out_hw):
+            raise ValueError(
+                f"the network input has spatial shape {tuple(net_input.shape[-2:])}; "
+                f"it must match the restored image's {tuple(out_hw)}"
+            )
+        pad = (0, net_hw[1] - out_hw[1], 0, net_hw[0] - out_hw[0]) + (0, 0) * (net_input.ndim - 4)
+        z = F.pad(net_input.float(), pad, mode="replicate")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = build_generator(config.net, z.shape[1], channels)
+    return z, net
+
+
 class _Checkpoint:
     """Weights, BatchNorm buffers, optimiser state and the output average, restorable in place,
     with the data term the weights had (what a step after a restore is judged against)."""
@@ -150,6 +172,62 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', not {precision!r}")
 
 
+def ema_decay(ema: float, iteration: int) -> float:
+    """The output average's decay at ``iteration``: short memory at first, so the average is not
+    dragged by the first, random outputs (with a flat 0.99 they still weigh 25 % at iteration
+    140)."""
+    return min(ema, (1 + iteration) / (10 + iteration))
+
+
+class LossReader:
+    """What a fit does with the data terms it reads back: backtracking decisions, the stopping
+    rule, the pick (due ``lag`` iterations later, when the average is centred on it) and the
+    history. One per fitted network, so batched fits (:mod:`.batched`) judge each alike."""
+
+    def __init__(self, rule, lag: int, loss_jump: float | None):
+        self.rule, self.lag, self.loss_jump = rule, lag, loss_jump  # loss_jump None: no backtracking
+        self.reference_loss: float | None = None  # the data term a new step is judged against
+        self.consecutive = self.backtracks = self.lr_drops = 0
+        self.pending: int | None = None  # when the average for the latest pick is due
+        self.history: list[tuple[int, float, float | None]] = []
+
+    def read(self, chunk, restore: Callable[[], float | None] | None,
+             halve_lr: Callable[[], None]) -> tuple[bool, bool, float]:
+        """Act on ``chunk`` [(iteration, data term, raw output)], oldest first. ``restore`` puts
+        the last verified checkpoint back and returns its data term (None while there is none
+        to go back to); ``halve_lr`` lowers the learning rate. Returns (blown: a step blew the
+        fit up and the checkpoint was restored, stop: the rule says stop, the last value
+        read)."""
+        value = float("nan")
+        for i, value, raw in chunk:
+            if not np.isfinite(value):
+                raise FloatingPointError(
+                    f"the loss became {value} at iteration {i}; try a lower learning rate"
+                )
+            if self.loss_jump is not None and self.reference_loss is not None and (
+                value > self.reference_loss * self.loss_jump
+            ):
+                self.consecutive += 1
+                if self.consecutive <= MAX_CONSECUTIVE_BACKTRACKS and restore is not None:
+                    # A step blew the fit up: go back to the last sound weights (and Adam
+                    # moments, and the average), and judge against their own data term.
+                    self.reference_loss = restore()
+                    self.backtracks += 1
+                    self.history.append((i, value, self.rule.signal))
+                    return True, False, value
+                # Restoring keeps landing here: carry on from this state, more carefully.
+                halve_lr()
+                self.lr_drops += 1
+            self.consecutive = 0
+            self.reference_loss = value
+            self.history.append((i, value, self.rule.signal))
+            if self.rule.update(i, value, raw if self.rule.needs_outputs else None):
+                self.pending = i + self.lag
+            if self.rule.should_stop(i):
+                return False, True, value
+        return False, False, value
+
+
 def fit(
     observation: torch.Tensor,
     operator: Operator,
@@ -180,22 +258,8 @@ def fit(
     t0, cpu0 = time.perf_counter(), time.process_time()
     c = observation.shape[1]
     out_hw = operator.output_size(tuple(observation.shape[-2:]))
-    net_hw = tuple(padded_size(s, config.net.depth) for s in out_hw)
 
-    gen = torch.Generator().manual_seed(seed)
-    if net_input is None:
-        z = _make_input(config, net_hw, gen)
-    else:
-        if tuple(net_input.shape[-2:]) != tuple(out_hw):
-            raise ValueError(
-                f"the network input has spatial shape {tuple(net_input.shape[-2:])}; "
-                f"it must match the restored image's {tuple(out_hw)}"
-            )
-        pad = (0, net_hw[1] - out_hw[1], 0, net_hw[0] - out_hw[0]) + (0, 0) * (net_input.ndim - 4)
-        z = F.pad(net_input.float(), pad, mode="replicate")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = build_generator(config.net, z.shape[1], c)
+    z, net = initial_network(config, c, out_hw, seed, net_input)
     if initial_state is not None:
         net.load_state_dict(initial_state)
     net = net.to(device)
@@ -227,19 +291,24 @@ def fit(
     kept = _Checkpoint(net, opt) if config.backtrack else None
     candidate = _Checkpoint(net, opt) if config.backtrack else None
     candidate_at = None
-    loss_jump = 10 ** (config.backtrack_db / 10)
+    reader = LossReader(rule, lag, 10 ** (config.backtrack_db / 10) if config.backtrack else None)
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
 
-    ema = best = None
-    best_at = pending = None  # iteration of the kept image; when the next one is due
-    reference_loss = None  # the data term a new step is judged against
-    backtracks = consecutive = lr_drops = steps = 0
-    history: list[tuple[int, float, float | None]] = []
+    ema = best = best_at = None  # best_at: iteration of the kept image
+    steps = 0
     unread: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (iteration, loss, raw output)
     oracle_best = (None, -np.inf)
     stop_reason = "cap"
     it = 0
+
+    def restore():  # the checkpoint kept last (``kept`` and ``ema`` are rebound as the fit goes)
+        return kept.restore(ema)
+
+    def halve_lr():
+        for group in opt.param_groups:
+            group["lr"] *= 0.5
+
     net.train()
     while it < config.max_iters:
         if cancel is not None and cancel():
@@ -264,9 +333,7 @@ def fit(
         with torch.no_grad():
             raw = out[0].detach()
             if config.ema > 0:
-                # Short memory at first, so the average is not dragged by the first, random
-                # outputs (with a flat 0.99 they still weigh 25 % at iteration 140).
-                decay = min(config.ema, (1 + it) / (10 + it))
+                decay = ema_decay(config.ema, it)
                 ema = raw.clone() if ema is None else ema.mul_(decay).add_(raw, alpha=1 - decay)
         unread.append((it, loss.detach(), raw))
         if it % sync_every and it < config.max_iters:
@@ -275,36 +342,8 @@ def fit(
         # -- read the data terms back and act on them --------------------------------------
         values = torch.stack([u[1] for u in unread]).tolist()
         chunk, unread = [(i, v, r) for (i, _, r), v in zip(unread, values)], []
-        blown = stop = False
-        for i, value, raw_i in chunk:
-            if not np.isfinite(value):
-                raise FloatingPointError(
-                    f"the loss became {value} at iteration {i}; try a lower learning rate"
-                )
-            if kept is not None and reference_loss is not None and (
-                value > reference_loss * loss_jump
-            ):
-                consecutive += 1
-                if consecutive <= MAX_CONSECUTIVE_BACKTRACKS and kept.saved:
-                    # A step blew the fit up: go back to the last sound weights (and Adam
-                    # moments, and the average), and judge against their own data term.
-                    reference_loss = kept.restore(ema)
-                    backtracks += 1
-                    blown = True
-                    history.append((i, value, rule.signal))
-                    break
-                # Restoring keeps landing here: carry on from this state, more carefully.
-                for group in opt.param_groups:
-                    group["lr"] *= 0.5
-                lr_drops += 1
-            consecutive = 0
-            reference_loss = value
-            history.append((i, value, rule.signal))
-            if rule.update(i, value, raw_i if rule.needs_outputs else None):
-                pending = i + lag
-            if rule.should_stop(i):
-                stop = True
-                break
+        blown, stop, value = reader.read(
+            chunk, restore if kept is not None and kept.saved else None, halve_lr)
         if blown:
             candidate_at = None
             shown = best if best is not None else ema if ema is not None else raw
@@ -316,9 +355,9 @@ def fit(
             kept, candidate, candidate_at = candidate, kept, None
         estimate = ema if ema is not None else raw
         with torch.no_grad():
-            if pending is not None and it >= pending:
+            if reader.pending is not None and it >= reader.pending:
                 best = estimate.clone() if best is None else best.copy_(estimate)
-                best_at, pending = it, None
+                best_at, reader.pending = it, None
             score = None
             if ref is not None:
                 score = psnr(estimate.clamp(0, 1), ref)
@@ -331,7 +370,7 @@ def fit(
             break
 
     picked = rule.best_iteration
-    if best is None or pending is not None:
+    if best is None or reader.pending is not None:
         # No pick yet, or a newer pick whose average is not complete: the latest estimate.
         if ema is not None:
             best = ema
@@ -355,8 +394,8 @@ def fit(
         best_iteration=picked,
         returned_iteration=best_at,
         stop_reason=stop_reason,
-        backtracks=backtracks,
-        lr_drops=lr_drops,
+        backtracks=reader.backtracks,
+        lr_drops=reader.lr_drops,
         steps=steps,
         seconds=time.perf_counter() - t0,
         cpu_seconds=time.process_time() - cpu0,
@@ -364,7 +403,7 @@ def fit(
         parameters=sum(p.numel() for p in net.parameters()),
         precision="float32" if autocast_dtype is None else str(autocast_dtype).split(".")[-1],
         stopping=rule.describe(),
-        history=history,
+        history=reader.history,
         oracle=oracle,
         state={k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         if return_state else None,

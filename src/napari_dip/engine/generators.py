@@ -62,41 +62,56 @@ def hourglass(spec: GeneratorSpec = PAPER_SKIP) -> GeneratorSpec:
     return replace(spec, skip=(0,) * spec.depth)
 
 
-def _conv(c_in: int, c_out: int, k: int, stride: int, padding: str) -> nn.Module:
+def _conv(c_in: int, c_out: int, k: int, stride: int, padding: str, units: int = 1) -> nn.Module:
+    """A convolution of each unit's channels alone (``groups=units``)."""
     pad = (k - 1) // 2
+    c_in, c_out = c_in * units, c_out * units
     if pad == 0:
-        return nn.Conv2d(c_in, c_out, k, stride=stride)
+        return nn.Conv2d(c_in, c_out, k, stride=stride, groups=units)
     if padding == "reflection":
-        return nn.Sequential(nn.ReflectionPad2d(pad), nn.Conv2d(c_in, c_out, k, stride=stride))
-    return nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad)
+        return nn.Sequential(nn.ReflectionPad2d(pad),
+                             nn.Conv2d(c_in, c_out, k, stride=stride, groups=units))
+    return nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, groups=units)
 
 
-def _norm_act(c: int, norm: bool) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.BatchNorm2d(c)] if norm else []
+def _norm_act(c: int, norm: bool, units: int = 1) -> list[nn.Module]:
+    # BatchNorm normalises each channel on its own, so one layer over all units' channels keeps
+    # every unit's statistics separate.
+    layers: list[nn.Module] = [nn.BatchNorm2d(c * units)] if norm else []
     # In place: neither BatchNorm's nor a convolution's backward needs its output, so the
     # activation can overwrite it (one full-size buffer less per layer, the same numbers).
     return [*layers, nn.LeakyReLU(0.2, inplace=True)]
 
 
+def _cat_units(a: torch.Tensor, b: torch.Tensor, units: int) -> torch.Tensor:
+    """Concatenate channels unit by unit: [a_0, b_0, a_1, b_1, ...], each unit's block whole."""
+    if units == 1:
+        return torch.cat([a, b], dim=1)
+    n, _, h, w = a.shape
+    return torch.cat([a.reshape(n, units, -1, h, w), b.reshape(n, units, -1, h, w)],
+                     dim=2).reshape(n, -1, h, w)
+
+
 class _Level(nn.Module):
     """One scale: a skip branch and a strided deeper branch, merged after upsampling."""
 
-    def __init__(self, spec: GeneratorSpec, i: int, c_in: int):
+    def __init__(self, spec: GeneratorSpec, i: int, c_in: int, units: int = 1):
         super().__init__()
-        p = spec.padding
+        p, u = spec.padding, units
+        self.units = units
         c_down, c_up, c_skip = spec.down[i], spec.up[i], spec.skip[i]
         self.skip = None
         if c_skip:
             self.skip = nn.Sequential(
-                _conv(c_in, c_skip, spec.kernel_skip, 1, p), *_norm_act(c_skip, spec.norm)
+                _conv(c_in, c_skip, spec.kernel_skip, 1, p, u), *_norm_act(c_skip, spec.norm, u)
             )
         self.down = nn.Sequential(
-            _conv(c_in, c_down, spec.kernel_down, 2, p),
-            *_norm_act(c_down, spec.norm),
-            _conv(c_down, c_down, spec.kernel_down, 1, p),
-            *_norm_act(c_down, spec.norm),
+            _conv(c_in, c_down, spec.kernel_down, 2, p, u),
+            *_norm_act(c_down, spec.norm, u),
+            _conv(c_down, c_down, spec.kernel_down, 1, p, u),
+            *_norm_act(c_down, spec.norm, u),
         )
-        self.deeper = _Level(spec, i + 1, c_down) if i + 1 < spec.depth else None
+        self.deeper = _Level(spec, i + 1, c_down, u) if i + 1 < spec.depth else None
         c_deep = spec.up[i + 1] if self.deeper is not None else c_down
         self.upsample = nn.Upsample(
             scale_factor=2,
@@ -104,10 +119,10 @@ class _Level(nn.Module):
             **({"align_corners": False} if spec.upsample == "bilinear" else {}),
         )
         c_cat = c_skip + c_deep
-        merge: list[nn.Module] = [nn.BatchNorm2d(c_cat)] if spec.norm else []
-        merge += [_conv(c_cat, c_up, spec.kernel_up, 1, p), *_norm_act(c_up, spec.norm)]
+        merge: list[nn.Module] = [nn.BatchNorm2d(c_cat * u)] if spec.norm else []
+        merge += [_conv(c_cat, c_up, spec.kernel_up, 1, p, u), *_norm_act(c_up, spec.norm, u)]
         if spec.conv1x1_up:
-            merge += [_conv(c_up, c_up, 1, 1, p), *_norm_act(c_up, spec.norm)]
+            merge += [_conv(c_up, c_up, 1, 1, p, u), *_norm_act(c_up, spec.norm, u)]
         self.merge = nn.Sequential(*merge)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,7 +131,7 @@ class _Level(nn.Module):
             y = self.deeper(y)
         y = self.upsample(y)
         if self.skip is not None:
-            y = torch.cat([self.skip(x), y], dim=1)
+            y = _cat_units(self.skip(x), y, self.units)
         return self.merge(y)
 
 
@@ -125,13 +140,20 @@ class SkipNet(nn.Module):
 
     H and W must be multiples of ``2**depth`` (see :func:`padded_size`): the fit loop pads the
     input and crops the output so callers never see that constraint.
+
+    ``units`` > 1 makes ``units`` independent networks side by side in one module: every layer
+    sees unit k's channels at k * width ... (k + 1) * width - 1 and nothing else (grouped
+    convolutions, per-channel BatchNorm), so the input is (N, units * in_channels, H, W) and the
+    output (N, units * out_channels, H, W). Its state is the units' states concatenated along
+    dimension 0 (:func:`stack_states`).
     """
 
-    def __init__(self, spec: GeneratorSpec, in_channels: int, out_channels: int):
+    def __init__(self, spec: GeneratorSpec, in_channels: int, out_channels: int,
+                 units: int = 1):
         super().__init__()
-        self.spec = spec
-        self.body = _Level(spec, 0, in_channels)
-        head: list[nn.Module] = [_conv(spec.up[0], out_channels, 1, 1, spec.padding)]
+        self.spec, self.units = spec, units
+        self.body = _Level(spec, 0, in_channels, units)
+        head: list[nn.Module] = [_conv(spec.up[0], out_channels, 1, 1, spec.padding, units)]
         if spec.sigmoid:
             head.append(nn.Sigmoid())
         self.head = nn.Sequential(*head)
@@ -140,11 +162,20 @@ class SkipNet(nn.Module):
         return self.head(self.body(z))
 
 
-def build_generator(spec, in_channels: int, out_channels: int) -> nn.Module:
-    """The network a spec describes: 2-D (:class:`GeneratorSpec`) or 3-D (:class:`VolumeSpec`)."""
+def build_generator(spec, in_channels: int, out_channels: int, units: int = 1) -> nn.Module:
+    """The network a spec describes: 2-D (:class:`GeneratorSpec`, ``units`` independent networks
+    in one grouped pass) or 3-D (:class:`VolumeSpec`, one network)."""
     if isinstance(spec, VolumeSpec):
+        if units != 1:
+            raise ValueError("3-D networks are not batched (units must be 1)")
         return SkipNet3d(spec, in_channels, out_channels)
-    return SkipNet(spec, in_channels, out_channels)
+    return SkipNet(spec, in_channels, out_channels, units)
+
+
+def stack_states(states: list[dict]) -> dict:
+    """The state of a ``units=len(states)`` network holding these single networks' states."""
+    return {k: v if v.ndim == 0 else torch.cat([s[k] for s in states]) for k, v in
+            states[0].items()}
 
 
 def padded_size(size: int, depth: int) -> int:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -52,6 +53,7 @@ class Progress:
     status: str = ""  # the stopping rule's state in words (what it is waiting for)
     tile_index: int | None = None  # a plane restored in tiles: which one is fitting
     n_tiles: int | None = None
+    batch: int = 1  # fits running together; above 1, events of different planes interleave
 
 
 @dataclass
@@ -144,6 +146,7 @@ def restore_iter(
     guide_name: str = "guide",
     psf_name: str = "PSF",
     warm_states: dict | None = None,
+    batch: int | None = None,
     **overrides,
 ) -> Iterator[Progress | Result]:
     """Restore ``image`` with Deep Image Prior, yielding progress and finally the result.
@@ -191,6 +194,9 @@ def restore_iter(
     warm_states : for warm-started stacks, {channel group: network weights}; each group's fit
         starts from the weights given (a cold start where there are none) and leaves its final
         weights there for the next slice.
+    batch : with ``channels='separate'``, how many channels to fit at once as independent
+        networks in one pass (:mod:`~napari_dip.engine.batched`); None: the device's default
+        (several on CUDA, one at a time elsewhere).
     **overrides : any other :class:`~napari_dip.engine.presets.FitConfig` field (lr, jitter, ...).
     """
     if task == "denoise" and (psf is not None or psf_sigma is not None):
@@ -226,8 +232,25 @@ def restore_iter(
             **microscopy, **settings,
         ))
     job.warm_states = warm_states
-    fits = yield from _fit_groups(job, as_cancel_check(cancel))
+    fits = yield from _fit_groups(job, as_cancel_check(cancel), batch)
     yield Result(job.output(fits.image, as_float=as_float), _record(job, fits), fits.history)
+
+
+def prepare(image: np.ndarray, task: str = "denoise", **kwargs) -> _Job:
+    """The checked, prepared work :func:`restore_iter` would do with these arguments, without
+    fitting (it raises what restore_iter raises). For callers that fit several planes together
+    (:mod:`.batch_planes`; no tiling: a plane too big for the device raises DIPMemoryError).
+    Arguments that are not :func:`_prepare`'s go to the settings, as restore_iter's
+    ``max_iters``, ``stopping``, ... and overrides do."""
+    bound = inspect.signature(restore_iter).bind(image, task, **kwargs)
+    bound.apply_defaults()
+    args = dict(bound.arguments)
+    overrides = args.pop("overrides")
+    for unused in ("cancel", "batch", "tile", "as_float", "warm_states"):  # how to run it
+        args.pop(unused)
+    own = inspect.signature(_prepare).parameters
+    settings = {k: args.pop(k) for k in list(args) if k not in own}
+    return _prepare(**args, settings={**settings, **overrides})
 
 
 @dataclass
@@ -400,6 +423,7 @@ class _Fits:
     parameters: int | None = None
     complete: bool = True  # every group ran to its own end (not cut short by the user)
     threads: int | None = None  # CPU threads used
+    batch: dict = field(default_factory=lambda: {"size": 1, "path": "one-at-a-time"})
 
 
 #: FitOutcome fields that are not part of a plane's record (tensors, or recorded elsewhere).
@@ -428,8 +452,25 @@ def _group_operator(job: _Job, group: list[int]) -> Operator:
     return op
 
 
-def _fit_groups(job: _Job, check: Callable[[], bool] | None):
-    """Fit each channel group in turn, yielding :class:`Progress`; returns :class:`_Fits`."""
+def _fit_groups(job: _Job, check: Callable[[], bool] | None, batch: int | None = 1):
+    """Fit each channel group in turn (or ``batch`` at a time), yielding :class:`Progress`;
+    returns :class:`_Fits`."""
+    if batch is not None and batch < 1:
+        raise ValueError(f"batch must be at least 1 (fits run together), not {batch}")
+    if len(job.groups) > 1 and batch != 1:
+        from .batch_planes import PlaneDone, fit_planes, resolve_batch
+
+        size = resolve_batch(batch, job, len(job.groups))
+        if size > 1:
+            fits = _Fits(image=_initial_guess(job.observation, job.operator)[0], complete=False)
+            for event in fit_planes([job], check, size):
+                if not isinstance(event, PlaneDone):
+                    yield event
+                elif event.error is not None:
+                    raise event.error
+                else:
+                    fits = event.fits
+            return fits
     fits = _Fits(image=_initial_guess(job.observation, job.operator)[0])
     if job.device.type != "cpu":
         return (yield from _fit_each_group(job, check, fits))
@@ -532,6 +573,7 @@ def _record(job: _Job, fits: _Fits) -> dict:
         ),
         "seconds": round(sum(p["seconds"] for p in planes), 3),
         "planes": planes,
+        "batch": fits.batch,
         "torch": torch.__version__,
     }
 

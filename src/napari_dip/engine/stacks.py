@@ -25,9 +25,10 @@ import numpy as np
 
 from ..choices import STACK_MODE
 from . import arrays, axes
+from .devices import DIPMemoryError
 from .intensity import IntensityMap
 from .restoration import (
-    Progress, Result, as_cancel_check, drain, draw_seed, overall_stop_reason,
+    Progress, Result, _record, as_cancel_check, drain, draw_seed, overall_stop_reason, prepare,
     resolve_noise_model, restore_iter,
 )
 
@@ -85,6 +86,7 @@ def restore_stack_iter(
     voxel_size=None,
     noise_model="auto",
     guide: np.ndarray | None = None,
+    batch: int | None = None,
     **kwargs,
 ) -> Iterator[Progress | Result]:
     """Restore each 2-D plane along axis 0 of ``stack``; yields progress, then one Result.
@@ -96,7 +98,11 @@ def restore_stack_iter(
     :mod:`.axes` folds N-D arrays into this form and back. ``stack_mode`` is 'slices', 'warm' or
     '3d' (None: chosen from the stack, see the module's text); ``voxel_size`` (Z, Y, X) shapes
     the 3-D network. ``guide`` is one plane for every slice, or one per slice (``guide[i]``).
-    Other keywords go to :func:`~napari_dip.engine.restore_iter`.
+    ``batch`` slices (or, with ``channels='separate'``, channels of slices) are fitted at once
+    as independent networks (:mod:`.batched`; their progress events interleave); None chooses
+    from the device (several on CUDA, one at a time elsewhere); warm-started and guided stacks
+    go one slice at a time. The record's ``"batch"`` says which path ran. Other keywords go to
+    :func:`~napari_dip.engine.restore_iter`.
 
     The record lists every slice asked for under ``"slices"``: restored ones with their fit,
     skipped ones with ``"skipped"`` (e.g. ``"constant"``), failed ones with ``"error"`` (the
@@ -114,7 +120,7 @@ def restore_stack_iter(
     n = stack.shape[0]
     masks = axes.slice_masks(mask, n, layout.to_cyx(stack[0]).shape[1:])
     todo = list(range(n)) if slices is None else [int(i) % n for i in slices]
-    mode = choose_stack_mode(stack_mode, stack, todo, layout)
+    mode = choose_stack_mode(stack_mode, stack, todo, layout, batch)
     if mode["mode"] == "3d":
         yield from _restore_3d(stack, task, mode, mask=mask, slices=slices, layout=layout,
                                factor=factor, seed=seed, cancel=cancel, reference=reference,
@@ -144,45 +150,46 @@ def restore_stack_iter(
     out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
     entries, history, errors = {}, [], []
     settings, cancelled = {"task": task, "seed": seed}, False
-    for i in todo:
-        if i in skipped:
-            entries[i] = {"slice": i, "skipped": skipped[i], "iterations": 0, "seconds": 0.0}
-            continue
-        if check is not None and check():
-            cancelled = True
-            break
-        result = last_progress = None
-        try:
-            for event in restore_iter(
-                stack[i], task, mask=masks[i], channel_axis=layout.channel_axis, factor=factor,
-                seed=seed, cancel=check, normalisation=norm, name=f"{name} slice {i}",
-                reference=None if reference is None else reference[i], noise_model=noise_model,
-                guide=guide[i] if per_slice_guide else guide, warm_states=warm_states,
-                **{**kwargs, **_warm_settings(warm_states, kwargs)},
-            ):
-                if isinstance(event, Result):
-                    result = event
-                else:
-                    event.slice_index, event.n_slices = i, len(todo)
-                    last_progress = event
-                    yield event
-        except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
-            errors.append((i, exc))
-            entries[i] = {"slice": i, "error": f"{type(exc).__name__}: {exc}",
-                          "iterations": 0, "seconds": 0.0}
-            if isinstance(exc, MemoryError):
-                break  # the next slices, of the same size, would not fit either
-            continue
-        if result.stop_reason != "user" and last_progress is not None:
-            yield replace(last_progress, preview=result.image.astype(np.float32), final=True)
-        out[i] = result.image
-        entries[i] = {"slice": i, **{k: result.record[k] for k in (
-            "iterations", "best_iteration", "stop_reason", "seconds", "planes")}}
-        history.append(result.history)
-        settings = result.record
-        if result.stop_reason == "user":
-            cancelled = True
-            break
+    for i in skipped:
+        entries[i] = {"slice": i, "skipped": skipped[i], "iterations": 0, "seconds": 0.0}
+
+    if warm_states is not None or guide is not None:
+        batch = 1  # each warm slice starts from the one before; a guide is the input of one fit
+
+    def per_slice(i):
+        return dict(mask=masks[i], channel_axis=layout.channel_axis, factor=factor, seed=seed,
+                    normalisation=norm, name=f"{name} slice {i}",
+                    reference=None if reference is None else reference[i],
+                    noise_model=noise_model, guide=guide[i] if per_slice_guide else guide,
+                    warm_states=warm_states, **{**kwargs, **_warm_settings(warm_states, kwargs)})
+
+    runs, last = _slice_runs(stack, task, to_fit, per_slice, check, batch, len(todo)), {}
+    try:
+        for event in runs:
+            if isinstance(event, Progress):
+                last[event.slice_index] = event
+                yield event
+                continue
+            i, result, exc = event
+            if exc is not None:
+                errors.append((i, exc))
+                entries[i] = {"slice": i, "error": f"{type(exc).__name__}: {exc}",
+                              "iterations": 0, "seconds": 0.0}
+                if isinstance(exc, MemoryError):
+                    break  # the next slices, of the same size, would not fit either
+                continue
+            if result.stop_reason != "user" and i in last:
+                yield replace(last[i], preview=result.image.astype(np.float32), final=True)
+            out[i] = result.image
+            entries[i] = {"slice": i, **{k: result.record[k] for k in (
+                "iterations", "best_iteration", "stop_reason", "seconds", "planes")}}
+            history.append(result.history)
+            settings = result.record
+            cancelled = cancelled or result.stop_reason == "user"
+    finally:
+        runs.close()
+    # Cancelled between slices: the run ended before every slice ran.
+    cancelled = cancelled or (check is not None and check() and len(entries) < len(todo))
     restored = [e for e in entries.values() if "stop_reason" in e]
     if errors and not restored:
         raise errors[0][1]
@@ -216,16 +223,20 @@ def _warm_settings(warm_states: dict | None, given: dict) -> dict:
 
 
 def choose_stack_mode(requested: str | None, stack: np.ndarray, todo: list[int],
-                      layout: arrays.Layout) -> dict:
+                      layout: arrays.Layout, batch: int | None = None) -> dict:
     """The stack mode to use, and why: as asked, or (None) 'warm' when neighbouring slices
     are alike (mean correlation of consecutive slices >= WARM_MIN_CORRELATION, after a light
-    smoothing so that noise does not hide shared structure), else 'slices'."""
+    smoothing so that noise does not hide shared structure), else 'slices'. A batch of
+    several slices asked for means 'slices' (warm slices run one after another)."""
     from scipy import ndimage
 
     if requested is not None:
         return {"mode": STACK_MODE.check(requested), "requested": requested, "reason": "asked for"}
     if len(todo) < 2:
         return {"mode": "slices", "requested": None, "reason": "one slice"}
+    if batch is not None and batch > 1:
+        return {"mode": "slices", "requested": None,
+                "reason": f"a batch of {batch} slices fitted together was asked for"}
     r = []
     for a, b in zip(todo, todo[1:]):
         x, y = (ndimage.gaussian_filter(_colour(stack[i], layout).astype(np.float64),
@@ -276,6 +287,75 @@ def _restore_3d(stack, task, mode, *, mask, slices, layout, factor, seed, cancel
             yield event
     result.record["stack_mode"] = {**mode, **result.record["stack_mode"]}
     yield result
+
+
+def _slice_runs(stack, task, to_fit, per_slice, check, batch, n_slices):
+    """Fit the slices ``to_fit``, one at a time or ``batch`` units at a time; yields Progress
+    and (slice, Result or None, error or None) per slice as it ends. Stops at a cancel."""
+    # Tiles asked for: every slice goes through restore_iter, which cuts it (one at a time).
+    if batch != 1 and to_fit and per_slice(to_fit[0]).get("tile") in (None, False):
+        from .batch_planes import PlaneDone, fit_planes, resolve_batch
+
+        size, first = 1, None
+        while to_fit and first is None:
+            try:
+                first = prepare(stack[to_fit[0]], task, **per_slice(to_fit[0]))
+            except DIPMemoryError:
+                break  # too big for one fit: one at a time, in tiles (restore_iter)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
+                yield to_fit[0], None, exc
+                to_fit = to_fit[1:]
+        if first is not None:
+            units = len(first.groups)
+            size = resolve_batch(batch, first, len(to_fit) * units)
+        if size > 1:
+            # Slices are prepared a batch at a time: a long stack's inputs are never all held.
+            per_batch = max(1, size // units)
+            for start in range(0, len(to_fit), per_batch):
+                if check is not None and check():
+                    return
+                jobs, ready = [], []
+                for i in to_fit[start: start + per_batch]:
+                    try:
+                        jobs.append(first if i == to_fit[0]
+                                    else prepare(stack[i], task, **per_slice(i)))
+                        ready.append(i)
+                    except Exception as exc:  # noqa: BLE001 - recorded; the others go on
+                        yield i, None, exc
+                if not jobs:
+                    continue
+                events = fit_planes(jobs, check, size, ready, n_slices)
+                while True:
+                    try:
+                        event = next(events)
+                    except StopIteration as end:
+                        size = end.value or size  # smaller after running out of memory
+                        break
+                    if not isinstance(event, PlaneDone):
+                        yield event
+                        continue
+                    job, fits = jobs[event.job], event.fits
+                    result = None if fits is None else Result(
+                        job.output(fits.image), _record(job, fits), fits.history)
+                    yield ready[event.job], result, event.error
+            return
+    for i in to_fit:
+        if check is not None and check():
+            return
+        result = None
+        try:
+            for event in restore_iter(stack[i], task, cancel=check, batch=1, **per_slice(i)):
+                if isinstance(event, Result):
+                    result = event
+                else:
+                    event.slice_index, event.n_slices = i, n_slices
+                    yield event
+        except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
+            yield i, None, exc
+            continue
+        yield i, result, None
+        if result.stop_reason == "user":
+            return
 
 
 def restore_stack(stack: np.ndarray, task: str = "denoise", *, callback=None, **kwargs) -> Result:

@@ -131,3 +131,64 @@ def run_unit(data: np.ndarray, *, mask: np.ndarray | None, options: dict, normal
     except INPUT_ERRORS as exc:
         return {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
     raise RuntimeError(f"{name}: the restoration ended without a result")  # pragma: no cover
+
+
+def batch_size(payload: dict) -> int:
+    """How many units like this one a worker fits together (:func:`run_unit_batch`): the
+    ``batch`` option, else the device's default (one at a time off CUDA)."""
+    options = payload["options"]
+    if options.get("batch") is not None:
+        return max(1, int(options["batch"]))
+    from .devices import resolve_device
+
+    if resolve_device(_worker_device(options.get("device", "auto"))).type != "cuda":
+        return 1
+    from .batch_planes import resolve_batch
+    from .batched import MAX_DEFAULT_BATCH
+
+    return resolve_batch(None, _prepare_unit(payload), MAX_DEFAULT_BATCH)
+
+
+def _prepare_unit(payload: dict):
+    from .restoration import prepare
+
+    options = {k: v for k, v in payload["options"].items() if k != "batch"}
+    options["device"] = _worker_device(options.get("device", "auto"))
+    return prepare(payload["data"], mask=payload["mask"], normalisation=payload["normalisation"],
+                   seed=payload["seed"], channel_axis=payload["channel_axis"],
+                   name=payload["name"], **options)
+
+
+def run_unit_batch(payloads: list[dict], cancel=None, callback: Callable | None = None):
+    """Restore units of one shape together, as independent networks in one pass
+    (:mod:`.batch_planes`); yields ``(index into payloads, result)`` as each unit finishes,
+    each result as :func:`run_unit` returns it. Errors other than the input's propagate (the
+    caller can run the units one at a time instead)."""
+    from .batch_planes import PlaneDone, fit_planes
+    from .restoration import _record, as_cancel_check
+
+    jobs, index = [], []
+    for k, payload in enumerate(payloads):
+        try:
+            jobs.append(_prepare_unit(payload))
+            index.append(k)
+        except INPUT_ERRORS as exc:
+            yield k, {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+    if not jobs:
+        return
+    size = max(1, min(batch_size(payloads[index[0]]), len(jobs)))
+    for event in fit_planes(jobs, as_cancel_check(cancel), size):
+        if not isinstance(event, PlaneDone):
+            if callback is not None:
+                callback(event)
+            continue
+        job, fits = jobs[event.job], event.fits
+        if event.error is not None:
+            if not isinstance(event.error, INPUT_ERRORS):
+                raise event.error
+            result = {"status": "error", "error": f"{type(event.error).__name__}: {event.error}"}
+        else:
+            record = _record(job, fits)
+            result = {"status": "partial" if record["stop_reason"] == "user" else "done",
+                      "image": job.output(fits.image, as_float=True), "record": record}
+        yield index[event.job], result
