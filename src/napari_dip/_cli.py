@@ -58,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, help="random seed (default: a random one; the seed used "
                    "is printed and recorded in the output either way)")
     r.add_argument("--stopping", choices=STOPPING.values,
-                   help=f"automatic stopping rule: {STOPPING.describe()} (default: "
-                   f"{STOPPING.default})")
+                   help=f"automatic stopping rule: {STOPPING.describe()} (default: the task's: "
+                   f"{STOPPING.default} to denoise or deconvolve, none for inpaint, sr and jpeg, "
+                   "which run the paper's iteration counts)")
     r.add_argument("--patience", type=int, help="iterations without improvement before stopping "
                    "(default: the task's preset)")
     r.add_argument("--channels", choices=CHANNELS.values, default=CHANNELS.default,
