@@ -29,7 +29,9 @@ from superqt import QCollapsible
 from .gui.compare import Compared, Comparison
 from .gui.controls import AdvancedControls, Controls, on_change, text_label
 from .gui.estimate import EstimateView
-from .gui.plan import ALL, CURRENT, is_dip_output, make_plan, unwrap, work_size
+from .gui.plan import (
+    ALL, CURRENT, is_dip_output, make_plan, resolve_task, unwrap, work_size,
+)
 from .gui.plot import FitPlot
 from .gui.results import SUFFIX
 from .gui.run import RunController
@@ -38,8 +40,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 #: Settings reachable as attributes of the dock widget (``widget.task.value = "sr"``).
-_CONTROLS = ("image", "task", "factor", "mask", "composite", "channel_axis", "channel_note",
-             "channel_layers", "channels", "slices", "preset")
+_CONTROLS = ("image", "task", "factor", "mask", "composite", "psf", "psf_sigma", "guide",
+             "channel_axis", "channel_note", "channel_layers", "channels", "slices",
+             "stack_mode", "noise_model", "preset")
 _ADVANCED = ("stopping", "max_iters", "patience", "seed", "preview_every", "keep_snapshots",
              "device", "restore_defaults_button")
 
@@ -98,7 +101,8 @@ class DIPWidget(Container):
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         for widget in (self.image, self.task, self.factor, self.channels, self.channel_layers,
-                       self.slices, self.preset, self.max_iters, self.device):
+                       self.slices, self.preset, self.max_iters, self.device, self.psf,
+                       self.psf_sigma):
             widget.changed.connect(self._estimate.refresh)
         for combo in (self.channel_axis, self.stopping):
             on_change(combo, self._estimate.refresh)
@@ -167,7 +171,12 @@ class DIPWidget(Container):
             layer, channel_axis=self.channel_axis.value,
             channel_layers=list(self.channel_layers.value), slices=self.slices.value,
             channels=self.channels.value)
-        return dict(height=h, width=w, task=self.task.value, preset=self.preset.value,
+        extra = self.controls.plan_kwargs()
+        try:  # a PSF makes 'denoise' a deconvolution
+            task = resolve_task(self.task.value, extra["psf_layer"], extra["psf_sigma"])
+        except ValueError:  # said when Run is pressed
+            task = self.task.value
+        return dict(height=h, width=w, task=task, preset=self.preset.value,
                     device=self.device.value, factor=int(self.factor.value), channels=channels,
                     fits=fits, max_iters=self.max_iters.value or None,
                     stopping=self.stopping.value, threads=_threads())
@@ -204,7 +213,7 @@ class DIPWidget(Container):
                 layer, task=self.task.value, factor=int(self.factor.value),
                 mask_layer=self.mask.value, channel_axis=self.channel_axis.value,
                 channel_layers=list(self.channel_layers.value), slices=self.slices.value,
-                current_point=point,
+                current_point=point, **self.controls.plan_kwargs(),
             )
         except ValueError as exc:
             self._report(str(exc))
@@ -243,9 +252,9 @@ class DIPWidget(Container):
         while history and isinstance(history[-1], list):
             history = history[-1]
         plane = (record.get("planes") or result.record.get("planes") or [{}])[-1]
-        if plan.is_stack:
-            slices = [e for e in record.get("slices", []) if "planes" in e]
-            plane = slices[-1]["planes"][-1] if slices else {}
+        slices = [e for e in record.get("slices", []) if "planes" in e]
+        if plan.is_stack and slices:  # (a 3-D stack is one fit, with no slices)
+            plane = slices[-1]["planes"][-1]
         kept = plane.get("best_iteration")
         if history:
             self.plot.show_history(history, kept if isinstance(kept, int) else None,

@@ -1,21 +1,28 @@
 """The restoration's settings as magicgui widgets, with only the rows that apply shown.
 
-Two groups: the everyday choices (:class:`Controls`: layer, task, mask, channels, stack,
-preset) and the expert ones (:class:`AdvancedControls`: stopping rule, iteration cap,
-patience, seed, previews, snapshots, device), which the dock keeps in a collapsed section.
+Two groups: the everyday choices (:class:`Controls`: layer, task, mask, PSF, guide, channels,
+stack and stack mode, noise model, preset) and the expert ones (:class:`AdvancedControls`:
+stopping rule, iteration cap, patience, seed, previews, snapshots, device), which the dock
+keeps in a collapsed section. The PSF rows show for 'denoise' and 'deconvolve' only, and the
+PSF-layer and guide menus only when a layer fits (or one is chosen), so the dock stays short.
 Every menu is filled from :mod:`napari_dip.choices`; the task's own defaults (its stopping
 rule, its cap) are read from the engine's presets, never written here.
 """
 
 from __future__ import annotations
 
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton, Select, SpinBox
-
-from ..choices import CHANNELS, PRESET, SR_FACTOR, STOPPING, TASK
-from .plan import (
-    ALL, CURRENT, axis_choice_text, default_channel_axis, is_dip_output, layer_array, mask_fits,
-    unwrap,
+from magicgui.widgets import (
+    CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, Select, SpinBox,
 )
+
+from ..choices import CHANNELS, NOISE_MODEL, PRESET, SR_FACTOR, STACK_MODE, STOPPING, TASK
+from .plan import (
+    ALL, CURRENT, PSF_TASKS, axis_choice_text, default_channel_axis, guide_fits, is_dip_output,
+    layer_array, mask_fits, psf_fits, unwrap,
+)
+
+#: The stack-mode menu's entry for the engine's own choice (passed to it as None).
+AUTO_STACK_MODE = "auto"
 
 #: The variance rules, the only ones that use a patience.
 _PATIENT_RULES = ("wmv", "emv")
@@ -37,6 +44,11 @@ def on_change(combo: ComboBox, callback):
     """Call ``callback(value)`` whenever the menu's selection changes, None included (magicgui's
     ``changed`` stays silent when a non-nullable menu switches to a None choice)."""
     combo.native.currentIndexChanged.connect(lambda *_: callback(combo.value))
+
+
+def _offers(combo: ComboBox) -> bool:
+    """Whether an optional layer menu has a layer to offer, or one chosen."""
+    return combo.value is not None or any(c is not None for c in combo.choices)
 
 
 def _task_config(task: str):
@@ -69,6 +81,25 @@ class Controls(Container):
             tooltip="on: pixels outside the mask come back exactly as they were; off: the "
             "network's output everywhere",
         )
+        self.psf = ComboBox(
+            label="PSF", choices=self._psf_layers, nullable=True, value=None,
+            tooltip="a 2-D (Y, X) or 3-D (Z, Y, X) Image layer holding the point-spread function "
+            "(measured beads or computed; normalised and re-centred for you). Choosing one makes "
+            "the task a deconvolution (joint denoising and deblurring). None: no PSF layer",
+        )
+        self.psf_sigma = FloatSpinBox(
+            label="PSF sigma", min=0.0, max=50.0, step=0.1, value=0.0,
+            tooltip="a Gaussian PSF instead of a PSF layer: its sigma in pixels (the same on "
+            "every axis). 0 = none; above 0 makes the task a deconvolution. Give either a PSF "
+            "layer or a sigma, not both",
+        )
+        self.guide = ComboBox(
+            label="guide", choices=self._guide_layers, nullable=True, value=None,
+            tooltip="optional: an Image layer fed to the network instead of noise (a cleaner "
+            "channel, a brightfield or high-SNR acquisition, a flash photo). Offered: layers of "
+            "the output's height and width, or, for a stack, of the image's whole shape (one "
+            "guide plane per slice). None: the network starts from noise",
+        )
         self.channel_axis = ComboBox(
             label="channel axis", choices=self._channel_axis_choices, nullable=False,
             tooltip="an axis of the image that holds channels (RGB layers are handled as "
@@ -84,16 +115,40 @@ class Controls(Container):
         self.channels = ComboBox(label="channels", choices=CHANNELS.menu(),
                                  value=CHANNELS.default)
         self.slices = ComboBox(label="stack", choices=[CURRENT, ALL], value=CURRENT)
+        self.stack_mode = ComboBox(
+            label="stack mode",
+            choices=[("auto", AUTO_STACK_MODE), *[(v, v) for v in STACK_MODE.values]],
+            value=AUTO_STACK_MODE,
+            tooltip="\n".join([
+                "how the slices of a stack are restored",
+                ("auto: warm when neighbouring slices are alike, else slices (the choice and "
+                 "why are shown after the run)"),
+                *(f"{v}: {label}" for v, label in STACK_MODE.items),
+                "3d uses the layer's scale (Z, Y, X) as voxel size and needs 'all slices'"]),
+        )
+        self.noise_model = ComboBox(
+            label="noise model", choices=[(v, v) for v in NOISE_MODEL.values],
+            value=NOISE_MODEL.default,
+            tooltip="\n".join([
+                "the data term: " + ", ".join(f"{v}: {label}" for v, label in NOISE_MODEL.items),
+                ("auto picks Poisson-Gaussian when the noise fitted to the image grows with "
+                 "intensity (fluorescence: shot + read noise); the choice is shown after the "
+                 "run")]),
+        )
         self.preset = ComboBox(
             label="preset", choices=[(v, v) for v in PRESET.values], value=PRESET.default,
             tooltip="\n".join(f"{v}: {lab}" for v, lab in PRESET.items),
         )
         self.extend([
-            self.image, self.task, self.factor, self.mask, self.composite, self.channel_axis,
-            self.channel_note, self.channel_layers, self.channels, self.slices, self.preset,
+            self.image, self.task, self.factor, self.mask, self.composite, self.psf,
+            self.psf_sigma, self.guide, self.channel_axis, self.channel_note,
+            self.channel_layers, self.channels, self.slices, self.stack_mode, self.noise_model,
+            self.preset,
         ])
         self.image.changed.connect(self._on_image_changed)
         self.task.changed.connect(self._on_task_changed)
+        self.factor.changed.connect(self._on_factor_changed)
+        self.guide.changed.connect(self.update_visibility)
         on_change(self.channel_axis, self._on_channel_axis_changed)
         self._propose_channel_axis()
         self.update_visibility()
@@ -118,6 +173,28 @@ class Controls(Container):
             return self.image.value
         except (AttributeError, ValueError):  # during construction
             return None
+
+    def _psf_layers(self, widget=None):
+        """2-D or 3-D grey Image layers other than the image (not napari-dip's results)."""
+        from napari.layers import Image
+
+        layer = self.selected_image()
+        return [(lyr.name, lyr) for lyr in map(unwrap, self._viewer.layers)
+                if isinstance(lyr, Image) and not is_dip_output(lyr) and psf_fits(layer, lyr)]
+
+    def _guide_layers(self, widget=None):
+        """Image layers of the output's height and width, or of a stack's whole shape."""
+        from napari.layers import Image
+
+        layer = self.selected_image()
+        if layer is None:
+            return []
+        task = getattr(self, "task", None)
+        task = "denoise" if task is None else task.value
+        factor = int(self.factor.value) if hasattr(self, "factor") else 1
+        return [(lyr.name, lyr) for lyr in map(unwrap, self._viewer.layers)
+                if isinstance(lyr, Image) and not is_dip_output(lyr)
+                and guide_fits(layer, lyr, task, factor)]
 
     def _channel_axis_choices(self, widget=None):
         choices = [("none", None)]
@@ -170,12 +247,19 @@ class Controls(Container):
     def _on_image_changed(self, value=None):
         self.channel_axis.reset_choices()
         self.channel_layers.reset_choices()
+        self.psf.reset_choices()
+        self.guide.reset_choices()
         self._propose_channel_axis()
         self.preselect_mask()
         self.update_visibility()
 
     def _on_task_changed(self, value=None):
+        self.guide.reset_choices()  # super-resolution guides have the output's size
         self.preselect_mask()
+        self.update_visibility()
+
+    def _on_factor_changed(self, value=None):
+        self.guide.reset_choices()
         self.update_visibility()
 
     def _propose_channel_axis(self):
@@ -209,7 +293,13 @@ class Controls(Container):
         self.channel_note.visible = axis_row and bool(self.channel_note.value)
         self.channel_layers.visible = layers_row
         self.channels.visible = has_channels or layers_row
-        self.slices.visible = len(shape) > (3 if rgb or axis is not None else 2)
+        stack = len(shape) > (3 if rgb or axis is not None else 2)
+        self.slices.visible = stack
+        self.stack_mode.visible = stack
+        psf_task = task in PSF_TASKS
+        self.psf.visible = psf_task and (task == "deconvolve" or _offers(self.psf))
+        self.psf_sigma.visible = psf_task
+        self.guide.visible = _offers(self.guide)
 
     def restore_defaults(self):
         self.task.value = TASK.default
@@ -218,6 +308,9 @@ class Controls(Container):
         self.channels.value = CHANNELS.default
         self.composite.value = True
         self.slices.value = CURRENT
+        self.stack_mode.value = AUTO_STACK_MODE
+        self.noise_model.value = NOISE_MODEL.default
+        self.psf_sigma.value = 0.0
         self.channel_layers.value = []
         self._propose_channel_axis()
         self.preselect_mask()
@@ -228,6 +321,19 @@ class Controls(Container):
             "preset": self.preset.value,
             "channels": self.channels.value,
             "composite": bool(self.composite.value),
+            "noise_model": self.noise_model.value,
+        }
+
+    def plan_kwargs(self) -> dict:
+        """The layers and choices :func:`~.plan.make_plan` takes beyond the image: the PSF
+        (layer or sigma; only for the tasks it applies to), the guide and the stack mode."""
+        psf_task = self.task.value in PSF_TASKS
+        mode = self.stack_mode.value
+        return {
+            "psf_layer": self.psf.value if psf_task else None,
+            "psf_sigma": float(self.psf_sigma.value) if psf_task else 0.0,
+            "guide_layer": self.guide.value,
+            "stack_mode": None if mode == AUTO_STACK_MODE else mode,
         }
 
 

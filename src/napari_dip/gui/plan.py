@@ -40,6 +40,13 @@ class Plan:
     mask_layer: object = None
     axis_names: tuple = ()  # the given name of each axis of ``data`` (None if unnamed)
     kwargs: dict = field(default_factory=dict)  # engine settings (preset, seed, ...)
+    psf: np.ndarray | None = None  # a PSF layer's data (a copy), for deconvolution
+    psf_name: str | None = None
+    psf_sigma: float | None = None  # a Gaussian PSF's sigma in pixels (instead of ``psf``)
+    guide: np.ndarray | None = None  # the network's input: one plane, or one per slice (folded)
+    guide_name: str | None = None
+    stack_mode: str | None = None  # 'slices', 'warm', '3d'; None: chosen by the engine
+    voxel_size: tuple | None = None  # (Z, Y, X) from the layer's scale, for stack mode '3d'
 
     @property
     def is_stack(self) -> bool:
@@ -49,6 +56,20 @@ class Plan:
     def work(self) -> np.ndarray:
         """What the engine sees: one plane, or the stack folded to (S, plane...)."""
         return self.layout.fold(self.data)
+
+    def engine_kwargs(self) -> dict:
+        """The arrays and choices taken from the layers, as the engine's keywords (the PSF,
+        the guide, the stack mode)."""
+        kw = {}
+        if self.psf is not None:
+            kw.update(psf=self.psf, psf_name=f"the PSF layer {self.psf_name!r}")
+        elif self.psf_sigma:
+            kw["psf_sigma"] = self.psf_sigma
+        if self.guide is not None:
+            kw.update(guide=self.guide, guide_name=f"the guide layer {self.guide_name!r}")
+        if self.is_stack:
+            kw.update(stack_mode=self.stack_mode, voxel_size=self.voxel_size)
+        return kw
 
     def upsampled(self, work: np.ndarray) -> np.ndarray:
         """The initial output: the input, nearest-neighbour upsampled for super-resolution."""
@@ -156,6 +177,58 @@ def mask_fits(layer, channel_axis: int | None, mask_layer) -> bool:
     return True
 
 
+#: The tasks a PSF applies to; a PSF makes 'denoise' a deconvolution.
+PSF_TASKS = ("denoise", "deconvolve")
+
+
+def spatial_shape(layer) -> tuple[int, int]:
+    """(Y, X) of a layer: its last two axes, or the two before the colour axis of an RGB one."""
+    shape = layer_array(layer).shape
+    return tuple(shape[-3:-1]) if getattr(layer, "rgb", False) else tuple(shape[-2:])
+
+
+def psf_fits(layer, psf_layer) -> bool:
+    """Whether ``psf_layer`` can serve as the PSF of ``layer``: a 2-D or 3-D grey image, not
+    the image itself."""
+    if psf_layer is None or unwrap(psf_layer) is unwrap(layer):
+        return False
+    return not getattr(psf_layer, "rgb", False) and layer_array(psf_layer).ndim in (2, 3)
+
+
+def guide_fits(layer, guide_layer, task: str = "denoise", factor: int = 4) -> bool:
+    """Whether ``guide_layer`` can guide ``layer``'s restoration: one plane of the output's
+    height and width (the input's; times ``factor`` for super-resolution), or, for a stack,
+    one plane per slice (the input's whole shape)."""
+    if layer is None or guide_layer is None or unwrap(guide_layer) is unwrap(layer):
+        return False
+    f = factor if task == "sr" else 1
+    h, w = spatial_shape(layer)
+    g = layer_array(guide_layer).shape
+    rgb = bool(getattr(guide_layer, "rgb", False))
+    one_plane = len(g) == (3 if rgb else 2) and spatial_shape(guide_layer) == (h * f, w * f)
+    per_slice = f == 1 and g == layer_array(layer).shape and \
+        rgb == bool(getattr(layer, "rgb", False))
+    return one_plane or per_slice
+
+
+def resolve_task(task: str, psf_layer=None, psf_sigma: float = 0.0) -> str:
+    """The task a run does: a PSF (a layer or a sigma) makes 'denoise' a deconvolution;
+    ValueError with the fix when the choices contradict each other."""
+    if psf_layer is not None and psf_sigma:
+        raise ValueError(
+            f"choose either a PSF layer ({psf_layer.name!r}) or a PSF sigma ({psf_sigma:g}), "
+            "not both: set PSF sigma to 0 to use the layer, or set the PSF layer to none to "
+            "use the Gaussian sigma")
+    has_psf = psf_layer is not None or bool(psf_sigma)
+    if task == "deconvolve" and not has_psf:
+        raise ValueError("task 'deconvolve' needs a PSF: choose a PSF layer (a measured or "
+                         "computed PSF image) or set PSF sigma above 0 (a Gaussian PSF)")
+    if has_psf and task not in PSF_TASKS:
+        raise ValueError(f"a PSF makes the task a deconvolution; it cannot be combined with "
+                         f"task {task!r}: choose task 'denoise' or 'deconvolve', or no PSF")
+    return "deconvolve" if has_psf else task
+
+
 def work_size(layer, *, channel_axis=None, channel_layers=(), slices: str = ALL,
               channels: str = "joint") -> tuple[int, int, int, int]:
     """(height, width, channels per fit, fits) of a run, from the shapes alone (no copy)."""
@@ -182,11 +255,31 @@ def make_plan(
     channel_layers=(),
     slices: str = ALL,
     current_point=None,
+    psf_layer=None,
+    psf_sigma: float = 0.0,
+    guide_layer=None,
+    stack_mode: str | None = None,
 ) -> Plan:
-    """Capture the arrays of a run; raises ValueError with a message for the user."""
+    """Capture the arrays of a run; raises ValueError with a message for the user.
+
+    ``psf_layer`` or ``psf_sigma`` (> 0) make 'denoise' a deconvolution (both: an error);
+    ``guide_layer`` is the network's input (one plane, or one per slice of a stack);
+    ``stack_mode`` ('slices', 'warm', '3d'; None: the engine chooses) applies to stacks only,
+    and '3d' takes its voxel size from the layer's scale."""
     if layer is None:
         raise ValueError("choose an Image layer to restore")
     layer, mask_layer = unwrap(layer), unwrap(mask_layer)
+    psf_layer, guide_layer = unwrap(psf_layer), unwrap(guide_layer)
+    task = resolve_task(task, psf_layer, psf_sigma)
+    if psf_layer is not None and not psf_fits(layer, psf_layer):
+        raise ValueError(f"the PSF layer {psf_layer.name!r} has shape "
+                         f"{layer_array(psf_layer).shape}; a PSF is a 2-D (Y, X) or 3-D "
+                         "(Z, Y, X) grey image other than the image restored")
+    if guide_layer is not None and not guide_fits(layer, guide_layer, task, factor):
+        raise ValueError(f"the guide layer {guide_layer.name!r} has shape "
+                         f"{layer_array(guide_layer).shape}; a guide has the output's height "
+                         f"and width, or (for a stack) the shape of {layer.name!r} "
+                         f"{layer_array(layer).shape}")
     extra = [unwrap(lyr) for lyr in channel_layers if unwrap(lyr) is not layer]
     sources = [layer, *extra]
     # Copies: the user may paint or edit layers while the run goes on.
@@ -226,11 +319,42 @@ def make_plan(
                                 f"the image {layer.name!r}")
         mask_name = mask_layer.name
     names = axis_names(layer)
-    return Plan(sources, task, factor, layout, data, mask, slice_index, mask_name,
+    plan = Plan(sources, task, factor, layout, data, mask, slice_index, mask_name,
                 mask_layer if task == "inpaint" else None, (None, *names) if extra else names)
+    if psf_layer is not None:
+        plan.psf = np.array(layer_array(psf_layer), dtype=np.float64, copy=True)
+        plan.psf_name = psf_layer.name
+    elif psf_sigma:
+        plan.psf_sigma = float(psf_sigma)
+    if guide_layer is not None:
+        guide = np.array(layer_array(guide_layer), copy=True)
+        if layout.is_stack and guide.shape == layer_array(layer).shape:
+            if extra:
+                raise ValueError("a guide with one plane per slice cannot be combined with "
+                                 "channel layers; use a one-plane guide")
+            guide = layout.fold(guide)
+        plan.guide, plan.guide_name = guide, guide_layer.name
+    if layout.is_stack:
+        plan.stack_mode = stack_mode
+        if stack_mode == "3d":
+            plan.voxel_size = _voxel_size(layer, layout, slice_index, offset=1 if extra else 0)
+    return plan
+
+
+def _voxel_size(layer, layout, slice_index, offset: int) -> tuple[float, float, float]:
+    """(Z, Y, X) voxel size of a z-stack from the layer's scale, for stack mode '3d'."""
+    if slice_index is not None:
+        raise ValueError("stack mode '3d' restores the whole stack at once: choose 'all "
+                         "slices' as stack, or stack mode 'slices' or 'warm' for one slice")
+    if len(layout.stack) != 1:
+        raise ValueError(f"stack mode '3d' restores one Z axis; {layer.name!r} has "
+                         f"{len(layout.stack)} stack axes: choose stack mode 'warm' or 'slices'")
+    scale = [float(v) for v in layer.scale]
+    return tuple(scale[a - offset] for a in (layout.stack[0], layout.y, layout.x))
 
 
 __all__ = [
-    "ALL", "CURRENT", "Plan", "axis_choice_text", "axis_names", "default_channel_axis",
-    "is_dip_output", "layer_array", "make_plan", "mask_fits", "unwrap", "work_size",
+    "ALL", "CURRENT", "PSF_TASKS", "Plan", "axis_choice_text", "axis_names",
+    "default_channel_axis", "guide_fits", "is_dip_output", "layer_array", "make_plan",
+    "mask_fits", "psf_fits", "resolve_task", "spatial_shape", "unwrap", "work_size",
 ]

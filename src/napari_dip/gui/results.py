@@ -85,6 +85,12 @@ def run_record(plan: Plan, record: dict, outcome: Outcome) -> dict:
         "slice_index": None if plan.slice_index is None
         else list(plan.layout.slice_position(plan.slice_index)),
         **plan.kwargs,
+        "task": plan.task,
+        "psf_layer": plan.psf_name,
+        "psf_sigma": plan.psf_sigma,
+        "guide_layer": plan.guide_name,
+        "stack_mode": (plan.stack_mode or "auto") if plan.is_stack else None,
+        "voxel_size": None if plan.voxel_size is None else list(plan.voxel_size),
     }
     record["outcome"] = outcome.to_dict()
     return record
@@ -121,11 +127,37 @@ def describe_outcome(plan: Plan, record: dict, estimate_shown: bool) -> Outcome:
     """Finished, stopped at iteration k, some slices restored, or nothing worth keeping.
 
     ``estimate_shown``: the run sent at least one estimate of the network (a preview) before
-    it ended; a run stopped before that holds only the untrained network's output."""
+    it ended; a run stopped before that holds only the untrained network's output.
+    The text ends with what the run chose for itself (:func:`choice_notes`)."""
+    outcome = _outcome(plan, record, estimate_shown)
+    if outcome.keeps_result:
+        outcome.text += choice_notes(record)
+    return outcome
+
+
+def choice_notes(record: dict) -> str:
+    """The noise model and the stack mode a run used, and why where it chose them itself
+    ('auto'), one per line, e.g. '\\nnoise model: poisson-gaussian (auto: noise std grows
+    3.10x ...)'; '' for records without them."""
+    lines = []
+    noise = record.get("noise_model")
+    if isinstance(noise, dict) and noise.get("model"):
+        auto = noise.get("requested") == "auto"
+        lines.append(f"noise model: {noise['model']}"
+                     + (f" (auto: {noise.get('reason')})" if auto and noise.get("reason") else ""))
+    mode = record.get("stack_mode")
+    if isinstance(mode, dict) and mode.get("mode"):
+        auto = mode.get("requested") is None and mode.get("reason")
+        lines.append(f"stack mode: {mode['mode']}" + (f" (auto: {mode['reason']})" if auto else ""))
+    return "".join("\n" + line for line in lines)
+
+
+def _outcome(plan: Plan, record: dict, estimate_shown: bool) -> Outcome:
     stopped = record.get("stop_reason") == "user"
     kept = f"kept iteration {_picked_iteration(record)}"
     seed = f"seed {record.get('seed')}"
-    if plan.is_stack and plan.slice_index is None:
+    volume = (record.get("stack_mode") or {}).get("mode") == "3d"  # one fit, no slices
+    if plan.is_stack and plan.slice_index is None and not volume:
         return _stack_outcome(plan, record, stopped, estimate_shown, seed)
     iterations = record.get("iterations", 0)
     if not stopped:

@@ -286,7 +286,9 @@ class RunController:
     def _show_preview(self, run: RunState, event):
         plan = run.plan
         run.previews += 1
-        target = run.buffer[event.slice_index] if plan.is_stack else run.buffer
+        # one slice of a stack, or the whole of it (stack mode '3d' has no slice index)
+        whole = not plan.is_stack or event.slice_index is None
+        target = run.buffer if whole else run.buffer[event.slice_index]
         if event.preview.shape != target.shape:
             return  # a tile's own preview: its place in the plane is not in the event
         target[...] = cast_like(event.preview, run.buffer.dtype)
@@ -418,7 +420,8 @@ def restoration(plan: Plan, cancel: threading.Event):
         kwargs = dict(mask=plan.mask, channel_axis=plan.layout.plane_channel_axis,
                       factor=plan.factor, cancel=cancel,
                       name=f"layer {plan.sources[0].name!r}",
-                      mask_name=f"the mask {plan.mask_name!r}", **plan.kwargs)
+                      mask_name=f"the mask {plan.mask_name!r}", **plan.kwargs,
+                      **plan.engine_kwargs())
         if plan.is_stack:
             events = restore_stack_iter(
                 plan.work, plan.task,

@@ -1,0 +1,245 @@
+"""The widget's microscopy settings: noise model, PSF (layer or sigma), guide layer, stack mode.
+
+Run under Xvfb, like the other widget tests. Every fit is a few iterations of the light net on
+<= 40 px planes, so the file takes seconds per test; no assertion depends on the result's
+quality, only on what reached the engine and what the dock and the metadata say.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari.utils.notifications import NotificationSeverity
+
+from napari_dip._widget import ALL, SUFFIX
+from napari_dip.gui.plan import make_plan
+
+pytestmark = pytest.mark.gui
+
+FAST = dict(max_iters=3, preview_every=1)
+
+
+def photon_image(shape=(40, 40), seed=0) -> np.ndarray:
+    """A smooth fluorescence-like scene with Poisson (shot) noise, as float32 counts."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:shape[-2], 0:shape[-1]]
+    scene = 5 + 200 * np.exp(-((yy - shape[-2] / 2) ** 2 + (xx - shape[-1] / 3) ** 2) / 120.0)
+    scene = np.broadcast_to(scene, shape)
+    return rng.poisson(scene).astype(np.float32)
+
+
+def gaussian_kernel(size=9, sigma=1.5) -> np.ndarray:
+    t = np.arange(size) - size // 2
+    g = np.exp(-0.5 * (t / sigma) ** 2)
+    k = np.outer(g, g)
+    return (k / k.sum()).astype(np.float32)
+
+
+def run_to_end(widget, gui):
+    assert widget.run() is not None
+    gui.wait_done(widget)
+
+
+def test_noise_model_reaches_the_engine_and_auto_shows_its_choice(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image()
+    image = viewer.add_image(data, name="cells")
+    assert widget.noise_model.value == "auto" and gui.shown(widget, widget.noise_model)
+    assert not widget.advanced.isAncestorOf(widget.noise_model.native)  # in the main section
+    assert "auto" in widget.noise_model.tooltip
+
+    gui.configure(widget, image, noise_model="poisson-gaussian", **FAST)
+    run_to_end(widget, gui)
+    out = viewer.layers["cells" + SUFFIX]
+    record = out.metadata["napari_dip"]
+    assert record["noise_model"]["model"] == "poisson-gaussian"
+    assert record["noise_model"]["requested"] == "poisson-gaussian"
+    assert record["widget"]["noise_model"] == "poisson-gaussian"
+    assert "noise model: poisson-gaussian" in widget.status.value
+
+    viewer.layers.remove(out)
+    widget.noise_model.value = "auto"
+    run_to_end(widget, gui)
+    record = viewer.layers["cells" + SUFFIX].metadata["napari_dip"]
+    chosen = record["noise_model"]
+    assert chosen["requested"] == "auto" and chosen["model"] in ("gaussian", "poisson-gaussian")
+    assert record["widget"]["noise_model"] == "auto"
+    assert f"noise model: {chosen['model']} (auto: {chosen['reason']})" in widget.status.value
+    assert np.array_equal(image.data, data)
+
+
+def test_a_psf_layer_makes_the_run_a_deconvolution(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image(seed=1)
+    image = viewer.add_image(data, name="blurred", scale=(0.2, 0.2), units=("um", "um"))
+    psf = viewer.add_image(gaussian_kernel(), name="psf")
+    viewer.add_image(np.zeros((2, 2, 8, 8), np.float32), name="4-D")  # not a PSF
+    gui.configure(widget, image, **FAST)
+    assert widget.task.value == "denoise"
+    names = [c.name for c in widget.psf.choices if c is not None]
+    assert names == ["psf"]  # 2-D or 3-D layers other than the input
+    assert gui.shown(widget, widget.psf) and gui.shown(widget, widget.psf_sigma)
+    assert "0 = none" in widget.psf_sigma.tooltip
+    widget.psf.value = psf
+    run_to_end(widget, gui)
+    out = viewer.layers["blurred" + SUFFIX]
+    record = out.metadata["napari_dip"]
+    assert record["task"] == "deconvolve" and record["widget"]["task"] == "deconvolve"
+    assert record["widget"]["psf_layer"] == "psf" and record["widget"]["psf_sigma"] is None
+    assert "psf" in record["operator"]  # the forward model convolves with the PSF
+    np.testing.assert_allclose(out.scale, image.scale)
+    assert tuple(out.units) == tuple(image.units)
+    assert np.array_equal(image.data, data)
+    assert np.array_equal(psf.data, gaussian_kernel())
+
+
+def test_psf_sigma_alone_deconvolves(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image(seed=2)
+    image = viewer.add_image(data, name="blurred")
+    gui.configure(widget, image, task="deconvolve", psf_sigma=1.5, **FAST)
+    run_to_end(widget, gui)
+    record = viewer.layers["blurred" + SUFFIX].metadata["napari_dip"]
+    assert record["task"] == "deconvolve" and record["widget"]["psf_sigma"] == 1.5
+    assert record["widget"]["psf_layer"] is None
+
+
+def test_psf_layer_and_sigma_together_is_a_readable_error(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image(seed=3)
+    image = viewer.add_image(data, name="blurred")
+    psf = viewer.add_image(gaussian_kernel(), name="psf")
+    gui.configure(widget, image, psf_sigma=2.0, **FAST)
+    widget.psf.value = psf
+    start = gui.n_records()
+    assert widget.run() is None
+    errors = gui.records_since(start, NotificationSeverity.ERROR)
+    assert errors and "not both" in str(errors[-1].message)
+    assert "PSF sigma to 0" in widget.status.value  # the fix is named in the dock
+    assert gui.dip_layers(viewer) == [] and not widget.running
+
+    widget.psf.value, widget.psf_sigma.value = None, 0.0
+    widget.task.value = "deconvolve"  # a deconvolution without a PSF
+    assert widget.run() is None
+    assert "needs a PSF" in widget.status.value and gui.dip_layers(viewer) == []
+    viewer.add_image(data, name="another")  # the viewer keeps working
+    assert "another" in viewer.layers
+    assert np.array_equal(image.data, data)
+
+
+def test_a_guide_layer_is_the_network_input(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image(seed=4)
+    image = viewer.add_image(data, name="noisy")
+    clean = np.add.outer(np.linspace(0, 1, 40), np.linspace(0, 1, 40)).astype(np.float32)
+    guide = viewer.add_image(clean, name="guide")
+    viewer.add_image(np.zeros((20, 20), np.float32), name="too small")
+    gui.configure(widget, image, **FAST)
+    assert [c.name for c in widget.guide.choices if c is not None] == ["guide"]
+    assert widget.guide.value is None  # none unless chosen
+    widget.guide.value = guide
+    run_to_end(widget, gui)
+    record = viewer.layers["noisy" + SUFFIX].metadata["napari_dip"]
+    assert record["guide"] is not None and record["guide"]["shape"] == [40, 40]
+    assert record["widget"]["guide_layer"] == "guide"
+    assert np.array_equal(image.data, data)
+
+
+def test_stack_mode_is_shown_only_for_stacks(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    flat = viewer.add_image(np.zeros((16, 16), np.float32), name="plane")
+    stack = viewer.add_image(np.zeros((4, 16, 16), np.float32), name="zyx",
+                             axis_labels=("z", "y", "x"))
+    widget.reset_choices()
+    widget.image.value = flat
+    assert not gui.shown(widget, widget.stack_mode)
+    widget.image.value = stack
+    assert gui.shown(widget, widget.stack_mode)
+    assert tuple(widget.stack_mode.choices) == ("auto", "slices", "warm", "3d")
+    assert not widget.advanced.isAncestorOf(widget.stack_mode.native)
+    assert "auto" in widget.stack_mode.tooltip and "scale" in widget.stack_mode.tooltip
+
+
+def test_psf_and_guide_rows_show_where_they_apply_and_defaults_restore(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    image = viewer.add_image(np.zeros((16, 16), np.float32), name="plane")
+    widget.reset_choices()
+    widget.image.value = image
+    # nothing to offer: no PSF-layer or guide menu, but the sigma is there for a deconvolution
+    assert not gui.shown(widget, widget.psf) and not gui.shown(widget, widget.guide)
+    assert gui.shown(widget, widget.psf_sigma)
+    widget.task.value = "deconvolve"
+    assert gui.shown(widget, widget.psf)  # where to put the PSF, even before there is one
+    widget.task.value = "inpaint"
+    assert not gui.shown(widget, widget.psf) and not gui.shown(widget, widget.psf_sigma)
+    viewer.add_image(np.ones((16, 16), np.float32), name="other")
+    assert gui.shown(widget, widget.guide)  # a layer of the image's size can guide it
+    widget.task.value = "sr"  # a super-resolution guide has the output's size
+    assert [c for c in widget.guide.choices if c is not None] == []
+    widget.noise_model.value, widget.stack_mode.value = "gaussian", "warm"
+    widget.psf_sigma.value = 2.0
+    widget.restore_defaults_button.native.click()
+    assert widget.noise_model.value == "auto" and widget.stack_mode.value == "auto"
+    assert widget.psf_sigma.value == 0.0 and widget.task.value == "denoise"
+
+
+def test_warm_stack_mode_reaches_the_engine(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image((3, 32, 32), seed=6)
+    image = viewer.add_image(data, name="zyx", scale=(2.0, 0.5, 0.5),
+                             axis_labels=("z", "y", "x"))
+    gui.configure(widget, image, slices=ALL, stack_mode="warm", **FAST)
+    run_to_end(widget, gui)
+    out = viewer.layers["zyx" + SUFFIX]
+    record = out.metadata["napari_dip"]
+    assert record["stack_mode"]["mode"] == "warm"
+    assert record["widget"]["stack_mode"] == "warm"
+    assert "stack mode: warm" in widget.status.value
+    np.testing.assert_allclose(out.scale, image.scale)
+    assert tuple(out.axis_labels) == ("z", "y", "x")
+
+    viewer.layers.remove(out)
+    widget.stack_mode.value = "auto"  # the engine chooses, and the dock says why
+    run_to_end(widget, gui)
+    record = viewer.layers["zyx" + SUFFIX].metadata["napari_dip"]
+    mode = record["stack_mode"]
+    assert mode["requested"] is None and record["widget"]["stack_mode"] == "auto"
+    assert f"stack mode: {mode['mode']} (auto: {mode['reason']})" in widget.status.value
+    assert np.array_equal(image.data, data)
+
+
+def test_3d_stack_mode_uses_the_layer_scale(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image((3, 32, 32), seed=7)
+    image = viewer.add_image(data, name="zyx", scale=(2.0, 0.5, 0.5),
+                             axis_labels=("z", "y", "x"))
+    gui.configure(widget, image, stack_mode="3d", **FAST)  # stack: current slice
+    assert widget.run() is None
+    assert "all slices" in widget.status.value  # 3-D restores the whole stack
+    widget.slices.value = ALL
+    run_to_end(widget, gui)
+    out = viewer.layers["zyx" + SUFFIX]
+    record = out.metadata["napari_dip"]
+    assert record["stack_mode"]["mode"] == "3d"
+    assert record["stack_mode"]["voxel_size"] == [2.0, 0.5, 0.5]
+    assert record["widget"]["voxel_size"] == [2.0, 0.5, 0.5]
+    assert out.data.shape == data.shape and not np.array_equal(out.data, data)
+    assert "partial" not in out.name and "stack mode: 3d" in widget.status.value
+    assert np.array_equal(image.data, data)
+
+
+def test_plan_folds_a_per_slice_guide_and_rejects_misfits():
+    from napari.layers import Image
+
+    data = photon_image((3, 16, 16))
+    layer = Image(data, name="zyx", axis_labels=("z", "y", "x"))
+    guide = Image(data[::-1].copy(), name="g")
+    plan = make_plan(layer, task="denoise", guide_layer=guide, stack_mode="warm")
+    assert plan.guide.shape == (3, 16, 16) and plan.engine_kwargs()["stack_mode"] == "warm"
+    assert plan.engine_kwargs()["guide_name"] == "the guide layer 'g'"
+    with pytest.raises(ValueError, match="guide"):
+        make_plan(layer, task="denoise", guide_layer=Image(np.zeros((8, 8)), name="small"))
+    with pytest.raises(ValueError, match="cannot be combined with task 'inpaint'"):
+        make_plan(layer, task="inpaint", psf_sigma=1.0)
+    plane = make_plan(Image(data[0]), task="denoise", stack_mode="warm")
+    assert "stack_mode" not in plane.engine_kwargs()  # a single plane has no stack mode
