@@ -277,7 +277,8 @@ def fit_batch(
         # A deconvolution stops a little above the noise level (Morozov): stop_factor.
         variance = ops[k].stop_factor * observation_noise_variance(observations[k], ops[k])
         rule = make_stopping_rule(config.stopping, noise_variance=variance,
-                                  patience=config.patience, window=config.window, lag=lag)
+                                  patience=config.patience, window=config.window, lag=lag,
+                                  min_iters=config.min_iters)
         units.append(_Unit(k, seed_of[k], LossReader(rule, lag, loss_jump), variance))
     needs_outputs = units[0].reader.rule.needs_outputs
     sync_every = config.sync_every or (CHECKPOINT_EVERY if device.type == "cuda" else 1)

@@ -280,7 +280,8 @@ def fit(
     # image kept for a pick at iteration t is the average at t + lag, centred on t.
     lag = round(config.ema / (1 - config.ema)) if config.ema > 0 else 0
     rule = make_stopping_rule(config.stopping, noise_variance=noise_variance,
-                              patience=config.patience, window=config.window, lag=lag)
+                              patience=config.patience, window=config.window, lag=lag,
+                              min_iters=config.min_iters)
     sync_every = config.sync_every or (CHECKPOINT_EVERY if device.type == "cuda" else 1)
     if rule.needs_outputs or ref is not None:
         sync_every = 1  # these look at every iteration's output

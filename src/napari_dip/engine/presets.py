@@ -32,6 +32,7 @@ class FitConfig:
     stopping: str = "noise"  # one of choices.STOPPING
     window: int = 100
     patience: int = 1000
+    min_iters: int = 0  # the noise rule picks no iterate before this
     preview_every: int = 0  # 0: no previews
     # Speed settings (results are the same up to floating-point rounding):
     sync_every: int = 0  # read the data term back every k iterations; 0: 1 on CPU, 10 on GPU
@@ -86,7 +87,10 @@ PRESETS: dict[str, TaskPreset] = {
         notes="paper: text inpainting of kate.png",
     ),
     "deconvolve": TaskPreset(
-        FitConfig(max_iters=3000), LIGHT_SKIP,
+        # Under a blur the data term reaches the noise level at 230-710 iterations on 128x128
+        # fluorescence crops, but the best iterate came at 1200-1470 (up to 2.8 dB better), so
+        # no iterate before 1200 is picked; a later crossing (a larger image) still decides.
+        FitConfig(max_iters=3000, min_iters=1200), LIGHT_SKIP,
         notes="denoising's settings with a PSF forward model (DECO-DIP's PSF-MSE, without wrap)",
     ),
     "sr": TaskPreset(

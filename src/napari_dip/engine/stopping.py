@@ -70,13 +70,16 @@ class NoiseLevel(StoppingRule):
     ``lag`` more iterations follow the pick so the output average is centred on it. A fit whose
     data term stalls above the target for ``plateau`` iterations (improving by less than 1 %) ends
     with ``no-minimum``: the noise estimate was too low, or the network cannot fit further.
+    No iterate before ``min_iters`` is picked (a blurred observation's data term reaches the
+    noise level long before the detail the blur weakens has converged).
     """
 
     name = "noise"
 
     def __init__(self, noise_variance: float, kappa: float = 1.0, lag: int = 99,
-                 plateau: int = 500, smoothing: float = 0.1):
+                 plateau: int = 500, smoothing: float = 0.1, min_iters: int = 0):
         super().__init__()
+        self.min_iters = int(min_iters)
         self.noise_variance, self.kappa = float(noise_variance), float(kappa)
         self.target = self.kappa * self.noise_variance
         self.lag, self.plateau, self.smoothing = int(lag), int(plateau), float(smoothing)
@@ -90,8 +93,11 @@ class NoiseLevel(StoppingRule):
         if self.best_iteration is not None:
             return False
         if s <= self.target:
-            self.best_iteration = iteration
-            return True
+            if iteration >= self.min_iters:
+                self.best_iteration = iteration
+                return True
+            self._stall_from = None  # at the noise level already: not a stall above it
+            return False
         if self._stall_from is None or s < 0.99 * self._stall_from[1]:
             self._stall_from = (iteration, s)
         return False
@@ -119,7 +125,8 @@ class NoiseLevel(StoppingRule):
 
     def describe(self):
         return {"name": self.name, "noise_variance": self.noise_variance, "kappa": self.kappa,
-                "target": self.target, "lag": self.lag, "plateau": self.plateau}
+                "target": self.target, "lag": self.lag, "plateau": self.plateau,
+                "min_iters": self.min_iters}
 
 
 class _VarianceRule(StoppingRule):
@@ -254,13 +261,13 @@ class ExponentialVariance(_VarianceRule):
 
 
 def make_stopping_rule(name: str, *, noise_variance: float | None, patience: int = 1000,
-                       window: int = 100, lag: int = 99) -> StoppingRule:
+                       window: int = 100, lag: int = 99, min_iters: int = 0) -> StoppingRule:
     """The rule ``name`` (one of :data:`RULES`) for an image of the given noise variance (in the
-    fit's normalised units; None when unknown)."""
+    fit's normalised units; None when unknown). ``min_iters``: the noise rule's earliest pick."""
     if name == "noise":
         if noise_variance is None:
             raise ValueError("the 'noise' stopping rule needs the image's noise variance")
-        return NoiseLevel(noise_variance, lag=lag)
+        return NoiseLevel(noise_variance, lag=lag, min_iters=min_iters)
     if name == "wmv":
         return WindowedVariance(window=window, gate=noise_variance, patience=patience)
     if name == "emv":
