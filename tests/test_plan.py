@@ -168,7 +168,7 @@ def test_lazy_layers_refuse_what_needs_the_whole_stack_and_small_ones_stay_eager
 
     pytest.importorskip("dask")
     data = np.random.default_rng(12).random((3, 16, 16)).astype(np.float32)
-    lazy, reads = _lazy(data)
+    lazy, _ = _lazy(data)
     layer = Image(lazy, name="z", contrast_limits=(0, 1))
     with pytest.raises(ValueError, match="stack mode '3d'.*'slices' or 'warm'"):
         make_plan(layer, task="denoise", slices=ALL, stack_mode="3d")

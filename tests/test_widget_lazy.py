@@ -192,3 +192,29 @@ def test_a_lazy_stack_in_3d_mode_is_refused_with_the_fix(viewer_widget, gui, laz
     assert widget.run() is None
     assert "stack mode '3d'" in widget.status.value and "'slices'" in widget.status.value
     assert counted.reads == []  # refused before anything was read
+
+
+def test_a_lazy_run_that_restores_nothing_leaves_no_store(viewer_widget, gui, monkeypatch,
+                                                          tmp_path):
+    from napari_dip.gui import lazy
+
+    viewer, widget = viewer_widget
+    folder = tmp_path / "napari-dip-run"
+
+    made = []
+
+    def mkdtemp(prefix):
+        folder.mkdir()
+        made.append(prefix)
+        return str(folder)
+
+    monkeypatch.setattr(lazy.tempfile, "mkdtemp", mkdtemp)
+    flat = da.full((3, 32, 32), 7.0, dtype=np.float32, chunks=(1, 32, 32))
+    layer = viewer.add_image(flat, name="flat", contrast_limits=(0.0, 10.0),
+                             axis_labels=("z", "y", "x"))
+    gui.configure(widget, layer, slices=ALL, max_iters=3)
+    assert widget.run() is not None
+    gui.wait_done(widget)
+    assert "every slice is constant" in widget.status.value
+    assert made == ["napari-dip-"]  # the run made its store, and removed it (empty)
+    assert not folder.exists() and gui.dip_layers(viewer) == []

@@ -284,8 +284,12 @@ class RunController:
             return
         if event.final:  # a slice of a stack is finished; its preview is the kept image
             run.slices_finished.append(event.slice_index)
-            if plan.lazy:  # the slice is in the store: show it
+            if plan.lazy:  # the slice is in the store: show it, and say so
                 self._refresh_lazy(run)
+                for layer in run.outputs:
+                    record = layer.metadata.get(METADATA_KEY, {})
+                    record.setdefault("outcome", {})["slices_restored"] = \
+                        list(run.slices_finished)
                 if run.done:
                     return
             if run.progress.total:
@@ -377,8 +381,9 @@ class RunController:
         if self._closed or run is None:
             return
         run.done = True
-        if isinstance(value, _Failure):
+        if isinstance(value, _Failure):  # nothing restored (a lazy run's store is empty)
             self._discard(run)
+            self._remove_store(run)
             show_error(f"napari-dip: {value.error}")
             self.status.emit(f"failed: {value.error}")
             self.finished.emit(None, None)
@@ -394,15 +399,14 @@ class RunController:
                               f"{run.removed_outputs[0].name!r} was removed; no result kept")
         if not outcome.keeps_result:
             self._discard(run)
-            if run.store_path:  # nothing was written: the run's own temporary folder goes
-                shutil.rmtree(os.path.dirname(run.store_path), ignore_errors=True)
+            self._remove_store(run)
             self.status.emit(outcome.text)
             self.finished.emit(None, outcome)
             return
         if not run.outputs:  # finished before its first preview
             self._add_outputs(run)
         if run.store_path:
-            outcome.text += f"\n{store_text(run.store_path)}"
+            outcome.text += f"\n{store_text(run.store_path, outcome.state == 'partial')}"
         record = run_record(plan, result.record, outcome)
         self.result_layers = []
         for layer, source, arr in zip(run.outputs, plan.sources, self._result_arrays(run)):
@@ -423,6 +427,13 @@ class RunController:
             show_warning(f"napari-dip: {warning}")
         self.finished.emit(result, outcome)
 
+    @staticmethod
+    def _remove_store(run: RunState):
+        """A lazy run that kept nothing: its own temporary folder goes."""
+        if run.store_path:
+            shutil.rmtree(os.path.dirname(run.store_path), ignore_errors=True)
+            run.store_path = None
+
     def _discard(self, run: RunState):
         for layer in run.outputs:
             if layer in self._viewer.layers:
@@ -442,7 +453,7 @@ class RunController:
                 layer.metadata = {**dict(layer.metadata), METADATA_KEY: {
                     "outcome": {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}}}
         self._restore_inputs(run)
-        kept = f"\n{store_text(run.store_path)}" if run.store_path else ""
+        kept = f"\n{store_text(run.store_path, True)}" if run.store_path else ""
         self.status.emit(f"failed: {type(exc).__name__}: {exc}{kept}")
         self.finished.emit(None, None)
 
@@ -464,10 +475,10 @@ class _Failure:
     error: BaseException
 
 
-def store_text(path: str) -> str:
+def store_text(path: str, partial: bool = False) -> str:
     """Where a lazy run's result is, for the status line."""
-    return (f"result store: {path} (in a temporary folder: copy it elsewhere to keep it; "
-            "unrestored slices read as 0)")
+    return (f"result store: {path} (in a temporary folder: copy it elsewhere to keep it"
+            + ("; slices not restored read as 0)" if partial else ")"))
 
 
 def restoration(plan: Plan, cancel: threading.Event, store=None):
