@@ -155,6 +155,9 @@ def test_a_lazy_stack_is_planned_without_reading_it_and_read_one_slice_at_a_time
     store[plan.slice_key(4)] = plan.store_plane(plan.read_slice(4))
     np.testing.assert_array_equal(np.asarray(store[1, 1]), data[1, 1])
     assert is_lazy(store) and not is_lazy(data)
+    from_zarr = make_plan(Image(store, contrast_limits=(0, 1)), task="denoise", slices=ALL)
+    assert from_zarr.lazy and from_zarr.data is store  # a zarr-backed layer is lazy too
+    np.testing.assert_array_equal(from_zarr.read_slice(4), data[1, 1])
 
     # SR: the store is the output's size; a multiscale layer is read at full resolution
     pyramid = Image([lazy, lazy[:, :, ::2, ::2]], multiscale=True, contrast_limits=(0, 1))
