@@ -64,6 +64,17 @@ class CountedStack:
         self.per_compute.clear()
 
 
+@pytest.fixture(autouse=True)
+def stores_in_tmp_path(monkeypatch, tmp_path):
+    """The runs' temporary store folders go under pytest's tmp_path (cleaned by pytest)."""
+    import tempfile
+
+    from napari_dip.gui import lazy
+
+    monkeypatch.setattr(lazy, "temporary_folder",
+                        lambda: tempfile.mkdtemp(prefix=lazy.TEMP_PREFIX, dir=tmp_path))
+
+
 @pytest.fixture
 def lazy_stack(load):
     """A real-looking noisy (Z, Y, X) float32 stack (the committed nuclei crop plus Gaussian
@@ -203,12 +214,12 @@ def test_a_lazy_run_that_restores_nothing_leaves_no_store(viewer_widget, gui, mo
 
     made = []
 
-    def mkdtemp(prefix):
+    def temporary_folder():
         folder.mkdir()
-        made.append(prefix)
+        made.append(folder)
         return str(folder)
 
-    monkeypatch.setattr(lazy.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(lazy, "temporary_folder", temporary_folder)
     flat = da.full((3, 32, 32), 7.0, dtype=np.float32, chunks=(1, 32, 32))
     layer = viewer.add_image(flat, name="flat", contrast_limits=(0.0, 10.0),
                              axis_labels=("z", "y", "x"))
@@ -216,5 +227,5 @@ def test_a_lazy_run_that_restores_nothing_leaves_no_store(viewer_widget, gui, mo
     assert widget.run() is not None
     gui.wait_done(widget)
     assert "every slice is constant" in widget.status.value
-    assert made == ["napari-dip-"]  # the run made its store, and removed it (empty)
+    assert made == [folder]  # the run made its store, and removed it (empty)
     assert not folder.exists() and gui.dip_layers(viewer) == []

@@ -27,6 +27,8 @@ from .results import cast_like
 
 #: The value of a result's slices that are not restored (yet).
 FILL_VALUE = 0
+#: The name of a run's temporary folder starts with this.
+TEMP_PREFIX = "napari-dip-"
 #: At most this many slices are kept from the intensity pass to fit the shared noise model.
 NOISE_SLICES = 8
 
@@ -34,10 +36,10 @@ NOISE_SLICES = 8
 def create_store(plan: Plan, folder: str | None = None):
     """The zarr array a lazy run writes into, and its path: the result's shape (the input's;
     Y and X times the factor for SR) and dtype, one slice per chunk, filled with
-    :data:`FILL_VALUE`, in ``folder`` (None: a new temporary folder ``napari-dip-*``)."""
+    :data:`FILL_VALUE`, in ``folder`` (None: :func:`temporary_folder`)."""
     import zarr
 
-    folder = folder or tempfile.mkdtemp(prefix="napari-dip-")
+    folder = folder or temporary_folder()
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", plan.sources[0].name).strip("._") or "result"
     path = os.path.join(folder, f"{stem}-dip.zarr")
     array = zarr.create_array(store=path, shape=plan.output_shape, chunks=plan.output_chunks,
@@ -46,6 +48,11 @@ def create_store(plan: Plan, folder: str | None = None):
     array.attrs["napari_dip"] = {"input_layer": plan.sources[0].name, "state": "running",
                                  "slices_restored": []}
     return array, path
+
+
+def temporary_folder() -> str:
+    """A new folder for one run's store (``napari-dip-*`` in the system's temporary folder)."""
+    return tempfile.mkdtemp(prefix=TEMP_PREFIX)
 
 
 def _jsonable(value):
