@@ -105,3 +105,82 @@ def test_progress_text_shows_work_done_not_the_cap():
     assert text == ("slice z=1 (2 of 4) · iteration 120 · 1 min 15 s · fit error 0.01, "
                     "stops at 0.009")
     assert "3000" not in text
+
+
+# ---- lazy (dask, zarr) layers: planned without reading, read one slice at a time ------------
+
+class _Reads:
+    """An array-like behind a dask array (one slice per chunk) that records what is read."""
+
+    def __init__(self, data):
+        self.data, self.shape, self.dtype, self.ndim = data, data.shape, data.dtype, data.ndim
+        self.keys = []
+
+    def __getitem__(self, key):
+        self.keys.append(key)
+        return self.data[key]
+
+
+def _lazy(data):
+    import dask.array as da
+
+    reads = _Reads(data)
+    return da.from_array(reads, chunks=(1,) * (data.ndim - 2) + data.shape[-2:]), reads
+
+
+def test_a_lazy_stack_is_planned_without_reading_it_and_read_one_slice_at_a_time(tmp_path):
+    import pytest
+
+    pytest.importorskip("dask")
+    pytest.importorskip("zarr")
+    from napari_dip.gui.lazy import create_store
+    from napari_dip.gui.plan import is_lazy, work_size
+
+    data = np.random.default_rng(11).random((2, 3, 16, 12)).astype(np.float32)  # (T, Z, Y, X)
+    lazy, reads = _lazy(data)
+    layer = Image(lazy, name="t z", contrast_limits=(0, 1))
+    reads.keys.clear()  # napari read what it shows
+    plan = make_plan(layer, task="denoise", slices=ALL)
+    assert work_size(layer, slices=ALL) == (16, 12, 1, 6)
+    assert reads.keys == []  # planning reads no pixel
+    assert plan.lazy and is_lazy(plan.data) and plan.data is lazy
+    assert plan.slices_asked == list(range(6)) and plan.output_chunks == (1, 1, 16, 12)
+    np.testing.assert_array_equal(plan.read_slice(5), data[1, 2])
+    assert len(reads.keys) == 1  # that slice's chunk only
+
+    store, path = create_store(plan, str(tmp_path))
+    assert path.startswith(str(tmp_path)) and path.endswith(".zarr")
+    assert store.shape == data.shape and store.dtype == data.dtype
+    assert store.chunks == (1, 1, 16, 12) and not np.asarray(store).any()  # fill value
+    store[plan.slice_key(4)] = plan.store_plane(plan.read_slice(4))
+    np.testing.assert_array_equal(np.asarray(store[1, 1]), data[1, 1])
+    assert is_lazy(store) and not is_lazy(data)
+    from_zarr = make_plan(Image(store, contrast_limits=(0, 1)), task="denoise", slices=ALL)
+    assert from_zarr.lazy and from_zarr.data is store  # a zarr-backed layer is lazy too
+    np.testing.assert_array_equal(from_zarr.read_slice(4), data[1, 1])
+
+    # SR: the store is the output's size; a multiscale layer is read at full resolution
+    pyramid = Image([lazy, lazy[:, :, ::2, ::2]], multiscale=True, contrast_limits=(0, 1))
+    sr = make_plan(pyramid, task="sr", factor=2, slices=CURRENT, current_point=(1, 0, 0, 0))
+    assert sr.lazy and sr.slice_index == 3 and sr.output_shape == (2, 3, 32, 24)
+    np.testing.assert_array_equal(sr.read_slice(3), data[1, 0])
+
+
+def test_lazy_layers_refuse_what_needs_the_whole_stack_and_small_ones_stay_eager():
+    import pytest
+
+    pytest.importorskip("dask")
+    data = np.random.default_rng(12).random((3, 16, 16)).astype(np.float32)
+    lazy, _ = _lazy(data)
+    layer = Image(lazy, name="z", contrast_limits=(0, 1))
+    with pytest.raises(ValueError, match="stack mode '3d'.*'slices' or 'warm'"):
+        make_plan(layer, task="denoise", slices=ALL, stack_mode="3d")
+    other = Image(data, name="other")
+    with pytest.raises(ValueError, match="lazy.*channel layers"):
+        make_plan(layer, task="denoise", channel_layers=[other])
+    plane, _ = _lazy(data[0])  # one lazy plane is one slice: read as it is
+    plan = make_plan(Image(plane, contrast_limits=(0, 1)), task="denoise")
+    assert not plan.lazy and isinstance(plan.data, np.ndarray)
+    np.testing.assert_array_equal(plan.work, data[0])
+    eager = make_plan(other, task="denoise", slices=ALL)  # numpy layers: as before
+    assert not eager.lazy and eager.work.shape == (3, 16, 16)

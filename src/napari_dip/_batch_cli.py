@@ -274,29 +274,12 @@ class _FileRun:
 
     def fit_map(self):
         """One intensity map over every slice that is restored (one slice read at a time)."""
-        from .engine import arrays, tiles
-        from .engine.intensity import IntensityMap
-        from .engine.units import skip_reason
+        from .engine.units import shared_map
 
-        maps = []
-        for i in range(self.layout.n_slices):
-            plane = self.read(i)
-            if skip_reason(plane, self.masks[i], self.cax, self.args.task):
-                continue
-            lay = arrays.infer_layout(plane, self.cax)
-            colour, _ = arrays.split_alpha(lay.to_cyx(plane), lay)
-            arrays.check_values(colour, f"input {str(self.inp)!r} slice {self.where(i)}")
-            known = None if self.masks[i] is None else ~arrays.fill_of(self.masks[i])
-            if self.tile is None:
-                maps.append(IntensityMap.fit(colour, self.layout.colour, known))
-            else:
-                grid = tiles.plan_tiles(colour.shape[1:], self.tile, self.overlap)
-                maps.append(tiles.fit_map(colour, grid, self.layout.colour, known))
-        if not maps:
-            which = "the image" if self.layout.n_slices == 1 else "every slice"
-            raise ValueError(f"input {str(self.inp)!r}: {which} is constant or has nothing to "
-                             "fill; there is nothing to restore.")
-        return IntensityMap.combine(maps)
+        return shared_map(self.read, range(self.layout.n_slices), self.masks, self.cax,
+                          self.args.task, self.layout.colour, f"input {str(self.inp)!r}",
+                          tile=self.tile, overlap=self.overlap,
+                          slice_name=lambda i: f"input {str(self.inp)!r} slice {self.where(i)}")
 
     def open(self) -> bool:
         """Plan, check against what an earlier run left, open the output; False: dry run."""

@@ -252,7 +252,7 @@ class DIPWidget(Container):
         while history and isinstance(history[-1], list):
             history = history[-1]
         plane = (record.get("planes") or result.record.get("planes") or [{}])[-1]
-        slices = [e for e in record.get("slices", []) if "planes" in e]
+        slices = [e for e in record.get("slices", []) if e.get("planes")]
         if plan.is_stack and slices:  # (a 3-D stack is one fit, with no slices)
             plane = slices[-1]["planes"][-1]
         kept = plane.get("best_iteration")

@@ -85,6 +85,42 @@ def skip_reason(plane: np.ndarray, mask, channel_axis: int | None, task: str) ->
     return reason(colour, mask, task)
 
 
+def shared_map(read: Callable, slices, masks, channel_axis: int | None, task: str,
+               joint: bool, name: str, *, tile: int | None = None, overlap: int | None = None,
+               slice_name: Callable | None = None, on_plane: Callable | None = None):
+    """One intensity map over the slices of a stack that are restored, in one pass that reads
+    one slice at a time (``read(i)``: folded plane ``i``), so the stack is never held whole.
+
+    Slices with nothing to restore (constant, nothing to fill) take no part. With ``tile``,
+    each slice's map is fitted tile by tile as its tiles will be (:func:`.tiles.fit_map`).
+    ``on_plane(i, colour, known)`` sees each slice that counts (e.g. to keep a few for a
+    noise model). ValueError when no slice has anything to restore."""
+    from . import tiles
+    from .intensity import IntensityMap
+
+    maps = []
+    for i in slices:
+        plane = read(i)
+        if skip_reason(plane, masks[i], channel_axis, task):
+            continue
+        lay = arrays.infer_layout(plane, channel_axis)
+        colour, _ = arrays.split_alpha(lay.to_cyx(plane), lay)
+        arrays.check_values(colour, slice_name(i) if slice_name else f"{name} slice {i}")
+        known = None if masks[i] is None else ~arrays.fill_of(masks[i])
+        if tile is None:
+            maps.append(IntensityMap.fit(colour, joint, known))
+        else:
+            grid = tiles.plan_tiles(colour.shape[1:], tile, overlap)
+            maps.append(tiles.fit_map(colour, grid, joint, known))
+        if on_plane is not None:
+            on_plane(i, colour, known)
+    if not maps:
+        which = "the image" if len(masks) == 1 else "every slice"
+        raise ValueError(f"{name}: {which} is constant or has nothing to fill; there is "
+                         "nothing to restore.")
+    return IntensityMap.combine(maps)
+
+
 def _worker_device(device: str) -> str:
     """On a dask worker of a machine with several GPUs, spread workers over them: worker
     ``n`` of a LocalCluster takes GPU ``n % count`` (elsewhere the device stays as asked)."""

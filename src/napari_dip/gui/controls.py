@@ -18,7 +18,7 @@ from magicgui.widgets import (
 from ..choices import CHANNELS, NOISE_MODEL, PRESET, SR_FACTOR, STACK_MODE, STOPPING, TASK
 from .plan import (
     ALL, CURRENT, PSF_TASKS, axis_choice_text, default_channel_axis, guide_fits, is_dip_output,
-    layer_array, mask_fits, psf_fits, unwrap,
+    layer_shape, mask_fits, psf_fits, unwrap,
 )
 
 #: The stack-mode menu's entry for the engine's own choice (passed to it as None).
@@ -201,7 +201,7 @@ class Controls(Container):
         layer = self.selected_image()
         if layer is None or layer.rgb:
             return choices
-        ndim = layer_array(layer).ndim
+        ndim = len(layer_shape(layer))
         return choices + [(axis_choice_text(layer, i), i) for i in range(ndim - 2)]
 
     def _channel_layer_choices(self, widget=None):
@@ -280,7 +280,7 @@ class Controls(Container):
         from the settings alone: a widget's ``visible`` is False while the viewer is hidden.)"""
         layer = self.selected_image()
         rgb = bool(layer is not None and layer.rgb)
-        shape = () if layer is None else layer_array(layer).shape
+        shape = () if layer is None else layer_shape(layer)
         axis = None if rgb else self.channel_axis.value
         task = self.task.value
         axis_row = not rgb and len(shape) >= 3

@@ -23,6 +23,8 @@ CHANNEL_NAMES = ("c", "ch", "channel", "channels")
 MAX_INFERRED_CHANNELS = 8
 #: The key of an output layer's metadata that holds its run's record.
 METADATA_KEY = "napari_dip"
+#: Array types (by their package) that a run reads one slice at a time (:func:`is_lazy`).
+LAZY_MODULES = ("dask", "zarr")
 
 
 @dataclass
@@ -47,6 +49,9 @@ class Plan:
     guide_name: str | None = None
     stack_mode: str | None = None  # 'slices', 'warm', '3d'; None: chosen by the engine
     voxel_size: tuple | None = None  # (Z, Y, X) from the layer's scale, for stack mode '3d'
+    #: ``data`` is the layer's own lazy array (dask, zarr; never copied nor read whole): the
+    #: run reads one slice at a time (:meth:`read_slice`) and writes into a store on disk.
+    lazy: bool = False
 
     @property
     def is_stack(self) -> bool:
@@ -55,7 +60,47 @@ class Plan:
     @property
     def work(self) -> np.ndarray:
         """What the engine sees: one plane, or the stack folded to (S, plane...)."""
+        if self.lazy:
+            raise RuntimeError("a lazy plan is read one slice at a time (read_slice)")
         return self.layout.fold(self.data)
+
+    # ---- a lazy layer, one slice at a time ------------------------------------------------
+
+    def _plane_axes(self) -> tuple[int, ...]:
+        """The axes of ``data`` that make one plane, in the engine's plane order."""
+        return self.layout.order[len(self.layout.stack):]
+
+    def slice_key(self, flat: int) -> tuple:
+        """The index into ``data`` (or the output store) of folded slice ``flat``."""
+        coords = dict(zip(self.layout.stack, self.layout.slice_position(flat)))
+        return tuple(coords.get(a, slice(None)) for a in range(len(self.layout.shape)))
+
+    def read_slice(self, flat: int) -> np.ndarray:
+        """Folded slice ``flat`` as the engine takes a plane, read now (only that slice)."""
+        plane = np.asarray(self.data[self.slice_key(flat)])
+        kept = [a for a in range(len(self.layout.shape)) if a not in self.layout.stack]
+        return np.transpose(plane, [kept.index(a) for a in self._plane_axes()])
+
+    def store_plane(self, plane: np.ndarray) -> np.ndarray:
+        """A plane in the engine's order -> the axes of ``data[slice_key(i)]``."""
+        kept = [a for a in range(len(self.layout.shape)) if a not in self.layout.stack]
+        order = list(self._plane_axes())
+        return np.transpose(plane, [order.index(a) for a in kept])
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The result's shape in the layer's axes (Y and X times the factor for SR)."""
+        shape = list(self.layout.shape)
+        if self.task == "sr":
+            shape[self.layout.y] *= self.factor
+            shape[self.layout.x] *= self.factor
+        return tuple(shape)
+
+    @property
+    def output_chunks(self) -> tuple[int, ...]:
+        """One slice per chunk: 1 along each stack axis, whole along the others."""
+        return tuple(1 if a in self.layout.stack else n
+                     for a, n in enumerate(self.output_shape))
 
     def engine_kwargs(self) -> dict:
         """The arrays and choices taken from the layers, as the engine's keywords (the PSF,
@@ -120,10 +165,28 @@ def unwrap(layer):
     return getattr(layer, "__wrapped__", layer)
 
 
+def layer_data(layer):
+    """The layer's data as it is held (the full-resolution level of a multiscale layer): a
+    numpy array, or a lazy one (dask, zarr) that is read only where it is indexed."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
 def layer_array(layer) -> np.ndarray:
-    """The layer's data as an array (the full-resolution level of a multiscale layer)."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return np.asarray(data)
+    """The layer's data as a numpy array (reads a lazy layer whole: for small layers only)."""
+    return np.asarray(layer_data(layer))
+
+
+def layer_shape(layer) -> tuple[int, ...]:
+    """The shape of the layer's data, without reading a lazy layer's pixels."""
+    return tuple(int(n) for n in layer_data(layer).shape)
+
+
+def is_lazy(data) -> bool:
+    """Whether an array is read on demand, a chunk at a time (a dask or a zarr array, as
+    napari's readers of OME-Zarr files give), rather than held in memory."""
+    if isinstance(data, np.ndarray):
+        return False
+    return type(data).__module__.split(".")[0] in LAZY_MODULES
 
 
 def axis_names(layer) -> tuple:
@@ -138,7 +201,7 @@ def axis_names(layer) -> tuple:
 def axis_choice_text(layer, axis: int) -> str:
     """How a menu names an axis: 'c (3)', or 'axis -3 (2)' under napari's own label."""
     labels = list(getattr(layer, "axis_labels", ()) or ())
-    size = layer_array(layer).shape[axis]
+    size = layer_shape(layer)[axis]
     name = axis_names(layer)[axis] if axis < len(labels) else None
     return f"{name} ({size})" if name else f"axis {labels[axis] if labels else axis} ({size})"
 
@@ -148,7 +211,7 @@ def default_channel_axis(layer) -> tuple[int | None, str]:
     named c/ch/channel; else an unnamed first axis of at most :data:`MAX_INFERRED_CHANNELS`."""
     if layer is None or getattr(layer, "rgb", False):
         return None, ""
-    shape = layer_array(layer).shape
+    shape = layer_shape(layer)
     if len(shape) < 3:
         return None, ""
     names = axis_names(layer)
@@ -169,9 +232,9 @@ def is_dip_output(layer) -> bool:
 def mask_fits(layer, channel_axis: int | None, mask_layer) -> bool:
     """Whether ``mask_layer`` can serve as the inpainting mask of ``layer``."""
     try:
-        layout = from_indices(layer_array(layer).shape, None if layer.rgb else channel_axis,
+        layout = from_indices(layer_shape(layer), None if layer.rgb else channel_axis,
                               colour=bool(layer.rgb))
-        layout.fold_mask(np.empty(layer_array(mask_layer).shape, dtype=bool))
+        layout.fold_mask(np.empty(layer_shape(mask_layer), dtype=bool))
     except (ValueError, AttributeError, TypeError):
         return False
     return True
@@ -183,7 +246,7 @@ PSF_TASKS = ("denoise", "deconvolve")
 
 def spatial_shape(layer) -> tuple[int, int]:
     """(Y, X) of a layer: its last two axes, or the two before the colour axis of an RGB one."""
-    shape = layer_array(layer).shape
+    shape = layer_shape(layer)
     return tuple(shape[-3:-1]) if getattr(layer, "rgb", False) else tuple(shape[-2:])
 
 
@@ -192,7 +255,7 @@ def psf_fits(layer, psf_layer) -> bool:
     the image itself."""
     if psf_layer is None or unwrap(psf_layer) is unwrap(layer):
         return False
-    return not getattr(psf_layer, "rgb", False) and layer_array(psf_layer).ndim in (2, 3)
+    return not getattr(psf_layer, "rgb", False) and len(layer_shape(psf_layer)) in (2, 3)
 
 
 def guide_fits(layer, guide_layer, task: str = "denoise", factor: int = 4) -> bool:
@@ -203,10 +266,10 @@ def guide_fits(layer, guide_layer, task: str = "denoise", factor: int = 4) -> bo
         return False
     f = factor if task == "sr" else 1
     h, w = spatial_shape(layer)
-    g = layer_array(guide_layer).shape
+    g = layer_shape(guide_layer)
     rgb = bool(getattr(guide_layer, "rgb", False))
     one_plane = len(g) == (3 if rgb else 2) and spatial_shape(guide_layer) == (h * f, w * f)
-    per_slice = f == 1 and g == layer_array(layer).shape and \
+    per_slice = f == 1 and g == layer_shape(layer) and \
         rgb == bool(getattr(layer, "rgb", False))
     return one_plane or per_slice
 
@@ -232,7 +295,7 @@ def resolve_task(task: str, psf_layer=None, psf_sigma: float = 0.0) -> str:
 def work_size(layer, *, channel_axis=None, channel_layers=(), slices: str = ALL,
               channels: str = "joint") -> tuple[int, int, int, int]:
     """(height, width, channels per fit, fits) of a run, from the shapes alone (no copy)."""
-    shape = layer_array(layer).shape
+    shape = layer_shape(layer)
     rgb = bool(getattr(layer, "rgb", False))
     extra = [lyr for lyr in channel_layers if lyr is not layer]
     if extra:
@@ -273,18 +336,22 @@ def make_plan(
     task = resolve_task(task, psf_layer, psf_sigma)
     if psf_layer is not None and not psf_fits(layer, psf_layer):
         raise ValueError(f"the PSF layer {psf_layer.name!r} has shape "
-                         f"{layer_array(psf_layer).shape}; a PSF is a 2-D (Y, X) or 3-D "
+                         f"{layer_shape(psf_layer)}; a PSF is a 2-D (Y, X) or 3-D "
                          "(Z, Y, X) grey image other than the image restored")
     if guide_layer is not None and not guide_fits(layer, guide_layer, task, factor):
         raise ValueError(f"the guide layer {guide_layer.name!r} has shape "
-                         f"{layer_array(guide_layer).shape}; a guide has the output's height "
+                         f"{layer_shape(guide_layer)}; a guide has the output's height "
                          f"and width, or (for a stack) the shape of {layer.name!r} "
-                         f"{layer_array(layer).shape}")
+                         f"{layer_shape(layer)}")
     extra = [unwrap(lyr) for lyr in channel_layers if unwrap(lyr) is not layer]
     sources = [layer, *extra]
-    # Copies: the user may paint or edit layers while the run goes on.
-    arrays = [np.array(layer_array(lyr), copy=True) for lyr in sources]
     rgb = bool(getattr(layer, "rgb", False))
+    lazy = _lazy_stack(layer, sources, None if rgb or extra else channel_axis, rgb,
+                       stack_mode)
+    # Copies: the user may paint or edit layers while the run goes on. A lazy stack is not
+    # copied, nor read: the run reads it one slice at a time.
+    arrays = [layer_data(layer)] if lazy else \
+        [np.array(layer_array(lyr), copy=True) for lyr in sources]
     if extra:
         if rgb or any(getattr(lyr, "rgb", False) for lyr in extra):
             raise ValueError("RGB layers cannot be combined as channels; restore them one by one")
@@ -320,7 +387,8 @@ def make_plan(
         mask_name = mask_layer.name
     names = axis_names(layer)
     plan = Plan(sources, task, factor, layout, data, mask, slice_index, mask_name,
-                mask_layer if task == "inpaint" else None, (None, *names) if extra else names)
+                mask_layer if task == "inpaint" else None, (None, *names) if extra else names,
+                lazy=lazy)
     if psf_layer is not None:
         plan.psf = np.array(layer_array(psf_layer), dtype=np.float64, copy=True)
         plan.psf_name = psf_layer.name
@@ -328,7 +396,7 @@ def make_plan(
         plan.psf_sigma = float(psf_sigma)
     if guide_layer is not None:
         guide = np.array(layer_array(guide_layer), copy=True)
-        if layout.is_stack and guide.shape == layer_array(layer).shape:
+        if layout.is_stack and guide.shape == layer_shape(layer):
             if extra:
                 raise ValueError("a guide with one plane per slice cannot be combined with "
                                  "channel layers; use a one-plane guide")
@@ -339,6 +407,32 @@ def make_plan(
         if stack_mode == "3d":
             plan.voxel_size = _voxel_size(layer, layout, slice_index, offset=1 if extra else 0)
     return plan
+
+
+def _lazy_stack(layer, sources, channel_axis, rgb: bool, stack_mode) -> bool:
+    """Whether a run reads ``layer`` one slice at a time: its data is lazy (dask, zarr) and it
+    is a stack. A lazy single plane is read at once (it is one slice); ValueError for the
+    choices that need the whole stack in memory."""
+    if not any(is_lazy(layer_data(lyr)) for lyr in sources):
+        return False
+    if len(sources) > 1:
+        raise ValueError(
+            f"{', '.join(repr(s.name) for s in sources if is_lazy(layer_data(s)))} "
+            "hold(s) a lazy (dask or zarr) array, read one slice at a time; channel layers "
+            "cannot be combined with it: restore the layers one by one, or open them as one "
+            "layer with a channel axis")
+    try:
+        layout = from_indices(layer_shape(layer), channel_axis, colour=rgb)
+    except ValueError:
+        return False  # said with the usual words below
+    if not layout.is_stack:
+        return False
+    if stack_mode == "3d":
+        raise ValueError(
+            f"{layer.name!r} holds a lazy (dask or zarr) array, read one slice at a time; "
+            "stack mode '3d' needs the whole stack in memory at once: choose stack mode "
+            "'slices' or 'warm'")
+    return True
 
 
 def _voxel_size(layer, layout, slice_index, offset: int) -> tuple[float, float, float]:
@@ -355,6 +449,6 @@ def _voxel_size(layer, layout, slice_index, offset: int) -> tuple[float, float, 
 
 __all__ = [
     "ALL", "CURRENT", "PSF_TASKS", "Plan", "axis_choice_text", "axis_names",
-    "default_channel_axis", "guide_fits", "is_dip_output", "layer_array", "make_plan",
-    "mask_fits", "psf_fits", "resolve_task", "spatial_shape", "unwrap", "work_size",
+    "default_channel_axis", "guide_fits", "is_dip_output", "is_lazy", "layer_array",
+    "layer_data", "layer_shape", "make_plan", "mask_fits", "psf_fits", "resolve_task", "spatial_shape", "unwrap", "work_size",
 ]

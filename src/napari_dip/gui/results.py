@@ -198,7 +198,8 @@ def _stack_outcome(plan: Plan, record: dict, stopped: bool, estimate_shown: bool
     how = "stopped" if stopped else "some slices failed"
     partly = "" if slice_stopped is None else (
         f"; slice {plan.slice_name(slice_stopped)} holds its estimate when stopped")
-    text = (f"{how}: {label}; not restored (left as the input): {names}{partly}, {seed}"
+    left = "left empty, read as 0" if plan.lazy else "left as the input"
+    text = (f"{how}: {label}; not restored ({left}): {names}{partly}, {seed}"
             + slice_notes(record))
     return Outcome("partial", label, text, restored, not_restored, slice_stopped)
 

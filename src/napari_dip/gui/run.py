@@ -13,6 +13,8 @@ status and its metadata say what it holds (:func:`.results.describe_outcome`).
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ class RunState:
     done: bool = False  # the result (or an error) arrived; later events are stale
     queue: list = field(default_factory=list)  # events not handled yet (see _on_progress)
     handling: bool = False  # an event is being handled
+    store_path: str | None = None  # a lazy run's result store on disk (``buffer`` is its array)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -132,13 +135,26 @@ class RunController:
         from napari.utils import progress
 
         n = len(plan.slices_asked)
-        state = RunState(plan, threading.Event(), plan.upsampled(plan.work), time.monotonic())
+        store = path = None
+        if plan.lazy:  # a dask/zarr stack: read a slice at a time, written into a store
+            from .lazy import create_store
+
+            try:
+                store, path = create_store(plan)
+            except OSError as exc:
+                message = f"cannot create the result store on disk: {exc}"
+                show_error(f"napari-dip: {message}")
+                self.status.emit(f"failed: {message}")
+                return None
+        state = RunState(plan, threading.Event(),
+                         store if plan.lazy else plan.upsampled(plan.work), time.monotonic(),
+                         store_path=path)
         # A bar that counts slices (when there are several), never iterations: the stopping
         # rule, not the cap, decides how many there will be.
         state.progress = progress(total=n if n > 1 else 0, desc="napari-dip: preparing")
         self.state = state
         names = ", ".join(repr(s.name) for s in plan.sources)
-        task = _NamedTask(restoration, plan, state.cancel)
+        task = _NamedTask(restoration, plan, state.cancel, store)
         task.label = f"Deep Image Prior restoration of {names}"
         worker = create_worker(task, _worker_class=RestorationWorker, _start_thread=False)
         worker.on_quit = self.shutdown
@@ -268,6 +284,14 @@ class RunController:
             return
         if event.final:  # a slice of a stack is finished; its preview is the kept image
             run.slices_finished.append(event.slice_index)
+            if plan.lazy:  # the slice is in the store: show it, and say so
+                self._refresh_lazy(run)
+                for layer in run.outputs:
+                    record = layer.metadata.get(METADATA_KEY, {})
+                    record.setdefault("outcome", {})["slices_restored"] = \
+                        list(run.slices_finished)
+                if run.done:
+                    return
             if run.progress.total:
                 run.progress.update(1)
             self.slice_finished.emit(event.slice_index)
@@ -283,9 +307,22 @@ class RunController:
             parts.append(f"slice {plan.slice_name(event.slice_index)}")
         return ", ".join(parts + fit_parts(event))
 
+    def _refresh_lazy(self, run: RunState):
+        """A lazy run wrote into its store: the result layers show it (made at the first
+        estimate) and read it again."""
+        if not run.outputs:
+            self._add_outputs(run)
+            return
+        for layer in run.outputs:
+            if layer not in run.removed_outputs and layer in self._viewer.layers:
+                layer.refresh()
+
     def _show_preview(self, run: RunState, event):
         plan = run.plan
         run.previews += 1
+        if plan.lazy:  # the worker wrote the estimate into the store (no snapshots: they
+            self._refresh_lazy(run)  # would hold the whole stack in memory)
+            return
         # one slice of a stack, or the whole of it (stack mode '3d' has no slice index)
         whole = not plan.is_stack or event.slice_index is None
         target = run.buffer if whole else run.buffer[event.slice_index]
@@ -314,14 +351,24 @@ class RunController:
         plan = run.plan
         meta = {"outcome": {"state": "running"}, "widget": {
             "input_layers": [s.name for s in plan.sources]}}
-        for i, (source, arr) in enumerate(zip(plan.sources, plan.to_layers(run.buffer))):
+        if plan.lazy:  # the store's zarr array, which napari reads a slice at a time
+            meta["store"] = run.store_path
+        for i, (source, arr) in enumerate(zip(plan.sources, self._result_arrays(run))):
             kw = result_layer_kwargs(source, plan, source.name + SUFFIX, covers=i == 0,
                                      metadata=meta)
+            if plan.lazy:
+                kw["multiscale"] = False
             run.outputs.append(unwrap(self._viewer.add_image(arr, **kw)))
         for source in plan.sources:
             if source in self._viewer.layers and source not in run.hidden_inputs:
                 run.hidden_inputs[source] = source.visible
                 source.visible = False
+
+    @staticmethod
+    def _result_arrays(run: RunState) -> list:
+        """What the result layers show: the store's array (a lazy run), or the buffer in each
+        source layer's axes."""
+        return [run.buffer] if run.plan.lazy else run.plan.to_layers(run.buffer)
 
     def _restore_inputs(self, run: RunState):
         for layer, visible in run.hidden_inputs.items():
@@ -334,14 +381,16 @@ class RunController:
         if self._closed or run is None:
             return
         run.done = True
-        if isinstance(value, _Failure):
+        if isinstance(value, _Failure):  # nothing restored (a lazy run's store is empty)
             self._discard(run)
+            self._remove_store(run)
             show_error(f"napari-dip: {value.error}")
             self.status.emit(f"failed: {value.error}")
             self.finished.emit(None, None)
             return
         result, plan = value, run.plan
-        run.buffer = np.asarray(result.image)
+        if not plan.lazy:
+            run.buffer = np.asarray(result.image)
         outcome = describe_outcome(plan, result.record,
                                    estimate_shown=run.previews > 0 or bool(run.slices_finished))
         kept = [o for o in run.outputs if o not in run.removed_outputs]
@@ -350,17 +399,23 @@ class RunController:
                               f"{run.removed_outputs[0].name!r} was removed; no result kept")
         if not outcome.keeps_result:
             self._discard(run)
+            self._remove_store(run)
             self.status.emit(outcome.text)
             self.finished.emit(None, outcome)
             return
         if not run.outputs:  # finished before its first preview
             self._add_outputs(run)
+        if run.store_path:
+            outcome.text += f"\n{store_text(run.store_path, outcome.state == 'partial')}"
         record = run_record(plan, result.record, outcome)
         self.result_layers = []
-        for layer, source, arr in zip(run.outputs, plan.sources, plan.to_layers(run.buffer)):
+        for layer, source, arr in zip(run.outputs, plan.sources, self._result_arrays(run)):
             if layer in run.removed_outputs or layer not in self._viewer.layers:
                 continue
-            layer.data = arr
+            if plan.lazy:
+                layer.refresh()  # the store holds the result; nothing is read into memory
+            else:
+                layer.data = arr
             layer.name = outcome.layer_name(source.name)
             layer.metadata = {**dict(source.metadata), METADATA_KEY: record}
             self.result_layers.append(layer)
@@ -371,6 +426,13 @@ class RunController:
         if warning:  # the finished slices are kept; say which ones were not restored
             show_warning(f"napari-dip: {warning}")
         self.finished.emit(result, outcome)
+
+    @staticmethod
+    def _remove_store(run: RunState):
+        """A lazy run that kept nothing: its own temporary folder goes."""
+        if run.store_path:
+            shutil.rmtree(os.path.dirname(run.store_path), ignore_errors=True)
+            run.store_path = None
 
     def _discard(self, run: RunState):
         for layer in run.outputs:
@@ -391,7 +453,8 @@ class RunController:
                 layer.metadata = {**dict(layer.metadata), METADATA_KEY: {
                     "outcome": {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}}}
         self._restore_inputs(run)
-        self.status.emit(f"failed: {type(exc).__name__}: {exc}")
+        kept = f"\n{store_text(run.store_path, True)}" if run.store_path else ""
+        self.status.emit(f"failed: {type(exc).__name__}: {exc}{kept}")
         self.finished.emit(None, None)
 
     def _on_finished(self):
@@ -412,8 +475,15 @@ class _Failure:
     error: BaseException
 
 
-def restoration(plan: Plan, cancel: threading.Event):
-    """The worker: yields engine progress (throttled), returns the Result or the user error."""
+def store_text(path: str, partial: bool = False) -> str:
+    """Where a lazy run's result is, for the status line."""
+    return (f"result store: {path} (in a temporary folder: copy it elsewhere to keep it"
+            + ("; slices not restored read as 0)" if partial else ")"))
+
+
+def restoration(plan: Plan, cancel: threading.Event, store=None):
+    """The worker: yields engine progress (throttled), returns the Result or the user error.
+    A lazy plan is restored slice by slice into ``store`` (:mod:`.lazy`)."""
     from ..engine import DIPMemoryError, restore_iter, restore_stack_iter
 
     try:
@@ -422,7 +492,11 @@ def restoration(plan: Plan, cancel: threading.Event):
                       name=f"layer {plan.sources[0].name!r}",
                       mask_name=f"the mask {plan.mask_name!r}", **plan.kwargs,
                       **plan.engine_kwargs())
-        if plan.is_stack:
+        if plan.lazy:
+            from .lazy import restore_lazy_iter
+
+            events = restore_lazy_iter(plan, store, cancel)
+        elif plan.is_stack:
             events = restore_stack_iter(
                 plan.work, plan.task,
                 slices=None if plan.slice_index is None else [plan.slice_index], **kwargs,
@@ -435,7 +509,8 @@ def restoration(plan: Plan, cancel: threading.Event):
                 return event
             now = time.monotonic()
             here = (event.slice_index, event.plane)
-            if event.preview is not None or here != where or now - last > EVENT_INTERVAL_S:
+            if event.preview is not None or event.final or here != where or \
+                    now - last > EVENT_INTERVAL_S:
                 last, where = now, here
                 yield event
     except (ValueError, DIPMemoryError) as exc:

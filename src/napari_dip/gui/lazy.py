@@ -1,0 +1,206 @@
+"""A lazy layer (dask or zarr array) restored slice by slice into a zarr store on disk.
+
+A run on a lazy stack never holds the stack, nor its result, whole: each slice is read when
+it is about to be fitted (:meth:`.plan.Plan.read_slice`), restored by the engine's per-plane
+:func:`~napari_dip.engine.restore_iter`, and written into the result's zarr array (one slice
+per chunk) as soon as it is done; the result layer shows that array, which napari reads
+lazily. As :func:`~napari_dip.engine.stacks.restore_stack_iter` does for a stack in memory,
+every slice shares one intensity map (fitted first, in one pass that reads one slice at a time:
+:func:`napari_dip.engine.units.shared_map`, the CLI's) and one noise model.
+
+Slices not restored (yet) read as the store's fill value (0). A run stopped part-way keeps
+what it wrote. Qt-free; zarr and torch are imported when a run starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import replace
+
+import numpy as np
+
+from .plan import Plan
+from .results import cast_like
+
+#: The value of a result's slices that are not restored (yet).
+FILL_VALUE = 0
+#: The name of a run's temporary folder starts with this.
+TEMP_PREFIX = "napari-dip-"
+#: At most this many slices are kept from the intensity pass to fit the shared noise model.
+NOISE_SLICES = 8
+
+
+def create_store(plan: Plan, folder: str | None = None):
+    """The zarr array a lazy run writes into, and its path: the result's shape (the input's;
+    Y and X times the factor for SR) and dtype, one slice per chunk, filled with
+    :data:`FILL_VALUE`, in ``folder`` (None: :func:`temporary_folder`)."""
+    import zarr
+
+    folder = folder or temporary_folder()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", plan.sources[0].name).strip("._") or "result"
+    path = os.path.join(folder, f"{stem}-dip.zarr")
+    array = zarr.create_array(store=path, shape=plan.output_shape, chunks=plan.output_chunks,
+                              dtype=np.dtype(plan.data.dtype), fill_value=FILL_VALUE,
+                              overwrite=False)
+    array.attrs["napari_dip"] = {"input_layer": plan.sources[0].name, "state": "running",
+                                 "slices_restored": []}
+    return array, path
+
+
+def temporary_folder() -> str:
+    """A new folder for one run's store (``napari-dip-*`` in the system's temporary folder)."""
+    return tempfile.mkdtemp(prefix=TEMP_PREFIX)
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=lambda v: v.item() if hasattr(v, "item")
+                                 else str(v)))
+
+
+def restore_lazy_iter(plan: Plan, store, cancel):
+    """Restore the asked slices of ``plan`` (a lazy stack) into ``store``; yields the engine's
+    Progress events (those of a finished slice once more with ``final``), then a Result whose
+    image is ``store``. Each slice's previews and its result are in ``store`` before their
+    event is yielded."""
+    from ..engine import arrays, axes
+    from ..engine.restoration import (
+        Result, as_cancel_check, draw_seed, overall_stop_reason, restore_iter,
+    )
+    from ..engine.stacks import _shared_noise_model, _warm_settings
+    from ..engine.units import passthrough, shared_map, skip_reason
+
+    layout, task = plan.layout, plan.task
+    n, todo, cax = layout.n_slices, plan.slices_asked, layout.plane_channel_axis
+    name = f"layer {plan.sources[0].name!r}"
+    masks = axes.slice_masks(plan.mask, n, layout.yx_shape)
+    kwargs = {**plan.kwargs, **plan.engine_kwargs()}
+    requested_mode = kwargs.pop("stack_mode", None)
+    kwargs.pop("voxel_size", None)
+    seed = kwargs.pop("seed", None)
+    seed = draw_seed() if seed is None else seed
+    noise_model = kwargs.pop("noise_model", "auto")
+    guide = kwargs.pop("guide", None)
+    folded = (n, *(layout.shape[a] for a in plan._plane_axes()))  # the stack, as the engine's
+    per_slice_guide = guide is not None and np.ndim(guide) >= 3 and \
+        np.shape(guide)[:3] == folded[:3]
+    mode = ({"mode": requested_mode, "requested": requested_mode, "reason": "asked for"}
+            if requested_mode else
+            {"mode": "slices", "requested": None,
+             "reason": "a lazy layer is read one slice at a time"})
+    warm_states = {} if mode["mode"] == "warm" else None
+    check = as_cancel_check(cancel)
+    out_plane = tuple(plan.output_shape[a] for a in plan._plane_axes())
+
+    def write(i: int, image: np.ndarray) -> None:
+        store[plan.slice_key(i)] = plan.store_plane(cast_like(np.asarray(image), store.dtype))
+
+    # One pass over the slices, one at a time: the shared intensity map, and a few slices
+    # (spread over the stack) for the shared noise model.
+    stride = max(len(todo) // NOISE_SLICES, 1)
+    picked = set(todo[::stride][:NOISE_SLICES])
+    colour, known = {}, {}
+
+    def keep(i, c, k):
+        if i in picked:
+            colour[i], known[i] = c, k
+
+    norm = shared_map(plan.read_slice, todo, masks, cax, task, layout.colour, name,
+                      on_plane=keep)
+    if isinstance(noise_model, str) and colour:
+        noise_model = _shared_noise_model(noise_model, colour, known, norm, task, name)
+    colour.clear()
+
+    entries, history, errors, restored_order = {}, [], [], []
+    settings, cancelled, clipped, counted = {"task": task, "seed": seed}, False, 0, 0
+    for i in todo:
+        if check is not None and check():
+            cancelled = True
+            break
+        plane = plan.read_slice(i)
+        if check is not None and check():  # stopped while the slice was read
+            cancelled = True
+            break
+        reason = skip_reason(plane, masks[i], cax, task)
+        if reason is not None:
+            write(i, passthrough(plane, cax, plan.factor if task == "sr" else 1))
+            entries[i] = {"slice": i, "skipped": reason, "iterations": 0, "seconds": 0.0}
+            continue
+        result, last = None, None
+        try:
+            for event in restore_iter(
+                    plane, task, mask=masks[i], channel_axis=cax, factor=plan.factor,
+                    seed=seed, normalisation=norm, name=f"{name} slice {i}",
+                    noise_model=noise_model, cancel=check, batch=1,
+                    mask_name=f"the mask {plan.mask_name!r}",
+                    guide=guide[i] if per_slice_guide else guide, warm_states=warm_states,
+                    **{**kwargs, **_warm_settings(warm_states, kwargs)}):
+                if isinstance(event, Result):
+                    result = event
+                    continue
+                event.slice_index, event.n_slices = i, len(todo)
+                if event.preview is not None and event.preview.shape == out_plane:
+                    write(i, event.preview)  # on disk before the layer is refreshed
+                last = event
+                yield event
+        except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
+            errors.append((i, exc))
+            entries[i] = {"slice": i, "error": f"{type(exc).__name__}: {exc}",
+                          "iterations": 0, "seconds": 0.0}
+            write(i, passthrough(plane, cax, plan.factor if task == "sr" else 1))
+            if isinstance(exc, MemoryError):
+                break  # the next slices, of the same size, would not fit either
+            continue
+        write(i, result.image)
+        lay = arrays.infer_layout(plane, cax)
+        c = arrays.split_alpha(lay.to_cyx(plane), lay)[0]
+        k = None if masks[i] is None else ~arrays.fill_of(masks[i])
+        clipped += norm.count_clipped(c, k)
+        counted += c.size if k is None else int(k.sum()) * len(c)
+        entries[i] = {"slice": i, **{key: result.record[key] for key in (
+            "iterations", "best_iteration", "stop_reason", "seconds", "planes")}}
+        history.append(result.history)
+        settings = result.record
+        if result.stop_reason == "user":
+            cancelled = True
+            break
+        restored_order.append(i)
+        store.attrs["napari_dip"] = {"input_layer": plan.sources[0].name, "state": "running",
+                                     "slices_restored": list(restored_order)}
+        if last is not None:
+            yield replace(last, preview=None, final=True)
+    cancelled = cancelled or (check is not None and check() and len(entries) < len(todo))
+    restored = [e for e in entries.values() if "stop_reason" in e]
+    if errors and not restored:
+        raise errors[0][1]
+    records = [entries[i] for i in todo if i in entries]
+    record = {
+        **{k: v for k, v in settings.items() if k != "planes"},
+        "input_shape": list(plan.data.shape),
+        "stack_mode": mode,
+        "normalisation": {**norm.to_dict(), "clipped_fraction": clipped / max(counted, 1)},
+        "slices": records,
+        "slices_done": [e["slice"] for e in restored if e["stop_reason"] != "user"],
+        "stop_reason": overall_stop_reason([e["stop_reason"] for e in restored],
+                                           complete=not cancelled),
+        "iterations": sum(e["iterations"] for e in records),
+        "best_iteration": [e.get("best_iteration") for e in records],
+        "seconds": round(sum(e["seconds"] for e in records), 3),
+        "store": store_path(store),
+    }
+    if errors:
+        record["errors"] = [{"slice": i, "error": entries[i]["error"]} for i, _ in errors]
+    store.attrs["napari_dip"] = _jsonable({**record, "input_layer": plan.sources[0].name,
+                                           "state": "done"})
+    yield Result(store, record, history)
+
+
+def store_path(store) -> str | None:
+    """The folder of a zarr array on the local disk (None for other stores)."""
+    root = getattr(getattr(store, "store", None), "root", None)
+    if root is None:
+        return None
+    path = getattr(store, "path", "") or ""
+    return os.path.join(str(root), path) if path else str(root)

@@ -1,0 +1,231 @@
+"""The widget on a lazy (dask-backed) stack: read one slice at a time, written into a zarr store
+on disk. Run under Xvfb:
+
+    xvfb-run -a .venv/bin/python -m pytest tests/test_widget_lazy.py
+
+Every run is tiny (3 slices of 40 x 40, a few iterations, 'light' net, CPU). No assertion
+depends on timing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from napari_dip._widget import ALL, CURRENT, SUFFIX
+
+pytestmark = pytest.mark.gui
+
+da = pytest.importorskip("dask.array")
+zarr = pytest.importorskip("zarr")
+
+
+class CountedStack:
+    """An array-like (what ``dask.array.from_array`` reads, a chunk at a time) that records
+    which slices are read, and how many slices each dask computation reads (by the thread that
+    asked for it)."""
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+        self.shape, self.dtype, self.ndim = data.shape, data.dtype, data.ndim
+        self.reads: list[int] = []  # the slice of each read, in order
+        self.per_compute: list[int] = []  # slices read by each computation
+        self.on_read = None  # called with each slice read (in the reading thread)
+        self._local = threading.local()
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        first = key[0]
+        index = range(self.shape[0])[first] if isinstance(first, slice) else [int(first)]
+        for i in index:
+            self.reads.append(i)
+            if getattr(self._local, "reads", None) is not None:
+                self._local.reads.append(i)
+            if self.on_read is not None:
+                self.on_read(i)
+        return self.data[key]
+
+    def scheduler(self, dsk, keys, **kwargs):
+        """A dask scheduler (the synchronous one) that counts the slices each compute reads."""
+        import dask
+
+        self._local.reads = []
+        try:
+            return dask.get(dsk, keys, **kwargs)
+        finally:
+            self.per_compute.append(len(self._local.reads))
+            self._local.reads = None
+
+    def reset(self):
+        self.reads.clear()
+        self.per_compute.clear()
+
+
+@pytest.fixture(autouse=True)
+def stores_in_tmp_path(monkeypatch, tmp_path):
+    """The runs' temporary store folders go under pytest's tmp_path (cleaned by pytest)."""
+    import tempfile
+
+    from napari_dip.gui import lazy
+
+    monkeypatch.setattr(lazy, "temporary_folder",
+                        lambda: tempfile.mkdtemp(prefix=lazy.TEMP_PREFIX, dir=tmp_path))
+
+
+@pytest.fixture
+def lazy_stack(load):
+    """A real-looking noisy (Z, Y, X) float32 stack (the committed nuclei crop plus Gaussian
+    noise), as a dask array of one slice per chunk that counts its reads."""
+    import dask
+
+    nuclei = load("nuclei3d_3x40x40_uint16.tif").astype(np.float32)
+    rng = np.random.default_rng(3)
+    noisy = (nuclei + rng.normal(0, 0.1 * nuclei.std(), nuclei.shape)).astype(np.float32)
+    counted = CountedStack(noisy)
+    with dask.config.set(scheduler=counted.scheduler):
+        yield noisy, da.from_array(counted, chunks=(1, *noisy.shape[1:])), counted
+
+
+def _add(viewer, data, noisy, **kw):
+    # contrast limits given: napari would otherwise compute them from the whole array
+    return viewer.add_image(data, name="nuclei", scale=(2.0, 0.5, 0.5),
+                            translate=(1.0, 0.0, 3.0), axis_labels=("z", "y", "x"),
+                            units=("um", "um", "um"),
+                            contrast_limits=(float(noisy.min()), float(noisy.max())), **kw)
+
+
+def _assert_slice_at_a_time(counted, n):
+    assert counted.per_compute and max(counted.per_compute) == 1, counted.per_compute
+    assert set(counted.reads) <= set(range(n))
+
+
+def test_lazy_stack_is_restored_slice_by_slice_into_a_store_on_disk(
+        viewer_widget, gui, lazy_stack):
+    viewer, widget = viewer_widget
+    noisy, data, counted = lazy_stack
+    layer = _add(viewer, data, noisy)
+    gui.configure(widget, layer, slices=ALL, max_iters=4, preview_every=2, stopping="none")
+    counted.reset()  # what napari read to show the layer does not count
+
+    assert widget.run() is not None
+    gui.wait_done(widget)
+
+    _assert_slice_at_a_time(counted, 3)
+    assert set(counted.reads) == {0, 1, 2}  # every slice was read, one at a time
+    out = viewer.layers["nuclei" + SUFFIX]
+    assert isinstance(out.data, zarr.Array)  # shown from the store, not from memory
+    record = out.metadata["napari_dip"]
+    path = record["store"]
+    assert os.path.isdir(path) and path in widget.status.value
+    stored = zarr.open_array(path, mode="r")
+    assert stored.shape == noisy.shape and stored.dtype == noisy.dtype
+    assert stored.chunks == (1, *noisy.shape[1:])  # one slice per chunk
+    for i in range(3):
+        restored = np.asarray(stored[i])
+        assert np.isfinite(restored).all() and not np.array_equal(restored, noisy[i])
+        np.testing.assert_array_equal(np.asarray(out.data[i]), restored)
+    assert record["slices_done"] == [0, 1, 2] and record["outcome"]["state"] == "finished"
+    assert record["stack_mode"]["mode"] == "slices"
+    from napari_dip.engine.units import shared_map
+
+    every = shared_map(lambda i: noisy[i], range(3), [None] * 3, None, "denoise", False, "x")
+    assert record["normalisation"]["data_low"] == list(every.data_low)  # one map, all slices
+    np.testing.assert_allclose(out.scale, layer.scale)
+    np.testing.assert_allclose(out.translate, layer.translate)
+    assert tuple(out.axis_labels) == ("z", "y", "x") and tuple(out.units) == tuple(layer.units)
+    assert layer.data is data  # the input layer still holds its lazy array, unchanged
+    np.testing.assert_array_equal(np.asarray(layer.data), noisy)
+
+
+def test_a_stopped_lazy_run_keeps_the_finished_slices_on_disk(viewer_widget, gui, lazy_stack):
+    viewer, widget = viewer_widget
+    noisy, data, counted = lazy_stack
+    layer = _add(viewer, data, noisy)
+    gui.configure(widget, layer, slices=ALL, max_iters=4, preview_every=2, stopping="none")
+    counted.reset()
+    seen = {}
+
+    def stop_when_slice_1_is_fitted(i):
+        # The first pass reads every slice once (the shared intensity map); the second read
+        # of slice 1 is for its fit, after slice 0 is written: stop there.
+        seen[i] = seen.get(i, 0) + 1
+        if i == 1 and seen[i] == 2:
+            widget._run.stop()
+
+    counted.on_read = stop_when_slice_1_is_fitted
+    assert widget.run() is not None
+    gui.wait_done(widget)
+
+    _assert_slice_at_a_time(counted, 3)
+    assert 2 not in counted.reads[3:]  # slice 2 was never read to be fitted
+    out = viewer.layers["nuclei" + SUFFIX + " (1 of 3 slices restored)"]
+    record = out.metadata["napari_dip"]
+    assert record["slices_done"] == [0] and record["outcome"]["state"] == "partial"
+    assert "1 of 3 slices restored" in widget.status.value
+    stored = zarr.open_array(record["store"], mode="r")
+    slice0 = np.asarray(stored[0])
+    assert np.isfinite(slice0).all() and not np.array_equal(slice0, noisy[0])
+    assert not np.asarray(stored[2]).any()  # never restored: the fill value
+    assert zarr.open_array(record["store"]).attrs["napari_dip"]["slices_done"] == [0]
+    assert layer.visible  # the input is shown again, unchanged
+    np.testing.assert_array_equal(np.asarray(layer.data), noisy)
+
+
+def test_lazy_current_slice_reads_only_that_slice(viewer_widget, gui, lazy_stack):
+    viewer, widget = viewer_widget
+    noisy, data, counted = lazy_stack
+    layer = _add(viewer, data, noisy)
+    gui.configure(widget, layer, slices=CURRENT, max_iters=3, preview_every=2)
+    viewer.dims.set_point(0, layer.translate[0] + 2 * layer.scale[0])  # z = 2
+    counted.reset()
+
+    assert widget.run() is not None
+    gui.wait_done(widget)
+
+    out = viewer.layers["nuclei" + SUFFIX]
+    assert set(counted.reads) <= {2} and counted.reads  # napari showed z=2; the run read it
+    _assert_slice_at_a_time(counted, 3)
+    assert isinstance(out.data, zarr.Array)
+    assert out.metadata["napari_dip"]["widget"]["slice_index"] == [2]
+    assert not np.array_equal(np.asarray(out.data[2]), noisy[2])
+    assert not np.asarray(out.data[0]).any()
+
+
+def test_a_lazy_stack_in_3d_mode_is_refused_with_the_fix(viewer_widget, gui, lazy_stack):
+    viewer, widget = viewer_widget
+    noisy, data, counted = lazy_stack
+    layer = _add(viewer, data, noisy)
+    gui.configure(widget, layer, slices=ALL, stack_mode="3d")
+    counted.reset()
+    assert widget.run() is None
+    assert "stack mode '3d'" in widget.status.value and "'slices'" in widget.status.value
+    assert counted.reads == []  # refused before anything was read
+
+
+def test_a_lazy_run_that_restores_nothing_leaves_no_store(viewer_widget, gui, monkeypatch,
+                                                          tmp_path):
+    from napari_dip.gui import lazy
+
+    viewer, widget = viewer_widget
+    folder = tmp_path / "napari-dip-run"
+
+    made = []
+
+    def temporary_folder():
+        folder.mkdir()
+        made.append(folder)
+        return str(folder)
+
+    monkeypatch.setattr(lazy, "temporary_folder", temporary_folder)
+    flat = da.full((3, 32, 32), 7.0, dtype=np.float32, chunks=(1, 32, 32))
+    layer = viewer.add_image(flat, name="flat", contrast_limits=(0.0, 10.0),
+                             axis_labels=("z", "y", "x"))
+    gui.configure(widget, layer, slices=ALL, max_iters=3)
+    assert widget.run() is not None
+    gui.wait_done(widget)
+    assert "every slice is constant" in widget.status.value
+    assert made == [folder]  # the run made its store, and removed it (empty)
+    assert not folder.exists() and gui.dip_layers(viewer) == []
