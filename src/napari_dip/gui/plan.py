@@ -75,17 +75,20 @@ class Plan:
         coords = dict(zip(self.layout.stack, self.layout.slice_position(flat)))
         return tuple(coords.get(a, slice(None)) for a in range(len(self.layout.shape)))
 
+    def _sliced_axes(self) -> list[int]:
+        """The axes of ``data`` left in ``data[slice_key(i)]`` (not stack axes), in order."""
+        return [a for a in range(len(self.layout.shape)) if a not in self.layout.stack]
+
     def read_slice(self, flat: int) -> np.ndarray:
         """Folded slice ``flat`` as the engine takes a plane, read now (only that slice)."""
         plane = np.asarray(self.data[self.slice_key(flat)])
-        kept = [a for a in range(len(self.layout.shape)) if a not in self.layout.stack]
+        kept = self._sliced_axes()
         return np.transpose(plane, [kept.index(a) for a in self._plane_axes()])
 
     def store_plane(self, plane: np.ndarray) -> np.ndarray:
         """A plane in the engine's order -> the axes of ``data[slice_key(i)]``."""
-        kept = [a for a in range(len(self.layout.shape)) if a not in self.layout.stack]
         order = list(self._plane_axes())
-        return np.transpose(plane, [order.index(a) for a in kept])
+        return np.transpose(plane, [order.index(a) for a in self._sliced_axes()])
 
     @property
     def output_shape(self) -> tuple[int, ...]:
