@@ -97,6 +97,9 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     def write(i: int, image: np.ndarray) -> None:
         store[plan.slice_key(i)] = plan.store_plane(cast_like(np.asarray(image), store.dtype))
 
+    def pass_through(i: int, plane: np.ndarray) -> None:  # the input, in the output's shape
+        write(i, passthrough(plane, cax, plan.factor if task == "sr" else 1))
+
     # One pass over the slices, one at a time: the shared intensity map, and a few slices
     # (spread over the stack) for the shared noise model.
     stride = max(len(todo) // NOISE_SLICES, 1)
@@ -125,7 +128,7 @@ def restore_lazy_iter(plan: Plan, store, cancel):
             break
         reason = skip_reason(plane, masks[i], cax, task)
         if reason is not None:
-            write(i, passthrough(plane, cax, plan.factor if task == "sr" else 1))
+            pass_through(i, plane)
             entries[i] = {"slice": i, "skipped": reason, "iterations": 0, "seconds": 0.0}
             continue
         result, last = None, None
@@ -149,7 +152,7 @@ def restore_lazy_iter(plan: Plan, store, cancel):
             errors.append((i, exc))
             entries[i] = {"slice": i, "error": f"{type(exc).__name__}: {exc}",
                           "iterations": 0, "seconds": 0.0}
-            write(i, passthrough(plane, cax, plan.factor if task == "sr" else 1))
+            pass_through(i, plane)
             if isinstance(exc, MemoryError):
                 break  # the next slices, of the same size, would not fit either
             continue
