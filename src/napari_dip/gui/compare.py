@@ -15,7 +15,7 @@ from napari.utils.notifications import show_info
 
 from ..metrics import data_range_of, psnr, ssim
 from .controls import text_label
-from .plan import layer_array, unwrap
+from .plan import layer_array, layer_shape, unwrap
 
 METRICS_KEY = "napari_dip_metrics"
 
@@ -97,12 +97,14 @@ class Comparison:
         rng = data_range_of(ref)
         rgb = bool(result.rgb)
         out = {}
-        arrays = {"input": layer_array(image) if image in self._viewer.layers else None,
-                  "result": layer_array(result)}
-        for key, arr in arrays.items():
-            if arr is None or arr.shape != ref.shape:
+        compared_layers = {"input": image if image in self._viewer.layers else None,
+                           "result": result}
+        for key, layer in compared_layers.items():
+            # the shape first: a layer that is not comparable is not read (a lazy one whole)
+            if layer is None or layer_shape(layer) != ref.shape:
                 out[key] = None
                 continue
+            arr = layer_array(layer)
             out[key] = {"psnr": psnr(ref, arr, rng), "ssim": ssim(ref, arr, rng, rgb)}
         text = [
             f"{k}: " + ("not comparable (shape differs or layer removed)" if v is None
