@@ -101,10 +101,10 @@ def shared_map(read: Callable, slices, masks, channel_axis: int | None, task: st
     maps = []
     for i in slices:
         plane = read(i)
-        if skip_reason(plane, masks[i], channel_axis, task):
-            continue
         lay = arrays.infer_layout(plane, channel_axis)
         colour, _ = arrays.split_alpha(lay.to_cyx(plane), lay)
+        if tiles.skip_reason(colour, masks[i], task):
+            continue
         arrays.check_values(colour, slice_name(i) if slice_name else f"{name} slice {i}")
         known = None if masks[i] is None else ~arrays.fill_of(masks[i])
         if tile is None:
