@@ -350,6 +350,27 @@ def test_units_of_a_failed_batch_are_run_one_at_a_time(monkeypatch):
     assert done == [(0, "0"), (1, "1"), (2, "2")]
 
 
+def test_a_unit_out_of_memory_is_reported_not_given_the_previous_result(monkeypatch):
+    from napari_dip import _cluster
+    from napari_dip.engine import units
+
+    def run_unit(**kw):
+        if kw["name"] != "0":
+            raise MemoryError("no room")
+        return {"status": "done", "name": kw["name"]}
+
+    done = []
+    monkeypatch.setattr(units, "run_unit", run_unit)
+    payload = dict(data=np.zeros((8, 8)), mask=None, normalisation=None, seed=0,
+                   channel_axis=None, options={"batch": 1})
+    jobs = [(k, {**payload, "name": str(k)}) for k in range(2)]
+    _cluster.SerialUnits(1).run(iter(jobs), lambda u, out: done.append((u, out)),
+                                __import__("threading").Event(), None)
+    assert done[0] == (0, {"status": "done", "name": "0"})
+    assert done[1][0] == 1 and done[1][1]["status"] == "error"
+    assert "MemoryError" in done[1][1]["error"]
+
+
 def test_planes_with_other_settings_go_in_other_batches(noisy_stack):
     # e.g. slices whose inpainting masks are of different kinds get different settings
     from napari_dip.engine.batch_planes import PlaneDone, fit_planes

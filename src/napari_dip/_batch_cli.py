@@ -172,19 +172,21 @@ class _FileRun:
     """One input file restored unit by unit into its output, resuming what a run left."""
 
     def __init__(self, args, inp: Path, out: Path):
-        from ._cli import _layout
-        from ._lazy_io import check_output, open_input
-        from .engine import axes
+        from ._lazy_io import open_input
 
         self.args, self.inp, self.out = args, inp, out
         self.src = open_input(inp)
         try:
-            self._check(_layout, check_output, axes)
+            self._check()
         except BaseException:
             self.src.close()
             raise
 
-    def _check(self, _layout, check_output, axes) -> None:
+    def _check(self) -> None:
+        from ._cli import _layout
+        from ._lazy_io import check_output
+        from .engine import axes
+
         args, inp, out = self.args, self.inp, self.out
         self.letters, self.layout = _layout(self.src, args.axes, str(inp))
         self.factor = args.factor if args.task == "sr" else 1
@@ -351,7 +353,7 @@ class _FileRun:
 
         if not self.open():
             return 0
-        self.entries = {k: e for k, e in self.ledger.entries().items()}
+        self.entries = self.ledger.entries()
         done = {k for k, e in self.entries.items() if e["status"] in ("done", "skipped")}
         self.by_slice: dict[int, list] = {}
         for u in self.units:

@@ -276,11 +276,12 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str) -> str:
     config = make_config(task, preset, args.factor if task == "sr" else None,
                          max_iters=args.max_iters, stopping=args.stopping)
     plane = planes[0] if layout.is_stack else planes
-    h, w = plane.shape[layout.folded_yx_axes(plane.ndim)[0]], \
-        plane.shape[layout.folded_yx_axes(plane.ndim)[1]]
+    y, x = layout.folded_yx_axes(plane.ndim)
+    h, w = plane.shape[y], plane.shape[x]
     channels = plane.size // (h * w)  # per plane (an RGBA's alpha counted: an estimate)
-    if task == "sr":
-        h, w = h * args.factor, w * args.factor
+    f = args.factor if task == "sr" else 1
+    in_h, in_w = h, w
+    h, w = h * f, w * f
     n = planes.shape[0] if layout.is_stack else 1
     memory = estimate_memory(h, w, config.net)
     params = count_parameters(build_generator(config.net, config.input_channels, 1))
@@ -290,9 +291,8 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str) -> str:
         f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
         f"{config.stopping!r}, at most {config.max_iters} iterations per plane",
         f"device {device}" + (f", {threads} thread(s)" if threads else ""),
-        f"memory: about {memory / 2**20:.0f} MiB per fit step" + _tiling_note(
-            h // (args.factor if args.task == "sr" else 1), w // (
-                args.factor if args.task == "sr" else 1), config.net, device, args),
+        f"memory: about {memory / 2**20:.0f} MiB per fit step"
+        + _tiling_note(in_h, in_w, f, config.net, device),
     ]
     units = n * (channels if args.channels == "separate" else 1)
     if units > 1:
@@ -306,12 +306,12 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str) -> str:
     return "\n".join(lines)
 
 
-def _tiling_note(h: int, w: int, spec, device, args) -> str:
-    """What the run does when one fit of the image would not fit the device's memory."""
+def _tiling_note(h: int, w: int, f: int, spec, device) -> str:
+    """What the run does when one fit of an ``h`` x ``w`` input (an output ``f`` times larger)
+    would not fit the device's memory."""
     from .engine.devices import estimate_memory
     from .engine.tiles import tile_size_for
 
-    f = args.factor if args.task == "sr" else 1
     tile = tile_size_for(h, w, spec, device, f)
     if tile is None:
         return ""

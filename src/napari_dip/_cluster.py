@@ -65,7 +65,7 @@ class SerialUnits:
         from .engine.units import run_unit
 
         for unit, payload in group:
-            error = None
+            out = error = None
             for _ in range(RETRIES + 1):
                 try:
                     out = run_unit(**payload, cancel=cancel, callback=progress)
@@ -74,8 +74,6 @@ class SerialUnits:
                     error = exc
                     if isinstance(exc, MemoryError):
                         break
-            else:
-                out = None
             if out is None:
                 out = {"status": "error", "error": f"{type(error).__name__}: {error}"}
             handle(unit, out)

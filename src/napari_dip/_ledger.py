@@ -17,6 +17,7 @@ either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -81,13 +82,9 @@ class Ledger:
         _write_atomic(self.folder / "units" / f"{key}.json", text.encode())
 
     def save_tile(self, key: str, image: np.ndarray) -> None:
-        path = self.folder / "tiles" / f"{key}.npy"
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(image, np.float32))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(image, np.float32))
+        _write_atomic(self.folder / "tiles" / f"{key}.npy", buffer.getvalue())
 
     def load_tile(self, key: str) -> np.ndarray | None:
         path = self.folder / "tiles" / f"{key}.npy"

@@ -165,11 +165,8 @@ class Blur(Operator):
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         pad = []
-        for r in reversed(self._radius):
+        for r in reversed(self._radius):  # a (1, k, k) kernel pads Z by 0: Y and X only
             pad += [r, r]
-        if len(self._radius) == 3 and self._radius[0] == 0:
-            # A (1, k, k) kernel on a volume: pad Y and X only, plane by plane.
-            return F.pad(x, pad[:4] + [0, 0], mode="replicate")
         return F.pad(x, pad, mode="replicate")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

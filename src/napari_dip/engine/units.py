@@ -101,10 +101,10 @@ def shared_map(read: Callable, slices, masks, channel_axis: int | None, task: st
     maps = []
     for i in slices:
         plane = read(i)
-        if skip_reason(plane, masks[i], channel_axis, task):
-            continue
         lay = arrays.infer_layout(plane, channel_axis)
         colour, _ = arrays.split_alpha(lay.to_cyx(plane), lay)
+        if tiles.skip_reason(colour, masks[i], task):
+            continue
         arrays.check_values(colour, slice_name(i) if slice_name else f"{name} slice {i}")
         known = None if masks[i] is None else ~arrays.fill_of(masks[i])
         if tile is None:
@@ -169,9 +169,10 @@ def run_unit(data: np.ndarray, *, mask: np.ndarray | None, options: dict, normal
     raise RuntimeError(f"{name}: the restoration ended without a result")  # pragma: no cover
 
 
-def batch_size(payload: dict) -> int:
+def batch_size(payload: dict, job=None) -> int:
     """How many units like this one a worker fits together (:func:`run_unit_batch`): the
-    ``batch`` option, else the device's default (one at a time off CUDA)."""
+    ``batch`` option, else the device's default (one at a time off CUDA). ``job``: the
+    payload already prepared, if it is (else it is prepared here when CUDA needs it)."""
     options = payload["options"]
     if options.get("batch") is not None:
         return max(1, int(options["batch"]))
@@ -182,7 +183,8 @@ def batch_size(payload: dict) -> int:
     from .batch_planes import resolve_batch
     from .batched import MAX_DEFAULT_BATCH
 
-    return resolve_batch(None, _prepare_unit(payload), MAX_DEFAULT_BATCH)
+    return resolve_batch(None, job if job is not None else _prepare_unit(payload),
+                         MAX_DEFAULT_BATCH)
 
 
 def _prepare_unit(payload: dict):
@@ -212,7 +214,7 @@ def run_unit_batch(payloads: list[dict], cancel=None, callback: Callable | None 
             yield k, {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
     if not jobs:
         return
-    size = max(1, min(batch_size(payloads[index[0]]), len(jobs)))
+    size = max(1, min(batch_size(payloads[index[0]], jobs[0]), len(jobs)))
     for event in fit_planes(jobs, as_cancel_check(cancel), size):
         if not isinstance(event, PlaneDone):
             if callback is not None:
