@@ -179,7 +179,6 @@ class _Unit:
     index: int  # position in the caller's list
     seed: int
     reader: LossReader
-    noise_variance: float
     candidate_at: int | None = None
     verified: bool = False  # a checkpoint of this unit has been verified
     best_at: int | None = None
@@ -275,7 +274,7 @@ def fit_batch(
         # A deconvolution stops a little above the noise level (Morozov): stop_factor.
         variance = ops[k].stop_factor * observation_noise_variance(observations[k], ops[k])
         rule = stopping_rule(config, variance, lag)
-        units.append(_Unit(k, seed_of[k], LossReader(rule, lag, loss_jump), variance))
+        units.append(_Unit(k, seed_of[k], LossReader(rule, lag, loss_jump)))
     needs_outputs = units[0].reader.rule.needs_outputs
     sync_every = resolve_sync_every(config, device, needs_outputs or refs is not None)
 
@@ -382,6 +381,8 @@ def fit_batch(
         best = best[index] if best is not None else None
         ops = [ops[k] for k in kept_pos]
         units[:] = [units[k] for k in kept_pos]
+        for s in set(jitter_gens) - {u.seed for u in units}:
+            del jitter_gens[s]  # no unit left draws from it
 
     it = 0
     stop_all = None
@@ -401,7 +402,7 @@ def fit_batch(
         z_in = z
         if config.jitter > 0:
             draws = {s: torch.randn((1, cz, *z.shape[-2:]), generator=g, device=device)
-                     for s, g in jitter_gens.items() if any(u.seed == s for u in units)}
+                     for s, g in jitter_gens.items()}
             # One seed (a stack's slices share one): the draw broadcasts over the units.
             noise = next(iter(draws.values())) if len(draws) == 1 else \
                 torch.cat([draws[u.seed] for u in units])
