@@ -16,7 +16,7 @@ import torch
 
 from .batched import UnitDone, default_batch, fit_batch
 from .devices import cpu_threads, is_out_of_memory, memory_error
-from .restoration import Progress, _Fits, _group_operator, _initial_guess, _Job, _plane_record
+from .restoration import Progress, _Fits, _group_operator, _initial_guess, _Job
 
 #: What a run's record says about the path its fits took.
 ONE_AT_A_TIME = "one-at-a-time"
@@ -147,9 +147,7 @@ def _run(jobs, fits, units, check, slice_indices, n_slices):
             if config.preview_every and event.iteration >= next_preview[k]:
                 next_preview[k] = event.iteration - event.iteration % config.preview_every + \
                     config.preview_every
-                shown = fits[j].image.clone()
-                shown[group_of[k]] = event.estimate.detach().clamp(0, 1).cpu()
-                preview = job.output(shown, as_float=True)
+                preview = fits[j].preview(job, group_of[k], event.estimate)
             yield Progress(
                 event.iteration, config.max_iters, event.loss, event.signal,
                 event.best_iteration, event.elapsed, preview, event.psnr, g, len(job.groups),
@@ -163,10 +161,6 @@ def _run(jobs, fits, units, check, slice_indices, n_slices):
 def _collect(job: _Job, fits: _Fits, outcomes: dict) -> _Fits:
     """A plane's fits once its groups are done (in group order, as restore_iter records)."""
     for g in sorted(outcomes):
-        group, outcome = job.groups[g], outcomes[g]
-        fits.image[group] = outcome.image
-        fits.history.append(outcome.history)
-        fits.planes.append(_plane_record(group, outcome))
-        fits.parameters = outcome.parameters
+        fits.add(job.groups[g], outcomes[g])
     fits.complete = len(outcomes) == len(job.groups)
     return fits

@@ -22,7 +22,6 @@ stretch of wall and CPU time it spent in the batch.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,13 +31,13 @@ import torch
 from torch import nn
 
 from .fit import (
-    CHECKPOINT_EVERY, FitOutcome, FitStep, LossReader, ema_decay, initial_network,
-    observation_noise_variance, resolve_precision,
+    CHECKPOINT_EVERY, FitOutcome, FitStep, LossReader, autocast_context, ema_decay, ema_lag,
+    initial_network, observation_noise_variance, precision_name, resolve_precision,
+    resolve_sync_every, stopping_rule,
 )
 from .generators import build_generator, padded_size
 from .operators import Identity, Operator, psnr
 from .presets import FitConfig
-from .stopping import make_stopping_rule
 
 #: Most units fitted together by default on a GPU (issue 8's 64-slice stack in one batch).
 MAX_DEFAULT_BATCH = 64
@@ -180,7 +179,6 @@ class _Unit:
     index: int  # position in the caller's list
     seed: int
     reader: LossReader
-    noise_variance: float
     candidate_at: int | None = None
     verified: bool = False  # a checkpoint of this unit has been verified
     best_at: int | None = None
@@ -268,24 +266,17 @@ def fit_batch(
     if references is not None and all(r is not None for r in references):
         refs = torch.stack([r.to(device) for r in references])
     autocast_dtype = resolve_precision(config.precision, device)
-    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-                else contextlib.nullcontext())
-    lag = round(config.ema / (1 - config.ema)) if config.ema > 0 else 0
+    autocast = autocast_context(device, autocast_dtype)
+    lag = ema_lag(config.ema)
     loss_jump = 10 ** (config.backtrack_db / 10) if config.backtrack else None
     units = []
     for k in range(n):
         # A deconvolution stops a little above the noise level (Morozov): stop_factor.
         variance = ops[k].stop_factor * observation_noise_variance(observations[k], ops[k])
-        rule = make_stopping_rule(config.stopping, noise_variance=variance,
-                                  patience=config.patience, window=config.window, lag=lag,
-                                  min_iters=config.min_iters)
-        units.append(_Unit(k, seed_of[k], LossReader(rule, lag, loss_jump), variance))
+        rule = stopping_rule(config, variance, lag)
+        units.append(_Unit(k, seed_of[k], LossReader(rule, lag, loss_jump)))
     needs_outputs = units[0].reader.rule.needs_outputs
-    sync_every = config.sync_every or (CHECKPOINT_EVERY if device.type == "cuda" else 1)
-    if needs_outputs or refs is not None:
-        sync_every = 1
-    if CHECKPOINT_EVERY % sync_every:
-        raise ValueError(f"sync_every must divide {CHECKPOINT_EVERY}, not {sync_every}")
+    sync_every = resolve_sync_every(config, device, needs_outputs or refs is not None)
 
     # -- the batch's tensors: units first along dimension 0 -------------------------------------
     opt = _Adam(params, n, config.lr)
@@ -355,8 +346,7 @@ def fit_batch(
             stop_reason=stop_reason, backtracks=u.reader.backtracks,
             lr_drops=u.reader.lr_drops, steps=it, seconds=u.seconds,
             cpu_seconds=u.cpu_seconds, seed=u.seed, parameters=per_unit_parameters,
-            precision="float32" if autocast_dtype is None
-            else str(autocast_dtype).split(".")[-1],
+            precision=precision_name(autocast_dtype),
             stopping=rule.describe(), history=u.reader.history, oracle=oracle,
         )
 
@@ -391,6 +381,8 @@ def fit_batch(
         best = best[index] if best is not None else None
         ops = [ops[k] for k in kept_pos]
         units[:] = [units[k] for k in kept_pos]
+        for s in set(jitter_gens) - {u.seed for u in units}:
+            del jitter_gens[s]  # no unit left draws from it
 
     it = 0
     stop_all = None
@@ -410,7 +402,7 @@ def fit_batch(
         z_in = z
         if config.jitter > 0:
             draws = {s: torch.randn((1, cz, *z.shape[-2:]), generator=g, device=device)
-                     for s, g in jitter_gens.items() if any(u.seed == s for u in units)}
+                     for s, g in jitter_gens.items()}
             # One seed (a stack's slices share one): the draw broadcasts over the units.
             noise = next(iter(draws.values())) if len(draws) == 1 else \
                 torch.cat([draws[u.seed] for u in units])

@@ -172,6 +172,41 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     raise ValueError(f"precision must be 'auto', 'float32' or 'bfloat16', not {precision!r}")
 
 
+def ema_lag(ema: float) -> int:
+    """How many iterations the output average's centre trails the newest output
+    (ema / (1 - ema)): the image kept for a pick at iteration t is the average at t + lag."""
+    return round(ema / (1 - ema)) if ema > 0 else 0
+
+
+def stopping_rule(config: FitConfig, noise_variance: float | None, lag: int):
+    """The stopping rule ``config`` asks for, for a data term of this noise level."""
+    return make_stopping_rule(config.stopping, noise_variance=noise_variance,
+                              patience=config.patience, window=config.window, lag=lag,
+                              min_iters=config.min_iters)
+
+
+def resolve_sync_every(config: FitConfig, device: torch.device, every_output: bool) -> int:
+    """Iterations between two read-backs of the data term: ``config.sync_every``, or 1 on the
+    CPU and :data:`CHECKPOINT_EVERY` elsewhere; 1 when ``every_output`` must be looked at."""
+    sync_every = config.sync_every or (CHECKPOINT_EVERY if device.type == "cuda" else 1)
+    if every_output:
+        sync_every = 1  # the stopping rule or the reference looks at every iteration's output
+    if CHECKPOINT_EVERY % sync_every:
+        raise ValueError(f"sync_every must divide {CHECKPOINT_EVERY}, not {sync_every}")
+    return sync_every
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``device`` (:func:`resolve_precision`); nothing for None."""
+    return (torch.autocast(device.type, dtype=dtype) if dtype is not None
+            else contextlib.nullcontext())
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """How an outcome names the precision ``dtype`` (:func:`resolve_precision`)."""
+    return "float32" if dtype is None else str(dtype).split(".")[-1]
+
+
 def ema_decay(ema: float, iteration: int) -> float:
     """The output average's decay at ``iteration``: short memory at first, so the average is not
     dragged by the first, random outputs (with a flat 0.99 they still weigh 25 % at iteration
@@ -276,25 +311,16 @@ def fit(
     ref = reference.to(device) if reference is not None else None
     if noise_variance is None:
         noise_variance = observation_noise_variance(observation, operator)
-    # The output average's centre trails the newest output by ema / (1 - ema) iterations: the
-    # image kept for a pick at iteration t is the average at t + lag, centred on t.
-    lag = round(config.ema / (1 - config.ema)) if config.ema > 0 else 0
-    rule = make_stopping_rule(config.stopping, noise_variance=noise_variance,
-                              patience=config.patience, window=config.window, lag=lag,
-                              min_iters=config.min_iters)
-    sync_every = config.sync_every or (CHECKPOINT_EVERY if device.type == "cuda" else 1)
-    if rule.needs_outputs or ref is not None:
-        sync_every = 1  # these look at every iteration's output
-    if CHECKPOINT_EVERY % sync_every:
-        raise ValueError(f"sync_every must divide {CHECKPOINT_EVERY}, not {sync_every}")
+    lag = ema_lag(config.ema)
+    rule = stopping_rule(config, noise_variance, lag)
+    sync_every = resolve_sync_every(config, device, rule.needs_outputs or ref is not None)
     # ``kept`` holds verified weights; ``candidate`` the weights of the latest checkpoint
     # iteration, saved before its step and kept once its data term has been read and found sound.
     kept = _Checkpoint(net, opt) if config.backtrack else None
     candidate = _Checkpoint(net, opt) if config.backtrack else None
     candidate_at = None
     reader = LossReader(rule, lag, 10 ** (config.backtrack_db / 10) if config.backtrack else None)
-    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-                else contextlib.nullcontext())
+    autocast = autocast_context(device, autocast_dtype)
 
     ema = best = best_at = None  # best_at: iteration of the kept image
     steps = 0
@@ -402,7 +428,7 @@ def fit(
         cpu_seconds=time.process_time() - cpu0,
         seed=seed,
         parameters=sum(p.numel() for p in net.parameters()),
-        precision="float32" if autocast_dtype is None else str(autocast_dtype).split(".")[-1],
+        precision=precision_name(autocast_dtype),
         stopping=rule.describe(),
         history=reader.history,
         oracle=oracle,

@@ -425,6 +425,20 @@ class _Fits:
     threads: int | None = None  # CPU threads used
     batch: dict = field(default_factory=lambda: {"size": 1, "path": "one-at-a-time"})
 
+    def add(self, group: list[int], outcome) -> None:
+        """Take the outcome of the fit of channel ``group``: its image, history and record."""
+        self.image[group] = outcome.image
+        self.history.append(outcome.history)
+        self.planes.append(_plane_record(group, outcome))
+        self.parameters = outcome.parameters
+
+    def preview(self, job: _Job, group: list[int], estimate: torch.Tensor) -> np.ndarray:
+        """What a preview shows: the plane so far with ``group``'s current estimate, in the
+        caller's units (float)."""
+        shown = self.image.clone()
+        shown[group] = estimate.detach().clamp(0, 1).cpu()
+        return job.output(shown, as_float=True)
+
 
 #: FitOutcome fields that are not part of a plane's record (tensors, or recorded elsewhere).
 _NOT_RECORDED = ("image", "history", "seed", "parameters", "state")
@@ -503,9 +517,7 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
                 if config.preview_every and step.iteration >= next_preview:
                     next_preview = step.iteration - step.iteration % config.preview_every + \
                         config.preview_every
-                    shown = fits.image.clone()
-                    shown[group] = step.estimate.detach().clamp(0, 1).cpu()
-                    preview = job.output(shown, as_float=True)
+                    preview = fits.preview(job, group, step.estimate)
                 yield Progress(
                     step.iteration, config.max_iters, step.loss, step.signal,
                     step.best_iteration, step.elapsed, preview, step.psnr, gi, len(groups),
@@ -521,13 +533,10 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
             steps.close()
             if job.device.type == "cuda":
                 torch.cuda.empty_cache()
-        fits.image[group] = outcome.image
-        fits.history.append(outcome.history)
-        fits.planes.append(_plane_record(group, outcome))
+        fits.add(group, outcome)
         if job.warm_states is not None:
             fits.planes[-1]["warm_start"] = gi in job.warm_states
             job.warm_states[gi] = outcome.state
-        fits.parameters = outcome.parameters
         if outcome.stop_reason == "user":
             break
     fits.complete = len(fits.planes) == len(groups)
