@@ -35,6 +35,13 @@ def gaussian_kernel(size=9, sigma=1.5) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
+def gaussian_kernel_3d(shape=(5, 9, 9), sigma=(1.0, 1.5, 1.5)) -> np.ndarray:
+    """A normalised 3-D Gaussian PSF (Z, Y, X), odd-sized and blurring along Z too."""
+    axes = [np.exp(-0.5 * ((np.arange(n) - n // 2) / s) ** 2) for n, s in zip(shape, sigma)]
+    k = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    return (k / k.sum()).astype(np.float32)
+
+
 def run_to_end(widget, gui):
     assert widget.run() is not None
     gui.wait_done(widget)
@@ -226,6 +233,30 @@ def test_3d_stack_mode_uses_the_layer_scale(viewer_widget, gui):
     assert out.data.shape == data.shape and not np.array_equal(out.data, data)
     assert "partial" not in out.name and "stack mode: 3d" in widget.status.value
     assert np.array_equal(image.data, data)
+
+
+def test_a_3d_psf_layer_deconvolves_a_stack_in_3d(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image((5, 24, 24), seed=8)
+    image = viewer.add_image(data, name="zyx", scale=(2.0, 0.5, 0.5),
+                             axis_labels=("z", "y", "x"))
+    kernel = gaussian_kernel_3d()
+    psf = viewer.add_image(kernel, name="psf3d")
+    gui.configure(widget, image, task="deconvolve", slices=ALL, stack_mode="3d", **FAST)
+    assert psf in [c for c in widget.psf.choices if c is not None]
+    widget.psf.value = psf
+    run_to_end(widget, gui)
+    out = viewer.layers["zyx" + SUFFIX]
+    record = out.metadata["napari_dip"]
+    assert record["task"] == "deconvolve" and record["stack_mode"]["mode"] == "3d"
+    assert record["widget"]["psf_layer"] == "psf3d" and record["widget"]["stack_mode"] == "3d"
+    used = record["operator"]["psf"]
+    assert len(used["shape"]) == 3 and used["shape"][0] > 1  # blurs along Z: not one plane
+    assert used["source"] == "image" and "note" not in used
+    assert out.data.shape == data.shape
+    np.testing.assert_allclose(out.scale, image.scale)
+    assert "stack mode: 3d" in widget.status.value
+    assert np.array_equal(image.data, data) and np.array_equal(psf.data, kernel)
 
 
 def test_plan_folds_a_per_slice_guide_and_rejects_misfits():
