@@ -259,6 +259,25 @@ def test_a_3d_psf_layer_deconvolves_a_stack_in_3d(viewer_widget, gui):
     assert np.array_equal(image.data, data) and np.array_equal(psf.data, kernel)
 
 
+def test_a_3d_psf_layer_restored_slice_by_slice_says_it_uses_the_in_focus_plane(
+        viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image((3, 24, 24), seed=9)
+    image = viewer.add_image(data, name="zyx", scale=(2.0, 0.5, 0.5),
+                             axis_labels=("z", "y", "x"))
+    psf = viewer.add_image(gaussian_kernel_3d(), name="psf3d")
+    gui.configure(widget, image, task="deconvolve", stack_mode="slices", **FAST)
+    widget.psf.value = psf
+    run_to_end(widget, gui)
+    record = viewer.layers["zyx" + SUFFIX].metadata["napari_dip"]
+    assert record["stack_mode"]["mode"] == "slices"
+    assert len(record["operator"]["psf"]["shape"]) == 2  # a plane's PSF for a plane's fit
+    status = widget.status.value
+    assert "in-focus plane of the 3-D PSF layer 'psf3d'" in status
+    assert "stack mode '3d'" in status  # the fix: deconvolve with the whole PSF
+    assert np.array_equal(image.data, data)
+
+
 def test_plan_folds_a_per_slice_guide_and_rejects_misfits():
     from napari.layers import Image
 
