@@ -42,6 +42,11 @@ def test_time_per_iteration_is_measured_once_per_size(monkeypatch):
     assert len(calls) == 2
 
 
+def test_a_deconvolution_is_timed_with_a_stand_in_psf():
+    est = cost.estimate_run(16, 16, "deconvolve", preset="light", device="cpu", max_iters=5)
+    assert math.isfinite(est.seconds_per_iteration) and est.seconds_per_iteration > 0
+
+
 def test_large_images_are_measured_on_a_crop_and_scaled(monkeypatch):
     sizes = []
     monkeypatch.setattr(cost, "_measure", lambda h, w, *a: sizes.append((h, w)) or 0.01)

@@ -31,6 +31,10 @@ from .tiles import default_overlap, plan_tiles, tile_size_for
 MEASURE_PIXELS = 256 * 256
 #: Fit steps timed after one warm-up step (which builds the network and allocates memory).
 MEASURE_STEPS = 3
+#: A deconvolution is timed with a Gaussian PSF of this sigma (pixels) standing in for the
+#: run's: the PSF is not part of the settings an estimate is cached under, and its blur costs
+#: little next to the network.
+MEASURE_PSF_SIGMA = 1.5
 
 _cache: dict[tuple, tuple[float, tuple[int, int]]] = {}
 _lock = threading.Lock()
@@ -157,6 +161,7 @@ def _measure(height: int, width: int, task: str, preset: str, device: torch.devi
              factor: int, channels: int) -> float:
     """Seconds per fit step of the run's network on random data of this (input) size."""
     from .fit import fit
+    from .psf import gaussian_psf
     from .restoration import make_operator
 
     config = make_config(task, preset, factor if task == "sr" else None)
@@ -167,7 +172,8 @@ def _measure(height: int, width: int, task: str, preset: str, device: torch.devi
     if task == "inpaint":
         mask = np.zeros((height, width), bool)
         mask[::5, ::5] = True  # a few pixels to fill
-    operator = make_operator(task, (height, width), mask, factor)
+    psf = gaussian_psf(MEASURE_PSF_SIGMA, 2) if task == "deconvolve" else None
+    operator = make_operator(task, (height, width), mask, factor, psf=psf)
     steps = fit(observation, operator, config, device=device, seed=0)
     try:
         next(steps)  # warm-up: builds the network, allocates its buffers
