@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity
 
-from napari_dip._widget import ALL, SUFFIX
+from napari_dip._widget import ALL, CURRENT, SUFFIX
 from napari_dip.gui.plan import make_plan
 
 pytestmark = pytest.mark.gui
@@ -276,6 +276,28 @@ def test_a_3d_psf_layer_restored_slice_by_slice_says_it_uses_the_in_focus_plane(
     assert "in-focus plane of the 3-D PSF layer 'psf3d'" in status
     assert "stack mode '3d'" in status  # the fix: deconvolve with the whole PSF
     assert np.array_equal(image.data, data)
+
+
+def test_the_estimate_before_run_follows_the_stack_mode(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    image = viewer.add_image(photon_image((5, 24, 24), seed=10), name="zyx",
+                             scale=(2.0, 0.5, 0.5), axis_labels=("z", "y", "x"))
+    gui.configure(widget, image, slices=ALL, stack_mode="slices")
+
+    def shows(text):
+        gui.qtbot.waitUntil(lambda: text in widget.estimate.value
+                            and "s/iteration" in widget.estimate.value, timeout=60_000)
+        return widget.estimate.value
+
+    assert "5 fits" in shows("stack mode slices: one fit per slice")
+    widget.stack_mode.value = "3d"  # one 3-D fit of the whole stack, its step measured
+    text = shows("stack mode 3d: one fit of the whole 5×24×24 stack")
+    assert "fits" not in text
+    settings = widget._estimate_settings()
+    assert settings["fits"] == 1 and settings["planes"] == 5
+    assert settings["voxel_size"] == (2.0, 0.5, 0.5)
+    widget.slices.value = CURRENT  # 3d restores the whole stack whatever the choice
+    assert widget._estimate_settings()["planes"] == 5
 
 
 def test_plan_folds_a_per_slice_guide_and_rejects_misfits():
