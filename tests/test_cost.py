@@ -42,6 +42,11 @@ def test_time_per_iteration_is_measured_once_per_size(monkeypatch):
     assert len(calls) == 2
 
 
+def test_a_deconvolution_is_timed_with_a_stand_in_psf():
+    est = cost.estimate_run(16, 16, "deconvolve", preset="light", device="cpu", max_iters=5)
+    assert math.isfinite(est.seconds_per_iteration) and est.seconds_per_iteration > 0
+
+
 def test_large_images_are_measured_on_a_crop_and_scaled(monkeypatch):
     sizes = []
     monkeypatch.setattr(cost, "_measure", lambda h, w, *a: sizes.append((h, w)) or 0.01)
@@ -83,3 +88,61 @@ def test_a_plane_too_big_for_the_device_is_estimated_in_tiles(monkeypatch):
     assert est.tiles == n > 1 and est.fits == 2 * n
     assert est.memory_bytes == estimate_memory(est.tile, est.tile, spec)
     assert f"{n} tiles of {est.tile} px" in est.describe()
+
+
+def test_stack_mode_3d_is_one_fit_of_the_whole_stack(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cost, "_measure", lambda *a: 0.01)
+    monkeypatch.setattr(cost, "_measure_volume", lambda *a: calls.append(a[:3]) or 0.05)
+    kw = dict(preset="light", device="cpu", max_iters=100, stopping="none")
+    slices = cost.estimate_run(24, 24, fits=5, stack_mode="slices", **kw)
+    volume = cost.estimate_run(24, 24, stack_mode="3d", planes=5, voxel_size=(2, 0.5, 0.5), **kw)
+    deeper = cost.estimate_run(24, 24, stack_mode="3d", planes=10, voxel_size=(2, 0.5, 0.5),
+                               measure=False, **kw)
+    spec = make_config("denoise", "light").net
+    assert slices.fits == 5 and volume.fits == 1  # one fit, not one per slice
+    assert volume.memory_bytes == estimate_memory(5 * 24, 24, spec) > slices.memory_bytes
+    assert deeper.memory_bytes > volume.memory_bytes  # memory grows with Z
+    # the 3-D step is measured (on the whole small stack), not the 2-D one
+    assert calls == [(5, 24, 24)] and volume.measured_on == (5, 24, 24)
+    assert volume.seconds_per_iteration == pytest.approx(0.05)
+    assert volume.max_seconds == pytest.approx(0.05 * 100)
+    text = volume.describe()
+    assert "stack mode 3d: one fit of the whole 5×24×24 stack" in text and "fits" not in text
+    assert "stack mode slices: one fit per slice" in slices.describe()
+    cost.estimate_run(24, 24, stack_mode="3d", planes=5, voxel_size=(2, 0.5, 0.5), **kw)
+    assert len(calls) == 1  # cached
+
+
+def test_a_large_stack_in_3d_is_measured_on_a_crop_and_scaled(monkeypatch):
+    from napari_dip.engine import devices
+
+    monkeypatch.setattr(devices, "device_memory", lambda device: 2**40)  # holds the stack
+    sizes = []
+    monkeypatch.setattr(cost, "_measure_volume", lambda z, h, w, *a: sizes.append((z, h, w))
+                        or 0.01)
+    est = cost.estimate_run(512, 512, stack_mode="3d", planes=40, preset="light", device="cpu")
+    (z, h, w), = sizes
+    assert z == cost.MEASURE_PLANES and z * h * w <= cost.MEASURE_PIXELS and h == w
+    depth = make_config("denoise", "light").net.depth
+    full = 40 * padded_size(512, depth) ** 2  # 40 and 16 planes need no Z padding
+    crop = 16 * padded_size(h, depth) * padded_size(w, depth)
+    assert est.seconds_per_iteration == pytest.approx(0.01 * full / crop)
+
+
+def test_stack_mode_3d_estimates_only_what_it_can_run(monkeypatch):
+    from napari_dip.engine import devices
+
+    with pytest.raises(ValueError, match="stack mode '3d' restores tasks denoise and deconv"):
+        cost.estimate_run(24, 24, "sr", stack_mode="3d", planes=5, device="cpu", measure=False)
+    monkeypatch.setattr(devices, "device_memory", lambda device: 2 * 10**9)  # a small device
+    est = cost.estimate_run(1024, 1024, stack_mode="3d", planes=64, preset="light",
+                            device="cpu")
+    assert est.too_big and est.tile is None and est.seconds_per_iteration is None
+    assert "a 3-D fit cannot be tiled" in est.describe()
+
+
+def test_a_3d_step_is_measured_for_real():
+    est = cost.estimate_run(16, 16, "deconvolve", stack_mode="3d", planes=3,
+                            voxel_size=(2, 0.5, 0.5), preset="light", device="cpu", threads=1)
+    assert math.isfinite(est.seconds_per_iteration) and est.seconds_per_iteration > 0

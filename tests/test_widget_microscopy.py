@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from napari.utils.notifications import NotificationSeverity
 
-from napari_dip._widget import ALL, SUFFIX
+from napari_dip._widget import ALL, CURRENT, SUFFIX
 from napari_dip.gui.plan import make_plan
 
 pytestmark = pytest.mark.gui
@@ -32,6 +32,13 @@ def gaussian_kernel(size=9, sigma=1.5) -> np.ndarray:
     t = np.arange(size) - size // 2
     g = np.exp(-0.5 * (t / sigma) ** 2)
     k = np.outer(g, g)
+    return (k / k.sum()).astype(np.float32)
+
+
+def gaussian_kernel_3d(shape=(5, 9, 9), sigma=(1.0, 1.5, 1.5)) -> np.ndarray:
+    """A normalised 3-D Gaussian PSF (Z, Y, X), odd-sized and blurring along Z too."""
+    axes = [np.exp(-0.5 * ((np.arange(n) - n // 2) / s) ** 2) for n, s in zip(shape, sigma)]
+    k = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
     return (k / k.sum()).astype(np.float32)
 
 
@@ -226,6 +233,71 @@ def test_3d_stack_mode_uses_the_layer_scale(viewer_widget, gui):
     assert out.data.shape == data.shape and not np.array_equal(out.data, data)
     assert "partial" not in out.name and "stack mode: 3d" in widget.status.value
     assert np.array_equal(image.data, data)
+
+
+def test_a_3d_psf_layer_deconvolves_a_stack_in_3d(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image((5, 24, 24), seed=8)
+    image = viewer.add_image(data, name="zyx", scale=(2.0, 0.5, 0.5),
+                             axis_labels=("z", "y", "x"))
+    kernel = gaussian_kernel_3d()
+    psf = viewer.add_image(kernel, name="psf3d")
+    gui.configure(widget, image, task="deconvolve", slices=ALL, stack_mode="3d", **FAST)
+    assert psf in [c for c in widget.psf.choices if c is not None]
+    widget.psf.value = psf
+    run_to_end(widget, gui)
+    out = viewer.layers["zyx" + SUFFIX]
+    record = out.metadata["napari_dip"]
+    assert record["task"] == "deconvolve" and record["stack_mode"]["mode"] == "3d"
+    assert record["widget"]["psf_layer"] == "psf3d" and record["widget"]["stack_mode"] == "3d"
+    used = record["operator"]["psf"]
+    assert len(used["shape"]) == 3 and used["shape"][0] > 1  # blurs along Z: not one plane
+    assert used["source"] == "image" and "note" not in used
+    assert out.data.shape == data.shape
+    np.testing.assert_allclose(out.scale, image.scale)
+    assert "stack mode: 3d" in widget.status.value
+    assert np.array_equal(image.data, data) and np.array_equal(psf.data, kernel)
+
+
+def test_a_3d_psf_layer_restored_slice_by_slice_says_it_uses_the_in_focus_plane(
+        viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image((3, 24, 24), seed=9)
+    image = viewer.add_image(data, name="zyx", scale=(2.0, 0.5, 0.5),
+                             axis_labels=("z", "y", "x"))
+    psf = viewer.add_image(gaussian_kernel_3d(), name="psf3d")
+    gui.configure(widget, image, task="deconvolve", stack_mode="slices", **FAST)
+    widget.psf.value = psf
+    run_to_end(widget, gui)
+    record = viewer.layers["zyx" + SUFFIX].metadata["napari_dip"]
+    assert record["stack_mode"]["mode"] == "slices"
+    assert len(record["operator"]["psf"]["shape"]) == 2  # a plane's PSF for a plane's fit
+    status = widget.status.value
+    assert "in-focus plane of the 3-D PSF layer 'psf3d'" in status
+    assert "stack mode '3d'" in status  # the fix: deconvolve with the whole PSF
+    assert np.array_equal(image.data, data)
+
+
+def test_the_estimate_before_run_follows_the_stack_mode(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    image = viewer.add_image(photon_image((5, 24, 24), seed=10), name="zyx",
+                             scale=(2.0, 0.5, 0.5), axis_labels=("z", "y", "x"))
+    gui.configure(widget, image, slices=ALL, stack_mode="slices")
+
+    def shows(text):
+        gui.qtbot.waitUntil(lambda: text in widget.estimate.value
+                            and "s/iteration" in widget.estimate.value, timeout=60_000)
+        return widget.estimate.value
+
+    assert "5 fits" in shows("stack mode slices: one fit per slice")
+    widget.stack_mode.value = "3d"  # one 3-D fit of the whole stack, its step measured
+    text = shows("stack mode 3d: one fit of the whole 5×24×24 stack")
+    assert "fits" not in text
+    settings = widget._estimate_settings()
+    assert settings["fits"] == 1 and settings["planes"] == 5
+    assert settings["voxel_size"] == (2.0, 0.5, 0.5)
+    widget.slices.value = CURRENT  # 3d restores the whole stack whatever the choice
+    assert widget._estimate_settings()["planes"] == 5
 
 
 def test_plan_folds_a_per_slice_guide_and_rejects_misfits():

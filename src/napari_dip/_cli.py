@@ -142,8 +142,9 @@ def run_restore(args: argparse.Namespace) -> int:
     if mask is not None:
         mask = layout.fold_mask(mask, f"mask {args.mask!r}", f"input {args.input!r}")
 
+    stack = _stack_options(args, src, layout, axes)
     if args.dry_run:
-        print(_plan_summary(args, planes, layout, options["task"]))
+        print(_plan_summary(args, planes, layout, options["task"], stack.get("voxel_size")))
         return 0
     from .engine import restore, restore_stack
 
@@ -152,14 +153,7 @@ def run_restore(args: argparse.Namespace) -> int:
     kwargs = dict(**options, mask=mask, seed=args.seed, cancel=cancel,
                   callback=bar.update, name=f"input {args.input!r}", guide=guide,
                   guide_name=f"guide {args.guide!r}")
-    if layout.is_stack:
-        if args.stack_mode == "3d" and len(layout.stack) != 1:
-            raise ValueError(f"--stack-mode 3d restores one Z axis; input {args.input!r} has "
-                             f"{len(layout.stack)} stack axes ({axes}): use warm or slices, or "
-                             "split the file")
-        kwargs.update(stack_mode=args.stack_mode, voxel_size=_voxel_size(src, layout))
-    elif args.stack_mode is not None:
-        raise ValueError(f"--stack-mode is for stacks; input {args.input!r} is one plane")
+    kwargs.update(stack)
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(cancel))
     try:
         restore_fn = restore_stack if layout.is_stack else restore
@@ -251,6 +245,20 @@ def _read_guide(args: argparse.Namespace, layout):
     return data
 
 
+def _stack_options(args: argparse.Namespace, src: ImageFile, layout, axes: str) -> dict:
+    """The engine's stack keywords (stack mode, voxel size); ValueError for a stack mode the
+    input cannot take."""
+    if not layout.is_stack:
+        if args.stack_mode is not None:
+            raise ValueError(f"--stack-mode is for stacks; input {args.input!r} is one plane")
+        return {}
+    if args.stack_mode == "3d" and len(layout.stack) != 1:
+        raise ValueError(f"--stack-mode 3d restores one Z axis; input {args.input!r} has "
+                         f"{len(layout.stack)} stack axes ({axes}): use warm or slices, or "
+                         "split the file")
+    return dict(stack_mode=args.stack_mode, voxel_size=_voxel_size(src, layout))
+
+
 def _voxel_size(src: ImageFile, layout) -> tuple[float, float, float] | None:
     """(Z, Y, X) voxel size of a z-stack from the file, None when it is not known."""
     if src.resolution is None or src.z_spacing is None:
@@ -264,8 +272,10 @@ def _cpu_seconds(record: dict) -> float:
     return sum(p.get("cpu_seconds", 0.0) for e in entries for p in e.get("planes", []))
 
 
-def _plan_summary(args: argparse.Namespace, planes, layout, task: str) -> str:
-    """What a run would do and the memory one fit step needs (``--dry-run``)."""
+def _plan_summary(args: argparse.Namespace, planes, layout, task: str,
+                  voxel_size=None) -> str:
+    """What a run would do and the memory one fit step needs (``--dry-run``); in stack mode
+    '3d', of its one 3-D fit (:func:`_volume_summary`)."""
     from .choices import resolve_preset
     from .engine.devices import choose_threads, estimate_memory, resolve_device
     from .engine.generators import build_generator, count_parameters
@@ -283,9 +293,12 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str) -> str:
     in_h, in_w = h, w
     h, w = h * f, w * f
     n = planes.shape[0] if layout.is_stack else 1
+    threads = args.threads or choose_threads() if device.type == "cpu" else None
+    if layout.is_stack and args.stack_mode == "3d":
+        return _volume_summary(args, (planes.shape[0], in_h, in_w), channels, task, preset,
+                               device, voxel_size, threads)
     memory = estimate_memory(h, w, config.net)
     params = count_parameters(build_generator(config.net, config.input_channels, 1))
-    threads = args.threads or choose_threads() if device.type == "cpu" else None
     lines = [
         f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({task})",
         f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
@@ -304,6 +317,39 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str) -> str:
             f" (grouped convolutions, about {unit_memory((h, w), config, per_unit) / 2**20:.0f}"
             " MiB per fit)" if batch > 1 else " (one at a time)"))
     return "\n".join(lines)
+
+
+def _volume_summary(args: argparse.Namespace, zyx: tuple[int, int, int], channels: int,
+                    task: str, preset: str, device, voxel_size, threads: int | None) -> str:
+    """``--dry-run`` in stack mode '3d': one 3-D fit of the whole stack (per channel with
+    ``--channels separate``), its network, iteration cap and memory."""
+    from .engine.cost import estimate_run
+    from .engine.generators import build_generator, count_parameters, volume_spec
+    from .engine.presets import make_config
+
+    z, h, w = zyx
+    groups = channels if args.channels == "separate" else 1
+    est = estimate_run(h, w, task, preset=preset, device=device, channels=channels // groups,
+                       fits=groups, max_iters=args.max_iters, stopping=args.stopping,
+                       stack_mode="3d", planes=z, voxel_size=voxel_size, measure=False)
+    config = make_config(task, preset, None)
+    spec = volume_spec(config.net, z, voxel_size)
+    params = count_parameters(build_generator(spec, config.input_channels, channels // groups))
+    voxel = "not in the file: taken as isotropic" if voxel_size is None else \
+        " x ".join(f"{v:g}" for v in voxel_size)
+    each = "" if groups == 1 else f", one per channel ({groups} fits)"
+    memory = f"memory: about {est.memory_bytes / 2**20:.0f} MiB per fit step"
+    if est.too_big:
+        memory += (f"; too much for {device}: a 3-D fit cannot be tiled, use --stack-mode "
+                   "slices or warm")
+    return "\n".join([
+        f"input {args.input!r}: stack mode 3d, one 3-D fit of the whole {z}x{h}x{w} stack"
+        f"{each} ({task}); voxel size (Z, Y, X) {voxel}",
+        f"network: preset {preset!r}, 3-D, about {params:,} parameters; stopping rule "
+        f"{est.stopping!r}, at most {est.max_iterations} iterations",
+        f"device {device}" + (f", {threads} thread(s)" if threads else ""),
+        memory,
+    ])
 
 
 def _tiling_note(h: int, w: int, f: int, spec, device) -> str:

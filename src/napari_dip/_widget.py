@@ -30,7 +30,7 @@ from .gui.compare import Compared, Comparison
 from .gui.controls import AdvancedControls, Controls, on_change, text_label
 from .gui.estimate import EstimateView
 from .gui.plan import (
-    ALL, CURRENT, is_dip_output, make_plan, resolve_task, unwrap, work_size,
+    ALL, CURRENT, estimate_size, is_dip_output, make_plan, resolve_task, unwrap,
 )
 from .gui.plot import FitPlot
 from .gui.results import SUFFIX
@@ -101,8 +101,8 @@ class DIPWidget(Container):
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layer_removed)
         for widget in (self.image, self.task, self.factor, self.channels, self.channel_layers,
-                       self.slices, self.preset, self.max_iters, self.device, self.psf,
-                       self.psf_sigma):
+                       self.slices, self.stack_mode, self.preset, self.max_iters, self.device,
+                       self.psf, self.psf_sigma):
             widget.changed.connect(self._estimate.refresh)
         for combo in (self.channel_axis, self.stopping):
             on_change(combo, self._estimate.refresh)
@@ -167,18 +167,17 @@ class DIPWidget(Container):
         layer = self.image.value
         if layer is None:
             return None
-        h, w, channels, fits = work_size(
+        extra = self.controls.plan_kwargs()
+        size = estimate_size(  # stack mode '3d': one fit of the whole stack
             layer, channel_axis=self.channel_axis.value,
             channel_layers=list(self.channel_layers.value), slices=self.slices.value,
-            channels=self.channels.value)
-        extra = self.controls.plan_kwargs()
+            channels=self.channels.value, stack_mode=extra["stack_mode"])
         try:  # a PSF makes 'denoise' a deconvolution
             task = resolve_task(self.task.value, extra["psf_layer"], extra["psf_sigma"])
         except ValueError:  # said when Run is pressed
             task = self.task.value
-        return dict(height=h, width=w, task=task, preset=self.preset.value,
-                    device=self.device.value, factor=int(self.factor.value), channels=channels,
-                    fits=fits, max_iters=self.max_iters.value or None,
+        return dict(**size, task=task, preset=self.preset.value, device=self.device.value,
+                    factor=int(self.factor.value), max_iters=self.max_iters.value or None,
                     stopping=self.stopping.value, threads=_threads())
 
     def restore_defaults(self, value=None):

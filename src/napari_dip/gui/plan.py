@@ -295,20 +295,52 @@ def resolve_task(task: str, psf_layer=None, psf_sigma: float = 0.0) -> str:
     return "deconvolve" if has_psf else task
 
 
-def work_size(layer, *, channel_axis=None, channel_layers=(), slices: str = ALL,
-              channels: str = "joint") -> tuple[int, int, int, int]:
-    """(height, width, channels per fit, fits) of a run, from the shapes alone (no copy)."""
+def _work_layout(layer, channel_axis=None, channel_layers=()) -> tuple[AxisLayout, bool]:
+    """The axes of a run's data from the shapes alone, and whether channel layers add an axis
+    in front (as :func:`make_plan` stacks them)."""
     shape = layer_shape(layer)
     rgb = bool(getattr(layer, "rgb", False))
     extra = [lyr for lyr in channel_layers if lyr is not layer]
     if extra:
         shape, channel_axis = (1 + len(extra), *shape), 0
-    layout = from_indices(shape, None if rgb else channel_axis, colour=rgb)
-    n = 1 if layout.channel is None else min(shape[layout.channel], 3 if rgb else 10**9)
-    per_fit = 1 if channels == "separate" and not rgb else n
-    groups = n if channels == "separate" and not rgb else 1
+    return from_indices(shape, None if rgb else channel_axis, colour=rgb), bool(extra)
+
+
+def work_size(layer, *, channel_axis=None, channel_layers=(), slices: str = ALL,
+              channels: str = "joint") -> tuple[int, int, int, int]:
+    """(height, width, channels per fit, fits) of a run, from the shapes alone (no copy)."""
+    layout, _ = _work_layout(layer, channel_axis, channel_layers)
+    per_fit, groups = _channel_groups(layout, channels)
     n_slices = 1 if not layout.is_stack or slices == CURRENT else layout.n_slices
     return (*layout.yx_shape, per_fit, n_slices * groups)
+
+
+def _channel_groups(layout: AxisLayout, channels: str) -> tuple[int, int]:
+    """(channels per fit, fits per plane): every channel in one fit, or one fit each."""
+    rgb = layout.colour
+    n = 1 if layout.channel is None else min(layout.shape[layout.channel], 3 if rgb else 10**9)
+    separate = channels == "separate" and not rgb
+    return (1, n) if separate else (n, 1)
+
+
+def estimate_size(layer, *, channel_axis=None, channel_layers=(), slices: str = ALL,
+                  channels: str = "joint", stack_mode: str | None = None) -> dict:
+    """The size keywords of :func:`~napari_dip.engine.cost.estimate_run` for a run (height,
+    width, channels, fits and, for a stack, the stack mode). In stack mode '3d' a fit is the
+    whole stack, one per channel group, whatever ``slices`` (Run asks for all slices), with
+    its planes and voxel size (ValueError for a stack of several stack axes)."""
+    h, w, per_fit, fits = work_size(layer, channel_axis=channel_axis,
+                                    channel_layers=channel_layers, slices=slices,
+                                    channels=channels)
+    size = dict(height=h, width=w, channels=per_fit, fits=fits)
+    layout, extra = _work_layout(layer, channel_axis, channel_layers)
+    if not layout.is_stack or stack_mode is None:
+        return size
+    size["stack_mode"] = stack_mode
+    if stack_mode == "3d":
+        size.update(fits=_channel_groups(layout, channels)[1], planes=layout.n_slices,
+                    voxel_size=_voxel_size(layer, layout, None, offset=1 if extra else 0))
+    return size
 
 
 def make_plan(
@@ -452,6 +484,7 @@ def _voxel_size(layer, layout, slice_index, offset: int) -> tuple[float, float, 
 
 __all__ = [
     "ALL", "CURRENT", "PSF_TASKS", "Plan", "axis_choice_text", "axis_names",
-    "default_channel_axis", "guide_fits", "is_dip_output", "is_lazy", "layer_array",
-    "layer_data", "layer_shape", "make_plan", "mask_fits", "psf_fits", "resolve_task", "spatial_shape", "unwrap", "work_size",
+    "default_channel_axis", "estimate_size", "guide_fits", "is_dip_output", "is_lazy",
+    "layer_array", "layer_data", "layer_shape", "make_plan", "mask_fits", "psf_fits",
+    "resolve_task", "spatial_shape", "unwrap", "work_size",
 ]

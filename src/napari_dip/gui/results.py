@@ -128,11 +128,26 @@ def describe_outcome(plan: Plan, record: dict, estimate_shown: bool) -> Outcome:
 
     ``estimate_shown``: the run sent at least one estimate of the network (a preview) before
     it ended; a run stopped before that holds only the untrained network's output.
-    The text ends with what the run chose for itself (:func:`choice_notes`)."""
+    The text ends with what the run chose for itself (:func:`choice_notes`) and how it used a
+    3-D PSF layer (:func:`psf_note`)."""
     outcome = _outcome(plan, record, estimate_shown)
     if outcome.keeps_result:
-        outcome.text += choice_notes(record)
+        outcome.text += choice_notes(record) + psf_note(plan, record)
     return outcome
+
+
+def psf_note(plan: Plan, record: dict) -> str:
+    """'\nPSF: the in-focus plane of the 3-D PSF layer ...' when a run fitted 2-D planes with
+    a 3-D PSF layer (the engine keeps its in-focus plane), with the way to use it whole; ''
+    otherwise."""
+    if plan.psf is None or np.squeeze(plan.psf).ndim != 3:
+        return ""
+    used = ((record.get("operator") or {}).get("psf") or {}).get("shape")
+    if used is None or len(used) != 2:
+        return ""  # used whole (stack mode '3d'), or no fit ran
+    how = ("slices are restored one by one; stack mode '3d' with 'all slices' deconvolves "
+           "with the whole PSF") if plan.is_stack else "the image is one plane"
+    return f"\nPSF: the in-focus plane of the 3-D PSF layer {plan.psf_name!r} ({how})"
 
 
 def choice_notes(record: dict) -> str:
