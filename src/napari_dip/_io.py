@@ -24,9 +24,9 @@ _PIL_HOLDS = {
 
 #: The output formats, for help texts.
 FORMATS_HELP = (
-    "TIFF (.tif, .tiff): any dtype, channels and stacks; keeps the axes, the pixel size and its "
-    "unit, and embeds the run's record as JSON. PNG: 8-bit grey, RGB or RGBA, or 16-bit grey. "
-    "JPEG (.jpg, .jpeg; lossy) and BMP: 8-bit grey or RGB."
+    "TIFF (.tif, .tiff): any dtype, channels and stacks; keeps the axes, the pixel size, a "
+    "stack's Z spacing and their unit, and embeds the run's record as JSON. PNG: 8-bit grey, "
+    "RGB or RGBA, or 16-bit grey. JPEG (.jpg, .jpeg; lossy) and BMP: 8-bit grey or RGB."
 )
 
 #: Lengths in centimetres, to write pixel sizes as TIFF's standard pixels per centimetre.
