@@ -74,19 +74,21 @@ def test_ome_zarr_metadata_round_trips_and_the_input_is_untouched(tmp_path, ome_
 
     back = read_image(tif)
     assert back.unit == "micrometer" and back.resolution == pytest.approx((4.0, 4.0))
+    assert back.z_spacing == 2.0  # ... and the Z spacing
 
 
-def test_a_tiff_stack_into_ome_zarr_keeps_its_pixel_size(tmp_path, load):
+def test_a_tiff_stack_into_ome_zarr_keeps_its_pixel_size_and_z_spacing(tmp_path, load):
     src = tmp_path / "stack.tif"
     tifffile.imwrite(src, load("nuclei3d_3x40x40_uint16.tif"), imagej=True,
-                     resolution=(4.0, 4.0), metadata={"axes": "ZYX", "unit": "um"})
+                     resolution=(4.0, 4.0), metadata={"axes": "ZYX", "unit": "um",
+                                                      "spacing": 2.5})
     out = tmp_path / "out.zarr"
     assert cli("restore", src, out, "--task", "sr", "--factor", "2") == 0
     restored, meta = read_zarr(out)
     assert restored.shape == (3, 80, 80)
     assert [a["name"] for a in meta["axes"]] == ["z", "y", "x"]
-    assert meta["axes"][1]["unit"] == "micrometer"
-    assert meta["coordinateTransformations"][0][0]["scale"][1:] == [0.125, 0.125]
+    assert meta["axes"][0]["unit"] == meta["axes"][1]["unit"] == "micrometer"
+    assert meta["coordinateTransformations"][0][0]["scale"] == [2.5, 0.125, 0.125]
 
 
 def test_an_interrupted_run_resumes_without_redoing_finished_units(tmp_path, ome_stack,

@@ -64,6 +64,35 @@ def test_restore_tiff_stack_keeps_dtype_axes_resolution_unit_and_records_run(tmp
     np.testing.assert_array_equal(tifffile.imread(src), stack)  # input file untouched
 
 
+def test_a_tiff_stack_keeps_its_z_spacing_unit_by_unit_as_in_memory(tmp_path, cli, load):
+    """A stack goes unit by unit (slice by slice, resumable) by default, and in memory with
+    --stack-mode warm: both outputs keep the input's Z spacing, unit and X/Y pixel size."""
+    pytest.importorskip("dask")
+    pytest.importorskip("zarr")
+    from napari_dip._batch_cli import wants_units
+
+    src = tmp_path / "stack.tif"
+    tifffile.imwrite(src, load("nuclei3d_3x40x40_uint16.tif"), imagej=True,
+                     resolution=(4.0, 5.0), metadata={"spacing": 2.5, "unit": "um",
+                                                      "axes": "ZYX"})
+    units_out, memory_out = tmp_path / "units.tif", tmp_path / "memory.tif"
+    assert wants_units(_parser().parse_args(["restore", str(src), str(units_out)]))
+    assert cli("restore", src, units_out, "--max-iters", "3") == 0
+    assert cli("restore", src, memory_out, "--max-iters", "3", "--stack-mode", "warm") == 0
+
+    def metadata(path):
+        with tifffile.TiffFile(path) as tif:
+            return (tif.series[0].axes, tif.shaped_metadata[0].get("spacing"),
+                    tif.shaped_metadata[0].get("unit"), tif.pages[0].resolutionunit,
+                    tif.pages[0].get_resolution())
+
+    assert metadata(units_out) == metadata(memory_out)
+    for out in (units_out, memory_out):
+        back = _io.read_image(out)
+        assert back.axes == "ZYX" and back.unit == "um" and back.z_spacing == 2.5
+        assert back.resolution == pytest.approx((4.0, 5.0))
+
+
 def test_sr_keeps_the_unit_and_divides_the_pixel_size(tmp_path, cli, load):
     src = tmp_path / "cells.tif"
     tifffile.imwrite(src, load("nuclei_64_uint16.tif")[:24, :24], imagej=True,

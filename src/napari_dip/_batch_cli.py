@@ -329,7 +329,7 @@ class _FileRun:
         return True
 
     def _sink(self, resume: bool):
-        from ._lazy_io import MemorySink, TiffSink, tiff_resolution
+        from ._lazy_io import MemorySink, TiffSink, tiff_pixel_size
 
         src, out, f = self.src, self.out, self.factor
         if is_zarr(out):
@@ -341,11 +341,10 @@ class _FileRun:
                             resume=resume)
             sink.group.require_group("napari_dip")  # the ledger's folder, a zarr group
             return sink
-        resolution, unit = tiff_resolution(src, f)
+        size = tiff_pixel_size(src, f)  # (resolution, unit, Z spacing)
         if out.suffix.lower() in _io.TIFF_SUFFIXES:
-            return TiffSink(out, self.out_shape, src.dtype, self.letters, resolution, unit,
-                            resume=resume)
-        return MemorySink(out, self.out_shape, src.dtype, self.letters, resolution, unit)
+            return TiffSink(out, self.out_shape, src.dtype, self.letters, *size, resume=resume)
+        return MemorySink(out, self.out_shape, src.dtype, self.letters, *size)
 
     # -- running ----------------------------------------------------------------------
     def run(self, executor, cancel) -> int:

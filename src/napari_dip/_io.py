@@ -24,9 +24,9 @@ _PIL_HOLDS = {
 
 #: The output formats, for help texts.
 FORMATS_HELP = (
-    "TIFF (.tif, .tiff): any dtype, channels and stacks; keeps the axes, the pixel size and its "
-    "unit, and embeds the run's record as JSON. PNG: 8-bit grey, RGB or RGBA, or 16-bit grey. "
-    "JPEG (.jpg, .jpeg; lossy) and BMP: 8-bit grey or RGB."
+    "TIFF (.tif, .tiff): any dtype, channels and stacks; keeps the axes, the pixel size, a "
+    "stack's Z spacing and their unit, and embeds the run's record as JSON. PNG: 8-bit grey, "
+    "RGB or RGBA, or 16-bit grey. JPEG (.jpg, .jpeg; lossy) and BMP: 8-bit grey or RGB."
 )
 
 #: Lengths in centimetres, to write pixel sizes as TIFF's standard pixels per centimetre.
@@ -93,13 +93,18 @@ def _read_tiff(path: Path, role: str) -> ImageFile:
             series = tif.series[0]
             data = series.asarray()
             resolution, unit = _tiff_resolution(tif)
-            meta = {**(tif.shaped_metadata[0] if tif.shaped_metadata else {}),
-                    **(tif.imagej_metadata or {})}
-            spacing = meta.get("spacing")
-            z = float(spacing) if isinstance(spacing, (int, float)) and spacing > 0 else None
-            return ImageFile(data, series.axes, resolution, unit, z)
+            return ImageFile(data, series.axes, resolution, unit, _tiff_z_spacing(tif))
     except tifffile.TiffFileError as exc:
         raise ValueError(f"{role} file {str(path)!r} is not a readable TIFF file ({exc})") from exc
+
+
+def _tiff_z_spacing(tif) -> float | None:
+    """The distance between Z planes (in the unit of :func:`_tiff_resolution`), if the file
+    says: ImageJ's or our own metadata's 'spacing'."""
+    meta = {**(tif.shaped_metadata[0] if tif.shaped_metadata else {}),
+            **(tif.imagej_metadata or {})}
+    spacing = meta.get("spacing")
+    return float(spacing) if isinstance(spacing, (int, float)) and spacing > 0 else None
 
 
 def _tiff_resolution(tif) -> tuple[tuple[float, float] | None, str | None]:
@@ -161,23 +166,33 @@ def write_image(path: str | Path, image: ImageFile, record: dict | None = None) 
     if suffix in TIFF_SUFFIXES:
         import tifffile
 
-        metadata = {"axes": image.axes}
-        if image.unit is not None:
-            metadata["unit"] = image.unit
-        if image.z_spacing is not None:
-            metadata["spacing"] = image.z_spacing
-        if record is not None:
-            metadata["napari_dip"] = json.dumps(record, default=str)
-        kwargs = {}
-        if image.resolution is not None:
-            kwargs.update(_resolution_tags(image.resolution, image.unit))
-        tifffile.imwrite(path, data, metadata=metadata, photometric=(
-            "rgb" if image.axes.endswith("S") and data.shape[-1] in (3, 4) else "minisblack"
-        ), **kwargs)
+        tifffile.imwrite(path, data, **tiff_options(image.axes, data.shape, image.resolution,
+                                                    image.unit, image.z_spacing, record))
         return
     from PIL import Image
 
     Image.fromarray(data).save(path)
+
+
+def tiff_options(axes: str, shape: tuple[int, ...], resolution: tuple[float, float] | None = None,
+                 unit: str | None = None, z_spacing: float | None = None,
+                 record: dict | None = None) -> dict:
+    """tifffile's write arguments for an image of ``axes`` and ``shape``: the axes, unit, Z
+    spacing and run record as metadata, the pixel size as resolution tags, the photometric
+    interpretation. The one place that says what our TIFFs hold, whether written at once
+    (:func:`write_image`) or laid out first and filled slice by slice (``_lazy_io``)."""
+    metadata = {"axes": axes}
+    if unit is not None:
+        metadata["unit"] = unit
+    if z_spacing is not None:
+        metadata["spacing"] = z_spacing
+    if record is not None:
+        metadata["napari_dip"] = json.dumps(record, default=str)
+    options = {"metadata": metadata, "photometric": (
+        "rgb" if axes.endswith("S") and shape[-1] in (3, 4) else "minisblack")}
+    if resolution is not None:
+        options.update(_resolution_tags(resolution, unit))
+    return options
 
 
 def _resolution_tags(resolution: tuple[float, float], unit: str | None) -> dict:

@@ -84,20 +84,32 @@ def open_input(path, role: str = "input") -> LazyImage:
     series = tif.series[0]
     data = da.from_zarr(zarr.open(series.aszarr(), mode="r"))
     resolution, unit = _io._tiff_resolution(tif)
+    z_spacing = _io._tiff_z_spacing(tif)
     scale, units = {}, {}
     if resolution is not None:
         scale = {"X": 1 / resolution[0], "Y": 1 / resolution[1]}
         if unit is not None:
             units = {"X": unit, "Y": unit}
+    if z_spacing is not None and "Z" in series.axes:
+        scale["Z"] = z_spacing
+        if unit is not None:
+            units["Z"] = unit
     return LazyImage(data, series.axes, str(path), scale, units, closer=tif)
 
 
-def tiff_resolution(image: LazyImage, factor: int = 1):
-    """(pixels per unit along X, Y) and the unit, as :mod:`._io` writes them."""
-    if "X" not in image.scale or "Y" not in image.scale:
-        return None, None
-    return ((factor / image.scale["X"], factor / image.scale["Y"]),
-            image.units.get("X") or image.units.get("Y"))
+def tiff_pixel_size(image: LazyImage, factor: int = 1):
+    """(pixels per unit along X, Y), the unit and the Z spacing in that unit, as
+    :func:`._io.tiff_options` takes them (``factor``: a super-resolution's)."""
+    resolution, unit = None, image.units.get("X") or image.units.get("Y")
+    if "X" in image.scale and "Y" in image.scale:
+        resolution = (factor / image.scale["X"], factor / image.scale["Y"])
+    z, z_unit = image.scale.get("Z"), image.units.get("Z")
+    if resolution is None:
+        unit = z_unit if z is not None else None
+    elif z is not None and z_unit is not None and unit is not None and z_unit != unit:
+        z_cm, cm = _io._length_cm(z_unit), _io._length_cm(unit)
+        z = z * z_cm / cm if z_cm and cm else None  # a TIFF has one unit for X, Y and Z
+    return resolution, unit, z
 
 
 def place(slice_coords: dict, plane_letters: str, out_axes: str):
@@ -132,7 +144,8 @@ class _Sink:
 class TiffSink(_Sink):
     """An uncompressed TIFF laid out in full at the start, written in place slice by slice."""
 
-    def __init__(self, path: Path, shape, dtype, axes: str, resolution, unit, resume: bool):
+    def __init__(self, path: Path, shape, dtype, axes: str, resolution, unit, z_spacing,
+                 resume: bool):
         import tifffile
 
         self.path, self.axes = Path(path), axes
@@ -143,16 +156,10 @@ class TiffSink(_Sink):
                                  f"{self.array.shape}, not the {np.dtype(dtype)} {tuple(shape)} "
                                  "this run writes; use --restart to start it again")
             return
-        metadata = {"axes": axes}
-        if unit is not None:
-            metadata["unit"] = unit
-        kwargs = _io._resolution_tags(resolution, unit) if resolution is not None else {}
         nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
         self.array = tifffile.memmap(
-            self.path, shape=tuple(shape), dtype=dtype, metadata=metadata,
-            bigtiff=nbytes > 2**32 - 2**25,
-            photometric="rgb" if axes.endswith("S") and shape[-1] in (3, 4) else "minisblack",
-            **kwargs)
+            self.path, shape=tuple(shape), dtype=dtype, bigtiff=nbytes > 2**32 - 2**25,
+            **_io.tiff_options(axes, tuple(shape), resolution, unit, z_spacing))
 
     def _array(self):
         return self.array
@@ -165,7 +172,7 @@ class TiffSink(_Sink):
 
         self.array.flush()
         del self.array
-        # The run's record joins the axes and unit in tifffile's JSON description.
+        # The run's record joins the axes, unit and spacing in tifffile's JSON description.
         with tifffile.TiffFile(self.path) as tif:
             described = dict(tif.shaped_metadata[0]) if tif.shaped_metadata else {}
         described["napari_dip"] = json.dumps(record, default=str)
@@ -175,17 +182,17 @@ class TiffSink(_Sink):
 class MemorySink(_Sink):
     """PNG/JPEG/BMP (and anything small): kept in memory, written at the end."""
 
-    def __init__(self, path: Path, shape, dtype, axes: str, resolution, unit):
+    def __init__(self, path: Path, shape, dtype, axes: str, resolution, unit, z_spacing):
         self.path, self.axes = Path(path), axes
         self.array = np.zeros(shape, dtype)
-        self.resolution, self.unit = resolution, unit
+        self.resolution, self.unit, self.z_spacing = resolution, unit, z_spacing
 
     def _array(self):
         return self.array
 
     def finish(self, record: dict, complete: bool) -> None:
         _io.write_image(self.path, _io.ImageFile(self.array, self.axes, self.resolution,
-                                                 self.unit), record)
+                                                 self.unit, self.z_spacing), record)
 
 
 def check_output(path, dtype, shape, axes) -> None:
