@@ -11,7 +11,7 @@ import torch
 from napari_dip.engine.devices import estimate_memory, resolve_device
 from napari_dip.engine.fit import _Checkpoint
 from napari_dip.engine.generators import (
-    LIGHT_SKIP, PAPER_SKIP, build_generator, count_parameters, hourglass, padded_size,
+    LIGHT_DENOISE, LIGHT_SKIP, PAPER_SKIP, build_generator, count_parameters, hourglass, padded_size,
 )
 from napari_dip.engine.operators import Downsample, Mask, lanczos_kernel
 from napari_dip.engine.presets import make_config
@@ -144,7 +144,10 @@ def test_presets_have_paper_defaults_and_validate_overrides():
     assert (c.lr, c.max_iters, c.ema, c.input_channels) == (0.01, 3000, 0.99, 32)
     assert make_config("sr", preset="paper", factor=8).jitter == 0.05
     assert make_config("denoise", "paper", lr=0.001).lr == 0.001
-    assert make_config("denoise", preset="light").net == LIGHT_SKIP
+    light = make_config("denoise", preset="light")
+    assert (light.net, light.input_channels) == (LIGHT_DENOISE, 8)
+    assert (light.net.upsample, light.net.padding) == ("nearest", "zeros")
+    assert make_config("deconvolve", preset="light").net == LIGHT_SKIP
     with pytest.raises(ValueError, match="unknown setting"):
         make_config("denoise", "paper", learning_rate=1)
     with pytest.raises(ValueError, match="unknown task"):

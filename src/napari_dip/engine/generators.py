@@ -55,6 +55,11 @@ PAPER_SKIP = GeneratorSpec()
 LIGHT_SKIP = GeneratorSpec(
     down=(16, 32, 64, 64, 128), up=(16, 32, 64, 64, 128), skip=(4, 4, 4, 4, 4)
 )
+#: The light net as denoising uses it: nearest-neighbour upsampling lets the decoder pass fine
+#: detail up at once (bilinear upsampling low-passes every level, so a 256x256 fit was still
+#: gaining at 2,500 iterations), and zero padding inside the convolutions saves the separate
+#: padded copies. Fits reach the same or better PSNR in about half the iterations.
+LIGHT_DENOISE = replace(LIGHT_SKIP, upsample="nearest", padding="zeros")
 
 
 def hourglass(spec: GeneratorSpec = PAPER_SKIP) -> GeneratorSpec:
