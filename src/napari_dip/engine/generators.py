@@ -35,8 +35,8 @@ class GeneratorSpec:
     def __post_init__(self):
         if not (len(self.down) == len(self.up) == len(self.skip)) or not self.down:
             raise ValueError("down, up and skip must have the same, non-zero length")
-        per_scale = ("down", "up", "skip") + (() if isinstance(self.upsample, str) else ("upsample",))
-        for name in per_scale:
+        lists = ("down", "up", "skip") + (() if isinstance(self.upsample, str) else ("upsample",))
+        for name in lists:
             object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON gives lists
         if not isinstance(self.upsample, str):
             if len(self.upsample) != self.depth:
