@@ -72,8 +72,8 @@ LIGHT_SKIP = GeneratorSpec(
 #: passes their detail up at once, while the bilinear step into full resolution keeps the smooth
 #: prior where the noise is. Zero padding inside the convolutions saves the padded copies. On
 #: 256x256 F16 (sigma 25) it stops at 864 iterations (98 CPU-s) where the all-bilinear net needed
-#: 2,602 (383 CPU-s), 0.5 dB lower; on 128x128 fluorescence crops it is within 0.2 dB of it in
-#: half the iterations, where all-nearest upsampling lost up to 0.6 dB.
+#: 2,602 (383 CPU-s), 0.5 dB lower; on 128x128 fluorescence crops it stops after about half the
+#: iterations, 0.2 dB lower on the mean, where all-nearest upsampling lost 0.35 dB.
 LIGHT_DENOISE = replace(LIGHT_SKIP, upsample=("bilinear",) + ("nearest",) * 4, padding="zeros")
 
 
