@@ -640,6 +640,11 @@ def main(argv=None) -> int:
                         "(0: no limit; default: the suite's)")
     p.add_argument("--curve-every", type=int, metavar="N", help="peers: score the curves every N iterations")
     p.add_argument("--zsn2n-steps", type=int, metavar="N", help="peers: ZS-N2N steps (default 2000, the paper's)")
+    p.add_argument("--preset", choices=("auto", "light", "paper"), default=None,
+                   help="napari-dip's preset instead of the suite's (e.g. the paper suite with the defaults "
+                        "a CPU user gets: --preset auto)")
+    p.add_argument("--names", default=None, metavar="A,B",
+                   help="only these images (of every task asked for)")
     p.add_argument("--rebuild-report", type=Path, metavar="JSON",
                    help="recompute the derived speed figures of a saved run and append its section again")
     args = p.parse_args(argv)
@@ -656,7 +661,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["NAPARI_DIP_THREADS"] = str(args.threads)  # the engine's own thread choice
-    suite = SUITES[args.suite]
+    suite = copy.deepcopy(SUITES[args.suite])
+    if args.preset:
+        suite["preset"] = args.preset
     tasks = ([t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks
              else list(suite.get("tasks", DEFAULT_TASKS)))
     unknown = set(tasks) - {*TASKS, "speed", "peers", "batch"}
@@ -671,6 +678,9 @@ def main(argv=None) -> int:
     missing = [t for t in tasks if (t in TASKS and "crop" not in suite) or (t in ("speed", "batch") and t not in suite)]
     if missing:
         p.error(f"suite {args.suite!r} has no settings for {', '.join(missing)}")
+    if args.names:
+        wanted = [n.strip() for n in args.names.split(",") if n.strip()]
+        suite["names"] = {t: wanted for t in TASKS}
     cases = build_cases(suite, args.data, tasks)
     speed_input = speed_image(args.data, suite["speed"]["crop"]) if "speed" in tasks else None
     peer_cases = None

@@ -1,5 +1,6 @@
 """Fast checks of the engine's parts: networks, operators, stopping, checkpoints, arrays."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import torch
 from napari_dip.engine.devices import estimate_memory, resolve_device
 from napari_dip.engine.fit import _Checkpoint
 from napari_dip.engine.generators import (
-    LIGHT_SKIP, PAPER_SKIP, build_generator, count_parameters, hourglass, padded_size,
+    LIGHT_DENOISE, LIGHT_SKIP, PAPER_SKIP, build_generator, count_parameters, hourglass,
+    padded_size,
 )
 from napari_dip.engine.operators import Downsample, Mask, lanczos_kernel
 from napari_dip.engine.presets import make_config
@@ -35,6 +37,27 @@ def test_generator_any_channels_output_in_unit_range(c_in, c_out):
     out = net(torch.rand(1, c_in, 64, 96))
     assert out.shape == (1, c_out, 64, 96)
     assert float(out.min()) >= 0 and float(out.max()) <= 1
+
+
+def test_upsampling_can_differ_per_scale_and_survives_a_json_record():
+    from dataclasses import asdict
+
+    from napari_dip.engine.generators import GeneratorSpec, VolumeSpec
+
+    net = build_generator(LIGHT_DENOISE, 8, 1)
+    modes, level = [], net.body
+    while level is not None:
+        modes.append(level.upsample.mode)
+        level = level.deeper
+    assert modes == ["bilinear", "nearest", "nearest", "nearest", "nearest"]
+    again = GeneratorSpec(**json.loads(json.dumps(asdict(LIGHT_DENOISE))))
+    assert again == LIGHT_DENOISE  # the record's list reads back as the same spec
+    with pytest.raises(ValueError, match="one mode per scale"):
+        GeneratorSpec(upsample=("bilinear", "nearest"))
+    with pytest.raises(ValueError, match="'bilinear' or 'nearest'"):
+        GeneratorSpec(upsample=("bilinear",) * 4 + ("bicubic",))
+    vol = build_generator(VolumeSpec(LIGHT_DENOISE, (1,) * 5, (3,) * 5), 8, 1)
+    assert vol(torch.rand(1, 8, 4, 64, 64)).shape == (1, 1, 4, 64, 64)
 
 
 @pytest.mark.parametrize("size", [1, 17, 33, 64, 65, 100])
@@ -144,7 +167,11 @@ def test_presets_have_paper_defaults_and_validate_overrides():
     assert (c.lr, c.max_iters, c.ema, c.input_channels) == (0.01, 3000, 0.99, 32)
     assert make_config("sr", preset="paper", factor=8).jitter == 0.05
     assert make_config("denoise", "paper", lr=0.001).lr == 0.001
-    assert make_config("denoise", preset="light").net == LIGHT_SKIP
+    light = make_config("denoise", preset="light")
+    assert (light.net, light.input_channels) == (LIGHT_DENOISE, 8)
+    assert [light.net.upsample_at(i) for i in range(5)] == ["bilinear"] + ["nearest"] * 4
+    assert light.net.padding == "zeros"
+    assert make_config("deconvolve", preset="light").net == LIGHT_SKIP
     with pytest.raises(ValueError, match="unknown setting"):
         make_config("denoise", "paper", learning_rate=1)
     with pytest.raises(ValueError, match="unknown task"):

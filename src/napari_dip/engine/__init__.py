@@ -15,7 +15,7 @@ import importlib
 _EXPORTS = {
     "cost": ("RunEstimate", "estimate_run"),
     "devices": ("DIPMemoryError", "available_devices", "estimate_memory", "resolve_device"),
-    "generators": ("LIGHT_SKIP", "PAPER_SKIP", "GeneratorSpec", "build_generator", "hourglass"),
+    "generators": ("LIGHT_DENOISE", "LIGHT_SKIP", "PAPER_SKIP", "GeneratorSpec", "build_generator", "hourglass"),
     "operators": ("Blur", "Downsample", "Identity", "Mask", "Operator", "Stabilised"),
     "psf": ("PSF", "gaussian_psf", "prepare_psf"),
     "presets": ("PRESETS", "TASKS", "FitConfig", "make_config"),

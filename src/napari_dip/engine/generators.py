@@ -26,7 +26,7 @@ class GeneratorSpec:
     kernel_down: int = 3
     kernel_up: int = 3
     kernel_skip: int = 1
-    upsample: str = "bilinear"  # or "nearest"
+    upsample: str | tuple[str, ...] = "bilinear"  # or "nearest"; or one of them per scale
     padding: str = "reflection"  # or "zeros"
     norm: bool = True
     conv1x1_up: bool = True
@@ -35,14 +35,26 @@ class GeneratorSpec:
     def __post_init__(self):
         if not (len(self.down) == len(self.up) == len(self.skip)) or not self.down:
             raise ValueError("down, up and skip must have the same, non-zero length")
-        if self.upsample not in ("bilinear", "nearest"):
-            raise ValueError(f"upsample must be 'bilinear' or 'nearest', not {self.upsample!r}")
+        lists = ("down", "up", "skip") + (() if isinstance(self.upsample, str) else ("upsample",))
+        for name in lists:
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # JSON gives lists
+        if not isinstance(self.upsample, str):
+            if len(self.upsample) != self.depth:
+                raise ValueError(f"upsample needs one mode per scale ({self.depth}), "
+                                 f"not {len(self.upsample)}")
+        for mode in (self.upsample,) if isinstance(self.upsample, str) else self.upsample:
+            if mode not in ("bilinear", "nearest"):
+                raise ValueError(f"upsample must be 'bilinear' or 'nearest', not {mode!r}")
         if self.padding not in ("reflection", "zeros"):
             raise ValueError(f"padding must be 'reflection' or 'zeros', not {self.padding!r}")
 
     @property
     def depth(self) -> int:
         return len(self.down)
+
+    def upsample_at(self, level: int) -> str:
+        """The upsampling into scale ``level`` (0: the finest)."""
+        return self.upsample if isinstance(self.upsample, str) else self.upsample[level]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,6 +67,14 @@ PAPER_SKIP = GeneratorSpec()
 LIGHT_SKIP = GeneratorSpec(
     down=(16, 32, 64, 64, 128), up=(16, 32, 64, 64, 128), skip=(4, 4, 4, 4, 4)
 )
+#: The light net as denoising uses it. Bilinear upsampling low-passes every scale, so a 256x256
+#: fit was still gaining at 2,500 iterations; nearest-neighbour upsampling into the coarser scales
+#: passes their detail up at once, while the bilinear step into full resolution keeps the smooth
+#: prior where the noise is. Zero padding inside the convolutions saves the padded copies. On
+#: 256x256 F16 (sigma 25) it stops at 864 iterations (98 CPU-s) where the all-bilinear net needed
+#: 2,602 (383 CPU-s), 0.5 dB lower; on 128x128 fluorescence crops it stops after about half the
+#: iterations, 0.2 dB lower on the mean, where all-nearest upsampling lost 0.35 dB.
+LIGHT_DENOISE = replace(LIGHT_SKIP, upsample=("bilinear",) + ("nearest",) * 4, padding="zeros")
 
 
 def hourglass(spec: GeneratorSpec = PAPER_SKIP) -> GeneratorSpec:
@@ -113,10 +133,9 @@ class _Level(nn.Module):
         )
         self.deeper = _Level(spec, i + 1, c_down, u) if i + 1 < spec.depth else None
         c_deep = spec.up[i + 1] if self.deeper is not None else c_down
+        mode = spec.upsample_at(i)
         self.upsample = nn.Upsample(
-            scale_factor=2,
-            mode=spec.upsample,
-            **({"align_corners": False} if spec.upsample == "bilinear" else {}),
+            scale_factor=2, mode=mode, **({"align_corners": False} if mode == "bilinear" else {})
         )
         c_cat = c_skip + c_deep
         merge: list[nn.Module] = [nn.BatchNorm2d(c_cat * u)] if spec.norm else []
@@ -278,7 +297,7 @@ class _Level3d(nn.Module):
         )
         self.deeper = _Level3d(spec, i + 1, c_down) if i + 1 < b.depth else None
         c_deep = b.up[i + 1] if self.deeper is not None else c_down
-        mode = "trilinear" if b.upsample == "bilinear" else "nearest"
+        mode = "trilinear" if b.upsample_at(i) == "bilinear" else "nearest"
         self.upsample = nn.Upsample(scale_factor=(sz, 2, 2), mode=mode,
                                     **({"align_corners": False} if mode == "trilinear" else {}))
         c_cat = c_skip + c_deep
