@@ -94,3 +94,25 @@ def test_warm_start_continues_from_given_weights(noisy_f16):
     cold = run_fit(obs, Identity(), make_config("denoise", "light", max_iters=5,
                                                 stopping="none", ema=0.0), device=CPU, seed=0)
     assert warm.history[0][1] < 0.5 * cold.history[0][1]
+
+
+def test_output_level_sets_where_a_network_starts():
+    from dataclasses import replace
+
+    from napari_dip.engine.fit import initial_network
+    from napari_dip.engine.generators import volume_spec
+
+    config = make_config("deconvolve", "light")
+    cfg3d = replace(config, net=volume_spec(config.net, 4))
+    for cfg, shape, hw in ((config, (1, 32, 20, 24), (20, 24)),
+                           (cfg3d, (1, 32, 4, 20, 24), (20, 24))):
+        z = torch.rand(shape) * 0.1
+        levels = []
+        for level in (None, [0.01, 0.05]):
+            zp, net = initial_network(cfg, 2, hw, 0, z, output_level=level)
+            with torch.no_grad():
+                levels.append(net(zp).mean(dim=tuple(range(2, zp.ndim)))[0])
+        assert 0.3 < float(levels[0].mean()) < 0.7  # the sigmoid's middle by default
+        np.testing.assert_allclose(levels[1].numpy(), [0.01, 0.05], rtol=0.5)
+    with pytest.raises(ValueError, match="output level needs 1 or 2 values"):
+        initial_network(config, 2, (20, 24), 0, torch.rand(1, 32, 20, 24), output_level=[0.1] * 3)

@@ -86,3 +86,37 @@ def test_blur_of_a_volume_with_the_measured_psf_keeps_the_total(load):
     assert out.shape == vol.shape and out.sum() == pytest.approx(1.0, rel=1e-3)
     # the image of a point is the PSF, centred on the point
     np.testing.assert_allclose(ndimage.center_of_mass(out), (12, 16, 16), atol=0.05)
+
+
+@pytest.mark.parametrize("fft", [False, True])
+def test_blur_of_a_volume_matches_scipy_with_an_asymmetric_psf(fft):
+    # A 3-D kernel of different sides along Z, Y and X, its peak in a corner: an axis swapped,
+    # flipped or off by one would show.
+    torch = pytest.importorskip("torch")
+    from napari_dip.engine.operators import Blur
+
+    rng = np.random.default_rng(0)
+    k = rng.random((3, 7, 5)) ** 4
+    k[0, 1, 4] += 5.0
+    k /= k.sum()
+    vol = rng.random((9, 20, 16))
+    op = Blur(k)
+    op._fft = fft
+    out = op.forward(torch.from_numpy(vol)[None, None].float())[0, 0].numpy()
+    np.testing.assert_allclose(out, ndimage.convolve(vol, k, mode="nearest"), atol=2e-6)
+
+
+def test_blur_gain_scales_the_blurred_image_and_is_recorded():
+    torch = pytest.importorskip("torch")
+    from napari_dip.engine.operators import Blur, deconvolution_gain
+
+    k = gaussian_psf((1.0, 1.5, 1.5)).kernel
+    x = torch.rand(1, 1, 6, 12, 12)
+    np.testing.assert_allclose(Blur(k, gain=8.0).forward(x), 8.0 * Blur(k).forward(x), rtol=1e-6)
+    assert Blur(k, gain=8.0).describe()["gain"] == 8.0 and "gain" not in Blur(k).describe()
+    with pytest.raises(ValueError, match="gain"):
+        Blur(k, gain=0.0)
+    # headroom: 1 / peak of the kernel, within [1, the limit]
+    assert deconvolution_gain(k) == pytest.approx(1 / k.max()) and 1 < 1 / k.max() < 64
+    assert deconvolution_gain(gaussian_psf(3.0, 3).kernel) == 64.0
+    assert deconvolution_gain(np.ones((1, 1, 1))) == 1.0

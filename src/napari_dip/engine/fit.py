@@ -79,10 +79,27 @@ def _make_input(config: FitConfig, hw: tuple[int, int], gen: torch.Generator) ->
     return torch.rand((1, config.input_channels, h, w), generator=gen) * config.input_scale
 
 
+def set_output_level(net: torch.nn.Module, level) -> None:
+    """Start ``net``'s output near ``level`` (one value, or one per output channel, in [0, 1]):
+    the bias of its last convolution, through the sigmoid when it ends with one."""
+    head = list(net.head)
+    conv = next(m for m in reversed(head) if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d)))
+    level = torch.as_tensor(level, dtype=torch.float64).flatten()
+    if level.numel() not in (1, conv.out_channels):
+        raise ValueError(f"the output level needs 1 or {conv.out_channels} values, "
+                         f"not {level.numel()}")
+    if isinstance(head[-1], torch.nn.Sigmoid):
+        level = torch.logit(level.clamp(1e-4, 1 - 1e-4))
+    with torch.no_grad():
+        conv.bias.copy_(level.expand(conv.out_channels).to(conv.bias.dtype))
+
+
 def initial_network(config: FitConfig, channels: int, out_hw: tuple[int, int], seed: int,
-                    net_input: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.nn.Module]:
+                    net_input: torch.Tensor | None = None, output_level=None,
+                    ) -> tuple[torch.Tensor, torch.nn.Module]:
     """The input z (1, Cz, H, W), padded to the network's size, and the freshly initialised
-    generator that a fit with ``seed`` starts from (on the CPU)."""
+    generator that a fit with ``seed`` starts from (on the CPU); ``output_level`` (per channel,
+    in [0, 1]) sets where its output starts (:func:`set_output_level`), None leaves the init."""
     net_hw = tuple(padded_size(s, config.net.depth) for s in out_hw)
     gen = torch.Generator().manual_seed(seed)
     if net_input is None:
@@ -98,6 +115,8 @@ def initial_network(config: FitConfig, channels: int, out_hw: tuple[int, int], s
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = build_generator(config.net, z.shape[1], channels)
+    if output_level is not None:
+        set_output_level(net, output_level)
     return z, net
 
 
@@ -276,6 +295,7 @@ def fit(
     initial_state: dict | None = None,
     return_state: bool = False,
     noise_variance: float | None = None,
+    output_level=None,
 ) -> Iterator[FitStep]:
     """Fit a generator to ``observation`` (1, C, h, w); a generator of steps.
 
@@ -284,7 +304,9 @@ def fit(
     ``initial_state`` starts from given weights (a warm start) instead of a random init;
     ``return_state`` puts the final weights in the outcome. ``noise_variance`` is the data
     term's noise level for the stopping rule when it is known (a volume, whose planes the 2-D
-    estimator cannot see together); None estimates it from the observation.
+    estimator cannot see together); None estimates it from the observation. ``output_level``
+    (per channel, in [0, 1]) is where the network's output starts (:func:`set_output_level`);
+    ignored with ``initial_state``.
     Tensors may be volumes, (1, C, Z, h, w), given a 3-D generator and a ``net_input``.
 
     The outcome is the generator's return value (``StopIteration.value``); ``run_fit`` is the
@@ -294,7 +316,7 @@ def fit(
     c = observation.shape[1]
     out_hw = operator.output_size(tuple(observation.shape[-2:]))
 
-    z, net = initial_network(config, c, out_hw, seed, net_input)
+    z, net = initial_network(config, c, out_hw, seed, net_input, output_level)
     if initial_state is not None:
         net.load_state_dict(initial_state)
     net = net.to(device)

@@ -21,7 +21,7 @@ from .fit import fit
 from .generators import volume_spec
 from .intensity import IntensityMap
 from .noise import estimate_noise
-from .operators import Blur, Identity, Stabilised
+from .operators import Blur, Identity, Stabilised, deconvolution_gain
 from .presets import make_config
 from .psf import PSF, make_psf
 from .restoration import (
@@ -69,6 +69,8 @@ def restore_volume_iter(
 
     ``voxel_size`` (Z, Y, X) in any one unit shapes the network (None: isotropic). ``psf`` may be
     3-D (used whole) or 2-D (no blur along Z). ``as_float`` returns float32 in the input's units.
+    A deconvolved image may go above the input's range (restored peaks): in the input's dtype,
+    integers are clipped to the dtype's range (``as_float`` keeps every value).
     Other keywords as for :func:`~.restoration.restore_iter`.
     """
     stack = np.asarray(stack)
@@ -100,11 +102,15 @@ def restore_volume_iter(
     # The stopping rule's target, measured in the data term's own space.
     noise_variance = estimate_noise(_planes(data)).mean_variance
 
-    operator = Identity()
+    operator, gain = Identity(), 1.0
     if task == "deconvolve" or psf is not None or psf_sigma is not None:
         task = "deconvolve"
         p = psf if isinstance(psf, PSF) else make_psf(psf, psf_sigma, 3, psf_name)
-        operator = Blur(p.kernel, p.to_dict())
+        # Room above the observation's range for the peaks deconvolution restores: the network's
+        # [0, 1] stands for [0, gain] of the observation's, and starts at the observation's mean
+        # (from mid-range, the first steps would saturate the sigmoid).
+        gain = deconvolution_gain(p.kernel)
+        operator = Blur(p.kernel, p.to_dict(), gain=gain)
     fit_operator = operator if anscombe is None else Stabilised(operator, anscombe)
     noise_variance *= operator.stop_factor
 
@@ -122,15 +128,16 @@ def restore_volume_iter(
     ref = None
     if reference is not None:
         ref_czyx = np.stack([layout.to_cyx(p) for p in np.asarray(reference)], axis=1)
-        ref = torch.from_numpy(norm.forward(ref_czyx))
+        ref = torch.from_numpy(norm.forward(ref_czyx) / gain)
 
     groups = [list(range(len(czyx)))] if channels == "joint" else [[c] for c in range(len(czyx))]
-    estimate = torch.from_numpy(observed).clone()
+    estimate = torch.from_numpy(observed / gain)  # what is not fitted stays as observed
+    level = None if gain == 1.0 else observed.reshape(len(observed), -1).mean(axis=1) / gain
     check = as_cancel_check(cancel)
     planes, history, used_threads = [], [], None
 
     def output(x: torch.Tensor, as_float: bool = False) -> np.ndarray:
-        v = x.numpy()
+        v = x.numpy() * gain
         if anscombe is not None and isinstance(operator, Identity):
             v = np.clip(anscombe.unbiased_inverse(anscombe.forward(v)), 0, 1)
         out = norm.inverse(v, as_float=as_float)
@@ -145,7 +152,8 @@ def restore_volume_iter(
                 op = Stabilised(operator, anscombe.select(group))
             steps = fit(torch.from_numpy(data[group])[None], op, config, device=dev, seed=seed,
                         cancel=check, reference=None if ref is None else ref[group],
-                        net_input=net_input, noise_variance=noise_variance)
+                        net_input=net_input, noise_variance=noise_variance,
+                        output_level=None if level is None else level[group])
             next_preview = config.preview_every
             try:
                 while True:
