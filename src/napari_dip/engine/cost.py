@@ -202,14 +202,22 @@ def seconds_per_iteration(height: int, width: int, task: str = "denoise", *,
     h, w = max(round(height * shrink), 8), max(round(width * shrink), 8)
     full = padded_size(height * f, depth) * padded_size(width * f, depth)
     crop = padded_size(h * f, depth) * padded_size(w * f, depth)
+    key = (padded_size(height * f, depth), padded_size(width * f, depth), task, preset,
+           str(dev), f, int(channels))
+    return _cached(key, dev, threads, lambda: _measure(h, w, task, preset, dev, factor, channels),
+                   full / crop, (h * f, w * f))
+
+
+def _cached(key: tuple, dev: torch.device, threads: int | None, measure, scale: float,
+            measured_on: tuple[int, ...]) -> tuple[float, tuple[int, ...]]:
+    """``measure()`` (seconds per step of a crop) times ``scale``, with the crop's size; cached
+    under ``key`` plus the CPU threads it runs with."""
     with cpu_threads(threads) as n_threads:
-        key = (padded_size(height * f, depth), padded_size(width * f, depth), task, preset,
-               str(dev), f, int(channels), n_threads if dev.type == "cpu" else None)
+        key = (*key, n_threads if dev.type == "cpu" else None)
         with _lock:
             if key in _cache:
                 return _cache[key]
-        seconds = _measure(h, w, task, preset, dev, factor, channels)
-    value = (seconds * full / crop, (h * f, w * f))
+        value = (measure() * scale, measured_on)
     with _lock:
         _cache[key] = value
     return value
@@ -253,18 +261,11 @@ def seconds_per_volume_iteration(planes: int, height: int, width: int, task: str
     crop_spec = volume_spec(base, z, voxel_size)
     full = _padded_voxels(planes, height, width, spec)
     crop = _padded_voxels(z, h, w, crop_spec)
-    with cpu_threads(threads) as n_threads:
-        key = ("3d", planes, padded_size(height, base.depth), padded_size(width, base.depth),
-               spec.z_strides, spec.z_kernels, task, preset, str(dev), int(channels),
-               n_threads if dev.type == "cpu" else None)
-        with _lock:
-            if key in _cache:
-                return _cache[key]
-        seconds = _measure_volume(z, h, w, task, preset, dev, channels, voxel_size)
-    value = (seconds * full / crop, (z, h, w))
-    with _lock:
-        _cache[key] = value
-    return value
+    key = ("3d", planes, padded_size(height, base.depth), padded_size(width, base.depth),
+           spec.z_strides, spec.z_kernels, task, preset, str(dev), int(channels))
+    return _cached(key, dev, threads,
+                   lambda: _measure_volume(z, h, w, task, preset, dev, channels, voxel_size),
+                   full / crop, (z, h, w))
 
 
 def _padded_voxels(planes: int, height: int, width: int, spec) -> int:
