@@ -296,8 +296,29 @@ def test_the_estimate_before_run_follows_the_stack_mode(viewer_widget, gui):
     settings = widget._estimate_settings()
     assert settings["fits"] == 1 and settings["planes"] == 5
     assert settings["voxel_size"] == (2.0, 0.5, 0.5)
-    widget.slices.value = CURRENT  # 3d restores the whole stack whatever the choice
-    assert widget._estimate_settings()["planes"] == 5
+    # What Run would refuse is said before Run, not estimated as something else.
+    widget.slices.value = CURRENT
+    gui.qtbot.waitUntil(lambda: widget.estimate.value.startswith("no estimate:"), timeout=5_000)
+    assert "stack mode '3d' restores the whole stack at once" in widget.estimate.value
+    with pytest.raises(ValueError, match="whole stack at once"):  # as Run says it
+        make_plan(image, task="denoise", slices=CURRENT, stack_mode="3d")
+
+
+def test_the_estimate_says_why_a_lazy_or_many_axis_stack_has_no_3d_fit(viewer_widget, gui):
+    import dask.array as da
+
+    viewer, widget = viewer_widget
+    lazy = viewer.add_image(da.from_array(photon_image((5, 24, 24), seed=11), chunks=(1, 24, 24)),
+                            name="lazy", axis_labels=("z", "y", "x"))
+    gui.configure(widget, lazy, slices=ALL, stack_mode="3d")
+    gui.qtbot.waitUntil(lambda: widget.estimate.value.startswith("no estimate:"), timeout=5_000)
+    assert "lazy (dask or zarr)" in widget.estimate.value
+    tzyx = viewer.add_image(photon_image((2, 3, 16, 16), seed=12), name="tzyx",
+                            axis_labels=("t", "z", "y", "x"))
+    widget.image.value = tzyx
+    widget.stack_mode.value = "3d"
+    gui.qtbot.waitUntil(lambda: "2 stack axes" in widget.estimate.value, timeout=5_000)
+    assert widget.estimate.value.startswith("no estimate:")
 
 
 def test_plan_folds_a_per_slice_guide_and_rejects_misfits():

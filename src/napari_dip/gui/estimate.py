@@ -44,7 +44,13 @@ class EstimateView:
         """The settings changed: show the memory now, measure the time a moment later."""
         if self.closed:
             return
-        kwargs = self._current()
+        try:  # a choice Run would refuse is said here, in Run's words
+            kwargs = self._settings()
+        except ValueError as exc:
+            self.label.value = f"no estimate: {exc}"
+            return
+        except AttributeError:  # the widget is still being built
+            kwargs = None
         if kwargs is None:
             self.label.value = ""
             return

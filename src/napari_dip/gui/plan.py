@@ -337,9 +337,12 @@ def estimate_size(layer, *, channel_axis=None, channel_layers=(), slices: str = 
     if not layout.is_stack or stack_mode is None:
         return size
     size["stack_mode"] = stack_mode
-    if stack_mode == "3d":
+    if stack_mode == "3d":  # refused as Run refuses it, with Run's words
+        if is_lazy(layer_data(layer)):
+            raise ValueError(_LAZY_3D.format(name=layer.name))
         size.update(fits=_channel_groups(layout, channels)[1], planes=layout.n_slices,
-                    voxel_size=_voxel_size(layer, layout, None, offset=1 if extra else 0))
+                    voxel_size=_voxel_size(layer, layout, None if slices == ALL else 0,
+                                           offset=1 if extra else 0))
     return size
 
 
@@ -463,11 +466,12 @@ def _lazy_stack(layer, sources, channel_axis, rgb: bool, stack_mode) -> bool:
     if not layout.is_stack:
         return False
     if stack_mode == "3d":
-        raise ValueError(
-            f"{layer.name!r} holds a lazy (dask or zarr) array, read one slice at a time; "
-            "stack mode '3d' needs the whole stack in memory at once: choose stack mode "
-            "'slices' or 'warm'")
+        raise ValueError(_LAZY_3D.format(name=layer.name))
     return True
+
+
+_LAZY_3D = ("{name!r} holds a lazy (dask or zarr) array, read one slice at a time; stack mode "
+            "'3d' needs the whole stack in memory at once: choose stack mode 'slices' or 'warm'")
 
 
 def _voxel_size(layer, layout, slice_index, offset: int) -> tuple[float, float, float]:
