@@ -1,6 +1,7 @@
 """Large runs from the command line: OME-Zarr in and out, resume, dask workers, batches."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -243,3 +244,15 @@ def test_ctrl_c_keeps_the_running_units_best_so_far_and_the_rerun_redoes_only_it
     names.clear()
     assert cli("restore", src, out) == 0
     assert [n.split()[-1] for n in names] == ["(1,)", "(2,)"]
+
+
+def test_a_dry_run_unit_by_unit_says_the_network_and_the_memory_of_a_fit(tmp_path, ome_stack,
+                                                                         capsys):
+    src, _ = ome_stack
+    out = tmp_path / "out.zarr"
+    assert cli("restore", src, out, "--dry-run") == 0
+    text = capsys.readouterr().out
+    assert "3 slice(s) of 40x40" in text  # the unit-by-unit plan ...
+    assert "network: preset 'light'" in text  # ... with what one fit needs, as in memory
+    assert re.search(r"memory: about \d+ MiB per fit step", text)
+    assert not out.exists()

@@ -283,6 +283,25 @@ class _FileRun:
                           tile=self.tile, overlap=self.overlap,
                           slice_name=lambda i: f"input {str(self.inp)!r} slice {self.where(i)}")
 
+    def print_plan(self, finished: int) -> None:
+        """The dry run's plan: the units, then what one fit needs (as a run in memory says)."""
+        from ._cli import fit_summary
+        from .engine.devices import choose_threads, resolve_device
+        from .engine.presets import make_config
+
+        args, (h, w), tile, f = self.args, self.layout.yx_shape, self.tile, self.factor
+        device = resolve_device(args.device)
+        config = make_config(args.task, self.preset, f if args.task == "sr" else None,
+                             max_iters=args.max_iters, stopping=args.stopping)
+        threads = args.threads or choose_threads() if device.type == "cpu" else None
+        fit_hw = (min(tile or h, h) * f, min(tile or w, w) * f)
+        print("\n".join([
+            f"input {str(self.inp)!r}: {self.layout.n_slices} slice(s) of {h}x{w}, "
+            f"{len(self.units)} unit(s)"
+            + (f" in tiles of {tile} px (overlap {self.overlap})" if tile else "")
+            + (f"; {finished} finished before" if finished else ""),
+            *fit_summary(config, self.preset, device, threads, fit_hw)]))
+
     def open(self) -> bool:
         """Plan, check against what an earlier run left, open the output; False: dry run."""
         from ._ledger import Ledger, fingerprint
@@ -307,11 +326,7 @@ class _FileRun:
                     "add --restart to start again with these settings, or choose another "
                     "output")
         if args.dry_run:
-            (h, w), tile = self.layout.yx_shape, self.tile
-            print(f"input {str(self.inp)!r}: {self.layout.n_slices} slice(s) of {h}x{w}, "
-                  f"{len(self.units)} unit(s)"
-                  + (f" in tiles of {tile} px (overlap {self.overlap})" if tile else "")
-                  + (f"; {len(self.ledger.entries())} finished before" if old else ""))
+            self.print_plan(finished=len(self.ledger.entries()) if old else 0)
             return False
         if old is not None:
             saved = old["normalisation"]

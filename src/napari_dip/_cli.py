@@ -277,8 +277,7 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str,
     """What a run would do and the memory one fit step needs (``--dry-run``); in stack mode
     '3d', of its one 3-D fit (:func:`_volume_summary`)."""
     from .choices import resolve_preset
-    from .engine.devices import choose_threads, estimate_memory, resolve_device
-    from .engine.generators import build_generator, count_parameters
+    from .engine.devices import choose_threads, resolve_device
     from .engine.presets import make_config
 
     device = resolve_device(args.device)
@@ -297,16 +296,9 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str,
     if layout.is_stack and args.stack_mode == "3d":
         return _volume_summary(args, (planes.shape[0], in_h, in_w), channels, task, preset,
                                device, voxel_size, threads)
-    memory = estimate_memory(h, w, config.net)
-    params = count_parameters(build_generator(config.net, config.input_channels, 1))
-    lines = [
-        f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({task})",
-        f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
-        f"{config.stopping!r}, at most {config.max_iters} iterations per plane",
-        f"device {device}" + (f", {threads} thread(s)" if threads else ""),
-        f"memory: about {memory / 2**20:.0f} MiB per fit step"
-        + _tiling_note(in_h, in_w, f, config.net, device),
-    ]
+    lines = [f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({task})",
+             *fit_summary(config, preset, device, threads, (h, w),
+                          _tiling_note(in_h, in_w, f, config.net, device))]
     units = n * (channels if args.channels == "separate" else 1)
     if units > 1:
         from .engine.batched import default_batch, unit_memory
@@ -317,6 +309,21 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str,
             f" (grouped convolutions, about {unit_memory((h, w), config, per_unit) / 2**20:.0f}"
             " MiB per fit)" if batch > 1 else " (one at a time)"))
     return "\n".join(lines)
+
+
+def fit_summary(config, preset: str, device, threads: int | None, out_hw: tuple[int, int],
+                note: str = "") -> list[str]:
+    """The dry run's lines on one 2-D fit of ``out_hw`` (output pixels): its network, device
+    and the memory of one step (``note`` follows the memory)."""
+    from .engine.devices import estimate_memory
+    from .engine.generators import build_generator, count_parameters
+
+    params = count_parameters(build_generator(config.net, config.input_channels, 1))
+    memory = estimate_memory(*out_hw, config.net)
+    return [f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
+            f"{config.stopping!r}, at most {config.max_iters} iterations per plane",
+            f"device {device}" + (f", {threads} thread(s)" if threads else ""),
+            f"memory: about {memory / 2**20:.0f} MiB per fit step{note}"]
 
 
 def _volume_summary(args: argparse.Namespace, zyx: tuple[int, int, int], channels: int,
