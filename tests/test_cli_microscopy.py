@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_dip import _io
 from napari_dip._cli import _parser, main
 from napari_dip.choices import NOISE_MODEL, STACK_MODE
 
@@ -80,6 +81,19 @@ def test_guide_of_the_wrong_size_is_named(tmp_path, cli, capsys, load):
                "--max-iters", "1") == 2
     err = capsys.readouterr().err
     assert "guide" in err and str(guide) in err and "(64, 64)" in err
+
+
+def test_an_ome_tiff_z_stack_gives_the_3d_mode_its_voxel_size(tmp_path, cli, capsys, load):
+    src = tmp_path / "stack.ome.tif"
+    tifffile.imwrite(src, load("nuclei3d_3x40x40_uint16.tif"), ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25,
+                               "PhysicalSizeZ": 1000, "PhysicalSizeZUnit": "nm"})
+    assert cli("restore", src, tmp_path / "o.tif", "--stack-mode", "3d", "--dry-run") == 0
+    assert "voxel size (Z, Y, X) 1 x 0.25 x 0.25" in capsys.readouterr().out
+    out = tmp_path / "vol.tif"
+    assert cli("restore", src, out, "--stack-mode", "3d", "--max-iters", "1") == 0
+    assert _record(out)["stack_mode"]["voxel_size"] == pytest.approx([1.0, 0.25, 0.25])
+    assert _io.read_image(out).z_spacing == pytest.approx(1.0)  # the output keeps it
 
 
 def test_guide_is_recorded(tmp_path, cli, load):

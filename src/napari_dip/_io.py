@@ -1,4 +1,5 @@
-"""Image files for the command line: TIFF (with its axes, pixel size and unit) and PNG/JPEG/BMP.
+"""Image files for the command line: TIFF (with its axes and physical sizes: ImageJ's, OME's or
+our own metadata) and PNG/JPEG/BMP.
 
 Kept apart from the CLI so scripts can reuse it; it imports neither torch nor napari.
 """
@@ -6,6 +7,8 @@ Kept apart from the CLI so scripts can reuse it; it imports neither torch nor na
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +38,10 @@ _CM = {"cm": 1.0, "centimeter": 1.0, "mm": 0.1, "millimeter": 0.1, "um": 1e-4, "
        "m": 100.0, "meter": 100.0, "inch": 2.54}
 #: TIFF ResolutionUnit tag values (tifffile.RESUNIT) and the unit names they stand for.
 _TAG_UNITS = {2: "inch", 3: "cm", 4: "mm", 5: "um"}
+#: Times in seconds: a frame interval is kept in seconds, whatever unit the file gave it in.
+_SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3,
+            "millisecond": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "microsecond": 1e-6,
+            "min": 60.0, "minute": 60.0, "h": 3600.0, "hr": 3600.0, "hour": 3600.0}
 
 
 @dataclass
@@ -44,13 +51,40 @@ class ImageFile:
     resolution: tuple[float, float] | None = None  # pixels per unit along X, Y
     unit: str | None = None  # the length unit of ``resolution`` (e.g. 'um'), if known
     z_spacing: float | None = None  # distance between Z planes, in ``unit``, if known
-
+    frame_interval: float | None = None  # time between T frames, in seconds, if known
 
 def _length_cm(unit: str | None) -> float | None:
     if unit is None:
         return None
-    name = unit.strip().lower().replace("\\u00b5", "µ")
-    return _CM.get(name)
+    return _CM.get(_unescape(unit).strip().lower())
+
+
+def _convert(length: float | None, unit: str | None, to: str | None) -> float | None:
+    """``length`` in ``unit`` as a length in ``to``; None where one of the units is unknown."""
+    if length is None or unit == to:
+        return length
+    cm, to_cm = _length_cm(unit), _length_cm(to)
+    return length * cm / to_cm if cm and to_cm else None
+
+
+def _seconds(interval, unit: str | None = None) -> float | None:
+    """A positive time interval in ``unit`` (None: seconds) in seconds, else None."""
+    interval = _positive(interval)
+    factor = 1.0 if unit is None else _SECONDS.get(_unescape(str(unit)).strip().lower())
+    return None if interval is None or factor is None else interval * factor
+
+
+def _positive(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 and math.isfinite(value) else None
+
+
+def _unescape(text: str) -> str:
+    """ImageJ's text as it means it: ImageJ escapes non-ASCII letters (unit=\\u00B5m)."""
+    return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
 
 
 def _check_suffix(path: Path, role: str) -> str:
@@ -91,25 +125,63 @@ def _read_tiff(path: Path, role: str) -> ImageFile:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            data = series.asarray()
-            resolution, unit = _tiff_resolution(tif)
-            return ImageFile(data, series.axes, resolution, unit, _tiff_z_spacing(tif))
+            return ImageFile(series.asarray(), series.axes, **tiff_calibration(tif))
     except tifffile.TiffFileError as exc:
         raise ValueError(f"{role} file {str(path)!r} is not a readable TIFF file ({exc})") from exc
 
 
-def _tiff_z_spacing(tif) -> float | None:
-    """The distance between Z planes (in the unit of :func:`_tiff_resolution`), if the file
-    says: ImageJ's or our own metadata's 'spacing'."""
-    meta = {**(tif.shaped_metadata[0] if tif.shaped_metadata else {}),
+def _tiff_metadata(tif) -> dict:
+    """ImageJ's or our own (tifffile's JSON) description, as a dict."""
+    return {**(tif.shaped_metadata[0] if tif.shaped_metadata else {}),
             **(tif.imagej_metadata or {})}
-    spacing = meta.get("spacing")
-    return float(spacing) if isinstance(spacing, (int, float)) and spacing > 0 else None
 
 
-def _tiff_resolution(tif) -> tuple[tuple[float, float] | None, str | None]:
-    """Pixels per unit along X and Y, and the unit: ImageJ's or our own metadata names it,
-    else the ResolutionUnit tag does (inch, cm)."""
+def tiff_calibration(tif) -> dict:
+    """A TIFF's physical sizes as :class:`ImageFile`'s fields (resolution, unit, z_spacing,
+    frame_interval): from ImageJ's or our own metadata ('unit', 'spacing', 'finterval' in
+    'tunit') and the resolution tags, or from an OME-TIFF's OME-XML where it gives them."""
+    meta = _tiff_metadata(tif)
+    resolution, unit = _tiff_resolution(tif, meta)
+    found = {"resolution": resolution, "unit": unit, "z_spacing": _positive(meta.get("spacing")),
+             "frame_interval": _seconds(meta.get("finterval"), meta.get("tunit"))}
+    if tif.is_ome:
+        found.update(_ome_calibration(tif.ome_metadata))
+    return found
+
+
+def _ome_calibration(xml: str) -> dict:
+    """The physical sizes an OME-XML gives its first image: the pixel size and Z spacing in
+    X's length unit (OME's default µm), if it gives either; the frame interval in seconds."""
+    from xml.etree import ElementTree
+
+    try:
+        pixels = ElementTree.fromstring(xml).find("{*}Image/{*}Pixels")
+    except ElementTree.ParseError:
+        return {}
+    if pixels is None:
+        return {}
+
+    def size(axis: str):
+        return (_positive(pixels.get(f"PhysicalSize{axis}")),
+                pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+
+    (x, unit), (y, y_unit), (z, z_unit) = size("X"), size("Y"), size("Z")
+    y = _convert(y, y_unit, unit)
+    if x is None or y is None:  # no pixel size: the Z spacing's unit is the one
+        x, unit = None, z_unit
+    found = {}
+    if x is not None or z is not None:
+        found.update(resolution=None if x is None else (1 / x, 1 / y), unit=unit,
+                     z_spacing=_convert(z, z_unit, unit))
+    interval = _seconds(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"))
+    if interval is not None:
+        found["frame_interval"] = interval
+    return found
+
+
+def _tiff_resolution(tif, meta: dict) -> tuple[tuple[float, float] | None, str | None]:
+    """Pixels per unit along X and Y, and the unit: ImageJ's or our own metadata (``meta``)
+    names it, else the ResolutionUnit tag does (inch, cm)."""
     page = tif.pages[0]
     try:
         xr, yr = (float(v) for v in page.get_resolution())
@@ -118,10 +190,10 @@ def _tiff_resolution(tif) -> tuple[tuple[float, float] | None, str | None]:
         return None, None
     if not xr or not yr or (xr, yr) == (1.0, 1.0):
         return None, None
-    shaped = tif.shaped_metadata[0] if tif.shaped_metadata else {}
-    named = (tif.imagej_metadata or {}).get("unit") or shaped.get("unit")
+    named = meta.get("unit")
     if named is None:
         return (xr, yr), tag_unit
+    named = _unescape(str(named))
     tag_cm, named_cm = _length_cm(tag_unit), _length_cm(named)
     if tag_cm is not None and named_cm is not None:  # e.g. our px/cm tags for a um pixel size
         xr, yr = xr * named_cm / tag_cm, yr * named_cm / tag_cm

@@ -83,17 +83,16 @@ def open_input(path, role: str = "input") -> LazyImage:
         raise ValueError(f"{role} file {str(path)!r} is not a readable TIFF file ({exc})") from exc
     series = tif.series[0]
     data = da.from_zarr(zarr.open(series.aszarr(), mode="r"))
-    resolution, unit = _io._tiff_resolution(tif)
-    z_spacing = _io._tiff_z_spacing(tif)
+    cal = _io.tiff_calibration(tif)
     scale, units = {}, {}
-    if resolution is not None:
-        scale = {"X": 1 / resolution[0], "Y": 1 / resolution[1]}
-        if unit is not None:
-            units = {"X": unit, "Y": unit}
-    if z_spacing is not None and "Z" in series.axes:
-        scale["Z"] = z_spacing
-        if unit is not None:
-            units["Z"] = unit
+    if cal["resolution"] is not None:
+        scale = {"X": 1 / cal["resolution"][0], "Y": 1 / cal["resolution"][1]}
+    if cal["z_spacing"] is not None and "Z" in series.axes:
+        scale["Z"] = cal["z_spacing"]
+    if cal["unit"] is not None:
+        units = dict.fromkeys(scale, cal["unit"])
+    if cal["frame_interval"] is not None:
+        scale["T"], units["T"] = cal["frame_interval"], "s"
     return LazyImage(data, series.axes, str(path), scale, units, closer=tif)
 
 
