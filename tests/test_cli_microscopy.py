@@ -1,7 +1,5 @@
 """Command-line options for microscopy: noise model, PSF, guide and stack mode."""
 
-import json
-
 import numpy as np
 import pytest
 import tifffile
@@ -22,8 +20,7 @@ def cli(data_dir):
 
 
 def _record(path):
-    with tifffile.TiffFile(path) as tif:
-        return json.loads(tif.shaped_metadata[0]["napari_dip"])
+    return _io.read_record(path)
 
 
 def test_options_and_their_defaults():
@@ -93,7 +90,9 @@ def test_an_ome_tiff_z_stack_gives_the_3d_mode_its_voxel_size(tmp_path, cli, cap
     out = tmp_path / "vol.tif"
     assert cli("restore", src, out, "--stack-mode", "3d", "--max-iters", "1") == 0
     assert _record(out)["stack_mode"]["voxel_size"] == pytest.approx([1.0, 0.25, 0.25])
-    assert _io.read_image(out).z_spacing == pytest.approx(1.0)  # the output keeps it
+    with tifffile.TiffFile(out) as tif:  # the output keeps the Z spacing, for ImageJ too
+        assert tif.imagej_metadata["spacing"] == pytest.approx(1.0)
+        assert tif.imagej_metadata["unit"] == "\\u00B5m"
 
 
 def test_guide_is_recorded(tmp_path, cli, load):

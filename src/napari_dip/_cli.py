@@ -9,6 +9,7 @@ import argparse
 import signal
 import sys
 import threading
+from dataclasses import replace
 
 from ._io import FORMATS_HELP, ImageFile, check_output_path, read_image, write_image
 from .choices import CHANNELS, NOISE_MODEL, PRESET, SR_FACTOR, STACK_MODE, STOPPING, TASK
@@ -166,7 +167,7 @@ def run_restore(args: argparse.Namespace) -> int:
     resolution = src.resolution
     if resolution is not None and args.task == "sr":
         resolution = (resolution[0] * args.factor, resolution[1] * args.factor)
-    write_image(args.output, ImageFile(out, axes, resolution, src.unit, src.z_spacing),
+    write_image(args.output, replace(src, data=out, axes=axes, resolution=resolution),
                 result.record)
     rec = result.record
     threads = "" if rec.get("threads") is None else f" with {rec['threads']} thread(s)"

@@ -28,8 +28,11 @@ _PIL_HOLDS = {
 #: The output formats, for help texts.
 FORMATS_HELP = (
     "TIFF (.tif, .tiff): any dtype, channels and stacks; keeps the axes, the pixel size, a "
-    "stack's Z spacing and their unit, and embeds the run's record as JSON. PNG: 8-bit grey, "
-    "RGB or RGBA, or 16-bit grey. JPEG (.jpg, .jpeg; lossy) and BMP: 8-bit grey or RGB."
+    "stack's Z spacing and their unit, the frame interval, and embeds the run's record as "
+    "JSON; an ImageJ hyperstack, which Fiji opens with its scale, where ImageJ can hold the "
+    "image (8-bit, 16-bit, float32 or 8-bit RGB; axes in T, Z, C, Y, X order), else "
+    "tifffile's format. PNG: 8-bit grey, RGB or RGBA, or 16-bit grey. JPEG (.jpg, .jpeg; "
+    "lossy) and BMP: 8-bit grey or RGB."
 )
 
 #: Lengths in centimetres, to write pixel sizes as TIFF's standard pixels per centimetre.
@@ -38,6 +41,12 @@ _CM = {"cm": 1.0, "centimeter": 1.0, "mm": 0.1, "millimeter": 0.1, "um": 1e-4, "
        "m": 100.0, "meter": 100.0, "inch": 2.54}
 #: TIFF ResolutionUnit tag values (tifffile.RESUNIT) and the unit names they stand for.
 _TAG_UNITS = {2: "inch", 3: "cm", 4: "mm", 5: "um"}
+#: The pixel types an ImageJ hyperstack holds; other images are written in tifffile's format.
+_IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
+#: The largest image a classic (not Big) TIFF holds, by tifffile's rule.
+_CLASSIC_TIFF_BYTES = 2**32 - 2**25
+#: The metadata key (ImageJ's or tifffile's description) of the run's record.
+RECORD_KEY = "napari_dip"
 #: Times in seconds: a frame interval is kept in seconds, whatever unit the file gave it in.
 _SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "msec": 1e-3,
             "millisecond": 1e-3, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "microsecond": 1e-6,
@@ -52,6 +61,12 @@ class ImageFile:
     unit: str | None = None  # the length unit of ``resolution`` (e.g. 'um'), if known
     z_spacing: float | None = None  # distance between Z planes, in ``unit``, if known
     frame_interval: float | None = None  # time between T frames, in seconds, if known
+
+    def calibration(self) -> dict:
+        """The physical sizes, as :func:`tiff_options` takes them."""
+        return {k: getattr(self, k) for k in ("resolution", "unit", "z_spacing",
+                                              "frame_interval")}
+
 
 def _length_cm(unit: str | None) -> float | None:
     if unit is None:
@@ -85,6 +100,11 @@ def _positive(value) -> float | None:
 def _unescape(text: str) -> str:
     """ImageJ's text as it means it: ImageJ escapes non-ASCII letters (unit=\\u00B5m)."""
     return re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
+
+
+def _escape(text: str) -> str:
+    """Text for an ImageJ description, which must be ASCII: as ImageJ escapes it."""
+    return "".join(c if ord(c) < 128 else f"\\u{ord(c):04X}" for c in text)
 
 
 def _check_suffix(path: Path, role: str) -> str:
@@ -238,42 +258,102 @@ def write_image(path: str | Path, image: ImageFile, record: dict | None = None) 
     if suffix in TIFF_SUFFIXES:
         import tifffile
 
-        tifffile.imwrite(path, data, **tiff_options(image.axes, data.shape, image.resolution,
-                                                    image.unit, image.z_spacing, record))
+        tifffile.imwrite(path, data, **tiff_options(image.axes, data.shape, data.dtype,
+                                                    record=record, **image.calibration()))
         return
     from PIL import Image
 
     Image.fromarray(data).save(path)
 
 
-def tiff_options(axes: str, shape: tuple[int, ...], resolution: tuple[float, float] | None = None,
-                 unit: str | None = None, z_spacing: float | None = None,
+def tiff_options(axes: str, shape: tuple[int, ...], dtype, *,
+                 resolution: tuple[float, float] | None = None, unit: str | None = None,
+                 z_spacing: float | None = None, frame_interval: float | None = None,
                  record: dict | None = None) -> dict:
-    """tifffile's write arguments for an image of ``axes`` and ``shape``: the axes, unit, Z
-    spacing and run record as metadata, the pixel size as resolution tags, the photometric
-    interpretation. The one place that says what our TIFFs hold, whether written at once
-    (:func:`write_image`) or laid out first and filled slice by slice (``_lazy_io``)."""
+    """tifffile's write arguments for an image of ``axes``, ``shape`` and ``dtype``: an ImageJ
+    hyperstack where ImageJ can hold the image (:func:`_imagej_holds`), else tifffile's own
+    format; either way with the axes, unit, Z spacing, frame interval and run record as
+    metadata, the pixel size as resolution tags. The one place that says what our TIFFs hold,
+    whether written at once (:func:`write_image`) or laid out first and filled slice by slice
+    (``_lazy_io``)."""
+    imagej = _imagej_holds(axes, shape, dtype)
     metadata = {"axes": axes}
     if unit is not None:
-        metadata["unit"] = unit
+        metadata["unit"] = _escape(unit) if imagej else unit
     if z_spacing is not None:
         metadata["spacing"] = z_spacing
+    if frame_interval is not None:
+        metadata["finterval"] = frame_interval
     if record is not None:
-        metadata["napari_dip"] = json.dumps(record, default=str)
-    options = {"metadata": metadata, "photometric": (
-        "rgb" if axes.endswith("S") and shape[-1] in (3, 4) else "minisblack")}
+        metadata[RECORD_KEY] = _record_text(record)
+    options = {"imagej": imagej, "bigtiff": _nbytes(shape, dtype) > _CLASSIC_TIFF_BYTES,
+               "metadata": metadata, "photometric": (
+                   "rgb" if axes.endswith("S") and shape[-1] in (3, 4) else "minisblack")}
     if resolution is not None:
-        options.update(_resolution_tags(resolution, unit))
+        options.update(_resolution_tags(resolution, unit, imagej))
     return options
 
 
-def _resolution_tags(resolution: tuple[float, float], unit: str | None) -> dict:
-    """TIFF tags for a pixel size: lengths as pixels per centimetre (a standard TIFF unit,
-    understood by every reader), the unit itself in the metadata."""
+def _nbytes(shape: tuple[int, ...], dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _imagej_holds(axes: str, shape: tuple[int, ...], dtype) -> bool:
+    """Whether an ImageJ hyperstack can hold the image: one of ImageJ's 8-bit, 16-bit and
+    32-bit float types (or 8-bit RGB), axes among T, Z, C, Y, X in that order, none of them
+    of length 1 (ImageJ would drop it), and small enough for a classic TIFF (ImageJ opens no
+    BigTIFF)."""
+    order = ["TZCYXS".find(a) for a in axes.upper()]
+    if -1 in order or order != sorted(set(order)) or "YX" not in axes.upper() or any(
+            n == 1 for a, n in zip(axes.upper(), shape) if a in "TZC"):
+        return False
+    dtype = np.dtype(dtype)
+    if axes.upper().endswith("S") and (dtype != np.uint8 or shape[-1] != 3):
+        return False
+    return dtype.name in _IMAGEJ_DTYPES and _nbytes(shape, dtype) <= _CLASSIC_TIFF_BYTES
+
+
+def _resolution_tags(resolution: tuple[float, float], unit: str | None, imagej: bool) -> dict:
+    """TIFF tags for a pixel size. In an ImageJ file as ImageJ writes them: pixels per unit,
+    the tag naming the unit only for inch and cm (the description names the others). Else in
+    pixels per centimetre, a standard TIFF unit understood by every reader."""
+    name = _unescape(unit).strip().lower() if unit is not None else None
+    if name in ("inch", "cm"):
+        return {"resolution": resolution,
+                "resolutionunit": "INCH" if name == "inch" else "CENTIMETER"}
     cm = _length_cm(unit)
-    if unit is not None and unit.strip().lower() == "inch":
-        return {"resolution": resolution, "resolutionunit": "INCH"}
-    if cm is not None:
-        return {"resolution": (resolution[0] / cm, resolution[1] / cm),
-                "resolutionunit": "CENTIMETER"}
-    return {"resolution": resolution, "resolutionunit": "NONE"}
+    if imagej or cm is None:
+        return {"resolution": resolution, "resolutionunit": "NONE"}
+    return {"resolution": (resolution[0] / cm, resolution[1] / cm),
+            "resolutionunit": "CENTIMETER"}
+
+
+def _record_text(record: dict) -> str:
+    return json.dumps(record, default=str)  # ASCII, as a TIFF description must be
+
+
+def read_record(path: str | Path) -> dict | None:
+    """The run's record in a TIFF we wrote (its ImageJ or tifffile description), or None."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        text = _tiff_metadata(tif).get(RECORD_KEY)
+    return json.loads(text) if isinstance(text, str) else None
+
+
+def add_record(path: str | Path, record: dict) -> None:
+    """Put the run's record into a TIFF written before the run ended (a slice-by-slice
+    output), in place of any earlier one."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        imagej = tif.pages[0].imagej_description
+        if imagej is not None:
+            lines = [line for line in imagej.splitlines()
+                     if not line.startswith(f"{RECORD_KEY}=")]
+            text = "\n".join([*lines, f"{RECORD_KEY}={_record_text(record)}", ""])
+        else:
+            described = dict(tif.shaped_metadata[0]) if tif.shaped_metadata else {}
+            described[RECORD_KEY] = _record_text(record)
+            text = json.dumps(described)
+    tifffile.tiffcomment(path, text)
