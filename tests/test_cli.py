@@ -67,7 +67,7 @@ def test_restore_tiff_stack_keeps_dtype_axes_resolution_unit_and_records_run(tmp
 def test_a_tiff_stack_keeps_its_z_spacing_unit_by_unit_as_in_memory(tmp_path, cli, load):
     """A stack goes unit by unit (slice by slice, resumable) by default, and in memory with
     --stack-mode warm: both outputs keep the input's Z spacing, frame interval, unit and X/Y
-    pixel size where ImageJ reads them."""
+    pixel size where ImageJ reads them, and the record notes them."""
     pytest.importorskip("dask")
     pytest.importorskip("zarr")
     from napari_dip._batch_cli import wants_units
@@ -92,6 +92,8 @@ def test_a_tiff_stack_keeps_its_z_spacing_unit_by_unit_as_in_memory(tmp_path, cl
         back = _io.read_image(out)
         assert back.axes == "ZYX" and back.unit == "um" and back.z_spacing == 2.5
         assert back.resolution == pytest.approx((4.0, 5.0)) and back.frame_interval == 0.5
+        assert _io.read_record(out)["calibration"] == {
+            "pixel_size": [0.25, 0.2], "unit": "um", "z_spacing": 2.5, "frame_interval": 0.5}
 
 
 def test_sr_keeps_the_unit_and_divides_the_pixel_size(tmp_path, cli, load):

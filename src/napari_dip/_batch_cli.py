@@ -457,6 +457,7 @@ class _FileRun:
         fitted = [e for e in slices if e.get("stop_reason")]
         record = {
             **self.settings_,
+            "calibration": _io.calibration_record(self.src.calibration()),
             "slices": slices,
             "slices_done": [e["slice"] for e in slices if e.get("stop_reason") not in (
                 None, "user") and "error" not in e],

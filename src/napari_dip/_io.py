@@ -68,6 +68,16 @@ class ImageFile:
                                               "frame_interval")}
 
 
+def calibration_record(calibration: dict) -> dict:
+    """The run record's note of an input's physical sizes (:meth:`ImageFile.calibration`):
+    the pixel size along X and Y and the Z spacing in ``unit``, the frame interval in
+    seconds; those it gives."""
+    resolution = calibration.get("resolution")
+    note = {"pixel_size": None if resolution is None else [1 / resolution[0], 1 / resolution[1]],
+            **{k: calibration.get(k) for k in ("unit", "z_spacing", "frame_interval")}}
+    return {k: v for k, v in note.items() if v is not None}
+
+
 def _length_cm(unit: str | None) -> float | None:
     if unit is None:
         return None
