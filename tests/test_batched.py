@@ -295,12 +295,11 @@ def test_stack_batch_cancel_keeps_every_slice_s_best_so_far(noisy_stack):
 def test_cli_batch_option_reaches_the_record(tmp_path, data_dir, monkeypatch, unit_by_unit):
     # A TIFF stack goes unit by unit (resumable) where dask and zarr are installed, else through
     # restore_stack in memory: --batch reaches both.
-    import json
-
     import tifffile
 
     from napari_dip import _batch_cli
     from napari_dip._cli import main
+    from napari_dip._io import read_record
 
     if unit_by_unit:
         pytest.importorskip("dask")
@@ -312,8 +311,7 @@ def test_cli_batch_option_reaches_the_record(tmp_path, data_dir, monkeypatch, un
                      photometric="minisblack", metadata={"axes": "ZYX"})
     assert main(["restore", str(src), str(out), "--batch", "3", "--max-iters", "3", "--quiet",
                  "--device", "cpu", "--preset", "light", "--seed", "0"]) == 0
-    with tifffile.TiffFile(out) as tif:
-        record = json.loads(tif.shaped_metadata[0]["napari_dip"])
+    record = read_record(out)
     assert [s["iterations"] for s in record["slices"]] == [3, 3, 3]
     batched = {"size": 3, "path": "grouped-convolutions"}
     if unit_by_unit:

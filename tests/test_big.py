@@ -18,6 +18,7 @@ from ome_zarr.writer import add_metadata, write_multiscales_metadata  # noqa: E4
 
 import napari_dip.engine.units as units  # noqa: E402
 from napari_dip._cli import main  # noqa: E402
+from napari_dip._io import read_record  # noqa: E402
 
 FAST = ["--quiet", "--device", "cpu", "--preset", "light", "--seed", "0", "--max-iters", "3"]
 
@@ -191,7 +192,7 @@ def test_a_batch_on_a_scheduler_retries_a_failed_unit_and_keeps_the_others(
     for name, data in (("a.tif", stack[:2]), ("b.tif", stack[1:])):
         with tifffile.TiffFile(out / name) as f:
             assert f.series[0].shape == data.shape
-            record = json.loads(f.shaped_metadata[0]["napari_dip"])
+            record = read_record(out / name)
             assert record["slices_done"] == [0, 1]
     assert not (out / "a.tif.napari-dip").exists()  # finished: the file holds the record
     assert "2/2 file(s) restored" in capsys.readouterr().err

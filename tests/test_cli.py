@@ -1,6 +1,5 @@
 """The command line, end to end on real files."""
 
-import json
 import subprocess
 import sys
 
@@ -53,11 +52,12 @@ def test_restore_tiff_stack_keeps_dtype_axes_resolution_unit_and_records_run(tmp
     with tifffile.TiffFile(out) as tif:
         data = tif.series[0].asarray()
         assert tif.series[0].axes == "ZYX"
-        # The pixel size in a standard TIFF unit (4 px/um = 40000 px/cm), never inches ...
-        assert tif.pages[0].resolutionunit == tifffile.RESUNIT.CENTIMETER
-        assert tif.pages[0].get_resolution() == pytest.approx((40000.0, 40000.0))
-        record = json.loads(tif.shaped_metadata[0]["napari_dip"])
-    back = _io.read_image(out)  # ... and read back as it was given: 4 px per um
+        # An ImageJ hyperstack, as Fiji writes one: 4 px per um, the unit in the description
+        assert tif.imagej_metadata["unit"] == "um"
+        assert tif.pages[0].resolutionunit == tifffile.RESUNIT.NONE
+        assert tif.pages[0].get_resolution() == pytest.approx((4.0, 4.0))
+    record = _io.read_record(out)
+    back = _io.read_image(out)  # ... and read back as it was given
     assert back.unit == "um" and back.resolution == pytest.approx((4.0, 4.0))
     assert data.shape == stack.shape and data.dtype == np.uint16
     assert record["seed"] == 0 and len(record["slices"]) == 3
@@ -66,7 +66,8 @@ def test_restore_tiff_stack_keeps_dtype_axes_resolution_unit_and_records_run(tmp
 
 def test_a_tiff_stack_keeps_its_z_spacing_unit_by_unit_as_in_memory(tmp_path, cli, load):
     """A stack goes unit by unit (slice by slice, resumable) by default, and in memory with
-    --stack-mode warm: both outputs keep the input's Z spacing, unit and X/Y pixel size."""
+    --stack-mode warm: both outputs keep the input's Z spacing, frame interval, unit and X/Y
+    pixel size where ImageJ reads them, and the record notes them."""
     pytest.importorskip("dask")
     pytest.importorskip("zarr")
     from napari_dip._batch_cli import wants_units
@@ -74,7 +75,7 @@ def test_a_tiff_stack_keeps_its_z_spacing_unit_by_unit_as_in_memory(tmp_path, cl
     src = tmp_path / "stack.tif"
     tifffile.imwrite(src, load("nuclei3d_3x40x40_uint16.tif"), imagej=True,
                      resolution=(4.0, 5.0), metadata={"spacing": 2.5, "unit": "um",
-                                                      "axes": "ZYX"})
+                                                      "finterval": 0.5, "axes": "ZYX"})
     units_out, memory_out = tmp_path / "units.tif", tmp_path / "memory.tif"
     assert wants_units(_parser().parse_args(["restore", str(src), str(units_out)]))
     assert cli("restore", src, units_out, "--max-iters", "3") == 0
@@ -82,15 +83,17 @@ def test_a_tiff_stack_keeps_its_z_spacing_unit_by_unit_as_in_memory(tmp_path, cl
 
     def metadata(path):
         with tifffile.TiffFile(path) as tif:
-            return (tif.series[0].axes, tif.shaped_metadata[0].get("spacing"),
-                    tif.shaped_metadata[0].get("unit"), tif.pages[0].resolutionunit,
-                    tif.pages[0].get_resolution())
+            meta = tif.imagej_metadata
+            return (tif.series[0].axes, meta["spacing"], meta["finterval"], meta["unit"],
+                    tif.pages[0].resolutionunit, tif.pages[0].get_resolution())
 
     assert metadata(units_out) == metadata(memory_out)
     for out in (units_out, memory_out):
         back = _io.read_image(out)
         assert back.axes == "ZYX" and back.unit == "um" and back.z_spacing == 2.5
-        assert back.resolution == pytest.approx((4.0, 5.0))
+        assert back.resolution == pytest.approx((4.0, 5.0)) and back.frame_interval == 0.5
+        assert _io.read_record(out)["calibration"] == {
+            "pixel_size": [0.25, 0.2], "unit": "um", "z_spacing": 2.5, "frame_interval": 0.5}
 
 
 def test_sr_keeps_the_unit_and_divides_the_pixel_size(tmp_path, cli, load):
@@ -124,7 +127,7 @@ def test_inpaint_with_mask_file_composites_known_pixels(tmp_path, cli, load):
     assert cli("restore", "@kate_64.png", raw, "--task", "inpaint", "--mask",
                "@kate_64_fill_mask.png", "--max-iters", "3", "--no-composite") == 0
     with tifffile.TiffFile(raw) as tif:
-        assert json.loads(tif.shaped_metadata[0]["napari_dip"])["composite"] is False
+        assert _io.read_record(raw)["composite"] is False
         assert not np.array_equal(tif.asarray()[known], load("kate_64.png")[known])
 
 
@@ -202,7 +205,7 @@ def test_a_constant_slice_is_passed_through_and_a_failed_slice_does_not_lose_the
     assert "slice (0,): passed through unchanged (constant)" in err
     with tifffile.TiffFile(out) as tif:
         data = tif.asarray()
-        record = json.loads(tif.shaped_metadata[0]["napari_dip"])
+    record = _io.read_record(out)
     np.testing.assert_array_equal(data[0], stack[0])
     np.testing.assert_array_equal(data[2], stack[2])
     assert not np.array_equal(data[1], stack[1])

@@ -1,11 +1,10 @@
 """Command-line options for microscopy: noise model, PSF, guide and stack mode."""
 
-import json
-
 import numpy as np
 import pytest
 import tifffile
 
+from napari_dip import _io
 from napari_dip._cli import _parser, main
 from napari_dip.choices import NOISE_MODEL, STACK_MODE
 
@@ -21,8 +20,7 @@ def cli(data_dir):
 
 
 def _record(path):
-    with tifffile.TiffFile(path) as tif:
-        return json.loads(tif.shaped_metadata[0]["napari_dip"])
+    return _io.read_record(path)
 
 
 def test_options_and_their_defaults():
@@ -80,6 +78,21 @@ def test_guide_of_the_wrong_size_is_named(tmp_path, cli, capsys, load):
                "--max-iters", "1") == 2
     err = capsys.readouterr().err
     assert "guide" in err and str(guide) in err and "(64, 64)" in err
+
+
+def test_an_ome_tiff_z_stack_gives_the_3d_mode_its_voxel_size(tmp_path, cli, capsys, load):
+    src = tmp_path / "stack.ome.tif"
+    tifffile.imwrite(src, load("nuclei3d_3x40x40_uint16.tif"), ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25,
+                               "PhysicalSizeZ": 1000, "PhysicalSizeZUnit": "nm"})
+    assert cli("restore", src, tmp_path / "o.tif", "--stack-mode", "3d", "--dry-run") == 0
+    assert "voxel size (Z, Y, X) 1 x 0.25 x 0.25" in capsys.readouterr().out
+    out = tmp_path / "vol.tif"
+    assert cli("restore", src, out, "--stack-mode", "3d", "--max-iters", "1") == 0
+    assert _record(out)["stack_mode"]["voxel_size"] == pytest.approx([1.0, 0.25, 0.25])
+    with tifffile.TiffFile(out) as tif:  # the output keeps the Z spacing, for ImageJ too
+        assert tif.imagej_metadata["spacing"] == pytest.approx(1.0)
+        assert tif.imagej_metadata["unit"] == "\\u00B5m"
 
 
 def test_guide_is_recorded(tmp_path, cli, load):

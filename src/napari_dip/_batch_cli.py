@@ -344,7 +344,7 @@ class _FileRun:
         return True
 
     def _sink(self, resume: bool):
-        from ._lazy_io import MemorySink, TiffSink, tiff_pixel_size
+        from ._lazy_io import MemorySink, TiffSink
 
         src, out, f = self.src, self.out, self.factor
         if is_zarr(out):
@@ -356,10 +356,11 @@ class _FileRun:
                             resume=resume)
             sink.group.require_group("napari_dip")  # the ledger's folder, a zarr group
             return sink
-        size = tiff_pixel_size(src, f)  # (resolution, unit, Z spacing)
+        calibration = src.calibration(f)
         if out.suffix.lower() in _io.TIFF_SUFFIXES:
-            return TiffSink(out, self.out_shape, src.dtype, self.letters, *size, resume=resume)
-        return MemorySink(out, self.out_shape, src.dtype, self.letters, *size)
+            return TiffSink(out, self.out_shape, src.dtype, self.letters, calibration,
+                            resume=resume)
+        return MemorySink(out, self.out_shape, src.dtype, self.letters, calibration)
 
     # -- running ----------------------------------------------------------------------
     def run(self, executor, cancel) -> int:
@@ -471,6 +472,7 @@ class _FileRun:
         fitted = [e for e in slices if e.get("stop_reason")]
         record = {
             **self.settings_,
+            "calibration": _io.calibration_record(self.src.calibration()),
             "slices": slices,
             "slices_done": [e["slice"] for e in slices if e.get("stop_reason") not in (
                 None, "user") and "error" not in e],

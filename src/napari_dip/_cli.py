@@ -9,8 +9,10 @@ import argparse
 import signal
 import sys
 import threading
+from dataclasses import replace
 
-from ._io import FORMATS_HELP, ImageFile, check_output_path, read_image, write_image
+from ._io import (FORMATS_HELP, ImageFile, calibration_record, check_output_path,
+                  read_image, write_image)
 from .choices import CHANNELS, NOISE_MODEL, PRESET, SR_FACTOR, STACK_MODE, STOPPING, TASK
 from .engine.axes import from_letters
 
@@ -166,9 +168,8 @@ def run_restore(args: argparse.Namespace) -> int:
     resolution = src.resolution
     if resolution is not None and args.task == "sr":
         resolution = (resolution[0] * args.factor, resolution[1] * args.factor)
-    write_image(args.output, ImageFile(out, axes, resolution, src.unit, src.z_spacing),
-                result.record)
-    rec = result.record
+    rec = {**result.record, "calibration": calibration_record(src.calibration())}
+    write_image(args.output, replace(src, data=out, axes=axes, resolution=resolution), rec)
     threads = "" if rec.get("threads") is None else f" with {rec['threads']} thread(s)"
     print(
         f"wrote {args.output}: {out.shape} {out.dtype}; {rec['iterations']} iterations, "

@@ -10,7 +10,6 @@ into memory, written at the end. Imports dask, zarr and tifffile only when calle
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +42,23 @@ class LazyImage:
     @property
     def dtype(self) -> np.dtype:
         return np.dtype(self.data.dtype)
+
+    def calibration(self, factor: int = 1) -> dict:
+        """The physical sizes as :meth:`._io.ImageFile.calibration` gives them, for a TIFF
+        (one unit for X, Y and Z; ``factor``: a super-resolution's)."""
+        resolution, unit = None, self.units.get("X") or self.units.get("Y")
+        if "X" in self.scale and "Y" in self.scale:
+            resolution = (factor / self.scale["X"], factor / self.scale["Y"])
+        z, z_unit = self.scale.get("Z"), self.units.get("Z")
+        if resolution is None:
+            unit = z_unit if z is not None else None
+        elif z is not None and z_unit is not None and unit is not None:
+            z = _io._convert(z, z_unit, unit)
+        t, t_unit = self.scale.get("T"), self.units.get("T")
+        # a time axis without a unit (OME-Zarr's default scale of 1) gives no frame interval
+        frame_interval = _io._seconds(t, t_unit) if t_unit is not None else None
+        return {"resolution": resolution, "unit": unit, "z_spacing": z,
+                "frame_interval": frame_interval}
 
     def close(self) -> None:
         if self.closer is not None:
@@ -83,33 +99,17 @@ def open_input(path, role: str = "input") -> LazyImage:
         raise ValueError(f"{role} file {str(path)!r} is not a readable TIFF file ({exc})") from exc
     series = tif.series[0]
     data = da.from_zarr(zarr.open(series.aszarr(), mode="r"))
-    resolution, unit = _io._tiff_resolution(tif)
-    z_spacing = _io._tiff_z_spacing(tif)
+    cal = _io.tiff_calibration(tif)
     scale, units = {}, {}
-    if resolution is not None:
-        scale = {"X": 1 / resolution[0], "Y": 1 / resolution[1]}
-        if unit is not None:
-            units = {"X": unit, "Y": unit}
-    if z_spacing is not None and "Z" in series.axes:
-        scale["Z"] = z_spacing
-        if unit is not None:
-            units["Z"] = unit
+    if cal["resolution"] is not None:
+        scale = {"X": 1 / cal["resolution"][0], "Y": 1 / cal["resolution"][1]}
+    if cal["z_spacing"] is not None and "Z" in series.axes:
+        scale["Z"] = cal["z_spacing"]
+    if cal["unit"] is not None:
+        units = dict.fromkeys(scale, cal["unit"])
+    if cal["frame_interval"] is not None:
+        scale["T"], units["T"] = cal["frame_interval"], "s"
     return LazyImage(data, series.axes, str(path), scale, units, closer=tif)
-
-
-def tiff_pixel_size(image: LazyImage, factor: int = 1):
-    """(pixels per unit along X, Y), the unit and the Z spacing in that unit, as
-    :func:`._io.tiff_options` takes them (``factor``: a super-resolution's)."""
-    resolution, unit = None, image.units.get("X") or image.units.get("Y")
-    if "X" in image.scale and "Y" in image.scale:
-        resolution = (factor / image.scale["X"], factor / image.scale["Y"])
-    z, z_unit = image.scale.get("Z"), image.units.get("Z")
-    if resolution is None:
-        unit = z_unit if z is not None else None
-    elif z is not None and z_unit is not None and unit is not None and z_unit != unit:
-        z_cm, cm = _io._length_cm(z_unit), _io._length_cm(unit)
-        z = z * z_cm / cm if z_cm and cm else None  # a TIFF has one unit for X, Y and Z
-    return resolution, unit, z
 
 
 def place(slice_coords: dict, plane_letters: str, out_axes: str):
@@ -142,10 +142,10 @@ class _Sink:
 
 
 class TiffSink(_Sink):
-    """An uncompressed TIFF laid out in full at the start, written in place slice by slice."""
+    """An uncompressed TIFF laid out in full at the start, written in place slice by slice;
+    ``calibration``: the physical sizes, as :meth:`LazyImage.calibration` gives them."""
 
-    def __init__(self, path: Path, shape, dtype, axes: str, resolution, unit, z_spacing,
-                 resume: bool):
+    def __init__(self, path: Path, shape, dtype, axes: str, calibration: dict, resume: bool):
         import tifffile
 
         self.path, self.axes = Path(path), axes
@@ -156,10 +156,9 @@ class TiffSink(_Sink):
                                  f"{self.array.shape}, not the {np.dtype(dtype)} {tuple(shape)} "
                                  "this run writes; use --restart to start it again")
             return
-        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        self.array = tifffile.memmap(
-            self.path, shape=tuple(shape), dtype=dtype, bigtiff=nbytes > 2**32 - 2**25,
-            **_io.tiff_options(axes, tuple(shape), resolution, unit, z_spacing))
+        self.array = tifffile.memmap(self.path, shape=tuple(shape), dtype=dtype,
+                                     **_io.tiff_options(axes, tuple(shape), dtype,
+                                                        **calibration))
 
     def _array(self):
         return self.array
@@ -168,31 +167,25 @@ class TiffSink(_Sink):
         self.array.flush()
 
     def finish(self, record: dict, complete: bool) -> None:
-        import tifffile
-
         self.array.flush()
         del self.array
-        # The run's record joins the axes, unit and spacing in tifffile's JSON description.
-        with tifffile.TiffFile(self.path) as tif:
-            described = dict(tif.shaped_metadata[0]) if tif.shaped_metadata else {}
-        described["napari_dip"] = json.dumps(record, default=str)
-        tifffile.tiffcomment(self.path, json.dumps(described))
+        _io.add_record(self.path, record)
 
 
 class MemorySink(_Sink):
     """PNG/JPEG/BMP (and anything small): kept in memory, written at the end."""
 
-    def __init__(self, path: Path, shape, dtype, axes: str, resolution, unit, z_spacing):
+    def __init__(self, path: Path, shape, dtype, axes: str, calibration: dict):
         self.path, self.axes = Path(path), axes
         self.array = np.zeros(shape, dtype)
-        self.resolution, self.unit, self.z_spacing = resolution, unit, z_spacing
+        self.calibration = calibration
 
     def _array(self):
         return self.array
 
     def finish(self, record: dict, complete: bool) -> None:
-        _io.write_image(self.path, _io.ImageFile(self.array, self.axes, self.resolution,
-                                                 self.unit, self.z_spacing), record)
+        _io.write_image(self.path, _io.ImageFile(self.array, self.axes, **self.calibration),
+                        record)
 
 
 def check_output(path, dtype, shape, axes) -> None:
