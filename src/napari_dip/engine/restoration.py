@@ -20,7 +20,7 @@ from . import arrays
 from .devices import (
     DIPMemoryError, check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device,
 )
-from .fit import fit, observation_noise_variance
+from .fit import fit
 from .intensity import IntensityMap
 from .masks import classify_mask
 from .noise import estimate_noise
@@ -497,14 +497,10 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
     for gi, group in enumerate(groups):
         if check is not None and check():
             break
-        op = _group_operator(job, group)
-        noise_variance = None
-        if op.stop_factor != 1:
-            noise_variance = op.stop_factor * observation_noise_variance(job.data[:, group], op)
         steps = fit(
-            job.data[:, group], op, config, device=job.device, seed=job.seed,
-            noise_variance=noise_variance,
-            cancel=check, reference=None if job.reference is None else job.reference[group],
+            job.data[:, group], _group_operator(job, group), config, device=job.device,
+            seed=job.seed, cancel=check,
+            reference=None if job.reference is None else job.reference[group],
             net_input=job.net_input,
             initial_state=None if job.warm_states is None else job.warm_states.get(gi),
             return_state=job.warm_states is not None,

@@ -99,7 +99,8 @@ def restore_volume_iter(
         noise = choose_noise_model(noise_model, est, observed.reshape(len(observed), -1), name)
     anscombe = noise.anscombe()
     data = observed if anscombe is None else anscombe.forward(observed)
-    # The stopping rule's target, measured in the data term's own space.
+    # The data term's noise level, in its own space: measured here, as the fit's 2-D
+    # estimator cannot read a volume's planes together.
     noise_variance = estimate_noise(_planes(data)).mean_variance
 
     operator, gain = Identity(), 1.0
@@ -112,7 +113,6 @@ def restore_volume_iter(
         gain = deconvolution_gain(p.kernel)
         operator = Blur(p.kernel, p.to_dict(), gain=gain)
     fit_operator = operator if anscombe is None else Stabilised(operator, anscombe)
-    noise_variance *= operator.stop_factor
 
     dev = resolve_device(device)
     preset = resolve_preset(preset, dev.type)
