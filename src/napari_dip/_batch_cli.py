@@ -246,20 +246,21 @@ class _FileRun:
     # -- planning -----------------------------------------------------------------------
     def plan(self) -> None:
         from .choices import resolve_preset
-        from .engine import tiles
         from .engine.devices import resolve_device
         from .engine.presets import make_config
+        from .engine.tiles import choose_tiling
         from .engine.units import plan_units
 
-        args, (h, w) = self.args, self.layout.yx_shape
+        args = self.args
         device = resolve_device(args.device)
         self.preset = resolve_preset(args.preset, device.type)
         spec = make_config(args.task, self.preset,
                            self.factor if args.task == "sr" else None).net
-        tile = args.tile or tiles.tile_size_for(h, w, spec, device, self.factor)
-        self.tile = None if tile is None or tile >= max(h, w) else int(tile)
-        self.overlap = None if self.tile is None else tiles.default_overlap(spec, self.tile)
-        self.units = plan_units(self.layout.n_slices, (h, w), self.tile, self.overlap)
+        self.tiling = choose_tiling(self.layout.yx_shape, spec, device, self.factor,
+                                    tile=args.tile or None)
+        self.tile = self.tiling.tile
+        self.overlap = self.tiling.overlap if self.tiling.tiled else None
+        self.units = plan_units(self.layout.n_slices, self.tiling)
 
     def settings(self, seed: int) -> dict:
         from . import __version__
@@ -280,7 +281,7 @@ class _FileRun:
 
         return shared_map(self.read, range(self.layout.n_slices), self.masks, self.cax,
                           self.args.task, self.layout.colour, f"input {str(self.inp)!r}",
-                          tile=self.tile, overlap=self.overlap,
+                          tiling=self.tiling,
                           slice_name=lambda i: f"input {str(self.inp)!r} slice {self.where(i)}")
 
     def print_plan(self, finished: int) -> None:

@@ -364,9 +364,9 @@ def _tiling_note(h: int, w: int, f: int, spec, device) -> str:
     """What the run does when one fit of an ``h`` x ``w`` input (an output ``f`` times larger)
     would not fit the device's memory."""
     from .engine.devices import estimate_memory
-    from .engine.tiles import tile_size_for
+    from .engine.tiles import choose_tiling
 
-    tile = tile_size_for(h, w, spec, device, f)
+    tile = choose_tiling((h, w), spec, device, f).tile
     if tile is None:
         return ""
     need = estimate_memory(tile * f, tile * f, spec) / 2**20

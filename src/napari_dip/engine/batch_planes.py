@@ -127,7 +127,8 @@ def _run(jobs, fits, units, check, slice_indices, n_slices):
             for (j, _), group in zip(units, group_of)]
     steps = fit_batch(
         [jobs[j].data[:, group] for (j, _), group in zip(units, group_of)],
-        [_group_operator(jobs[j], group) for (j, _), group in zip(units, group_of)], config,
+        [_group_operator(jobs[j].fit_operator, group, len(jobs[j].cyx))
+         for (j, _), group in zip(units, group_of)], config,
         device=first.device,
         seeds=[jobs[j].seed for j, _ in units], cancel=check,
         references=refs if all(r is not None for r in refs) else None,
@@ -147,7 +148,7 @@ def _run(jobs, fits, units, check, slice_indices, n_slices):
             if config.preview_every and event.iteration >= next_preview[k]:
                 next_preview[k] = event.iteration - event.iteration % config.preview_every + \
                     config.preview_every
-                preview = fits[j].preview(job, group_of[k], event.estimate)
+                preview = fits[j].preview(job.output, group_of[k], event.estimate)
             yield Progress(
                 event.iteration, config.max_iters, event.loss, event.signal,
                 event.best_iteration, event.elapsed, preview, event.psnr, g, len(job.groups),

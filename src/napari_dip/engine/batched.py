@@ -32,8 +32,8 @@ from torch import nn
 
 from .fit import (
     CHECKPOINT_EVERY, FitOutcome, FitStep, LossReader, autocast_context, ema_decay, ema_lag,
-    initial_network, observation_noise_variance, precision_name, resolve_precision,
-    resolve_sync_every, stopping_rule,
+    initial_network, precision_name, resolve_precision, resolve_sync_every, stop_variance,
+    stopping_rule,
 )
 from .generators import build_generator, padded_size
 from .operators import Identity, Operator, psnr
@@ -271,9 +271,7 @@ def fit_batch(
     loss_jump = 10 ** (config.backtrack_db / 10) if config.backtrack else None
     units = []
     for k in range(n):
-        # A deconvolution stops a little above the noise level (Morozov): stop_factor.
-        variance = ops[k].stop_factor * observation_noise_variance(observations[k], ops[k])
-        rule = stopping_rule(config, variance, lag)
+        rule = stopping_rule(config, stop_variance(observations[k], ops[k]), lag)
         units.append(_Unit(k, seed_of[k], LossReader(rule, lag, loss_jump)))
     needs_outputs = units[0].reader.rule.needs_outputs
     sync_every = resolve_sync_every(config, device, needs_outputs or refs is not None)

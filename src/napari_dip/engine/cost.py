@@ -29,7 +29,7 @@ from ..formatting import format_bytes, format_duration
 from .devices import DIPMemoryError, check_fits, cpu_threads, estimate_memory, resolve_device
 from .generators import padded_size, volume_spec
 from .presets import make_config
-from .tiles import default_overlap, plan_tiles, tile_size_for
+from .tiles import choose_tiling
 
 #: Largest number of output pixels measured directly; larger images are measured on a crop.
 MEASURE_PIXELS = 256 * 256
@@ -139,11 +139,8 @@ def estimate_run(
                                 threads=threads, measure=measure)
     f = factor if task == "sr" else 1
     # a plane too big for one fit is restored in tiles (as restore_iter does by default)
-    tile = tile_size_for(height, width, config.net, dev, f)
-    fit_hw, n_tiles = (height, width), 1
-    if tile is not None:
-        n_tiles = len(plan_tiles((height, width), tile, default_overlap(config.net, tile)))
-        fit_hw = (min(tile, height), min(tile, width))
+    tiling = choose_tiling((height, width), config.net, dev, f)
+    fit_hw, n_tiles = tiling.fit_shape, len(tiling.tiles()) if tiling.tiled else 1
     spi = measured = None
     if measure:
         spi, measured = seconds_per_iteration(*fit_hw, task, preset=preset, device=dev,
@@ -152,7 +149,7 @@ def estimate_run(
         memory_bytes=estimate_memory(fit_hw[0] * f, fit_hw[1] * f, config.net),
         seconds_per_iteration=spi, max_iterations=config.max_iters, stopping=config.stopping,
         fits=max(int(fits), 1) * n_tiles, device=str(dev), preset=preset, measured_on=measured,
-        tile=tile, tiles=n_tiles, stack_mode=stack_mode,
+        tile=tiling.tile, tiles=n_tiles, stack_mode=stack_mode,
     )
 
 

@@ -176,6 +176,16 @@ def observation_noise_variance(observation: torch.Tensor, operator: Operator) ->
     return estimate_noise(observation[0].cpu().numpy(), known).mean_variance
 
 
+def stop_variance(observation: torch.Tensor, operator: Operator,
+                  noise_variance: float | None = None) -> float:
+    """The data term's level for the stopping rule: the observation's noise variance (as given,
+    or measured), times the operator's ``stop_factor`` (a deconvolution stops a little above
+    the noise level: Morozov)."""
+    if noise_variance is None:
+        noise_variance = observation_noise_variance(observation, operator)
+    return operator.stop_factor * noise_variance
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` ('auto', 'float32', 'bfloat16') on ``device``;
     None means plain float32. 'auto' is bfloat16 on CUDA devices that support it: CPUs without
@@ -303,10 +313,11 @@ def fit(
     (e.g. the flash image of a flash/no-flash pair); it is padded to the network's size.
     ``initial_state`` starts from given weights (a warm start) instead of a random init;
     ``return_state`` puts the final weights in the outcome. ``noise_variance`` is the data
-    term's noise level for the stopping rule when it is known (a volume, whose planes the 2-D
-    estimator cannot see together); None estimates it from the observation. ``output_level``
-    (per channel, in [0, 1]) is where the network's output starts (:func:`set_output_level`);
-    ignored with ``initial_state``.
+    term's noise level when it is known (a volume, whose planes the 2-D estimator cannot see
+    together); None estimates it from the observation. The stopping rule aims at it times
+    the operator's stop factor (:func:`stop_variance`). ``output_level`` (per channel, in
+    [0, 1]) is where the network's output starts (:func:`set_output_level`); ignored with
+    ``initial_state``.
     Tensors may be volumes, (1, C, Z, h, w), given a 3-D generator and a ``net_input``.
 
     The outcome is the generator's return value (``StopIteration.value``); ``run_fit`` is the
@@ -331,10 +342,8 @@ def fit(
     y = observation.to(device)
     op = operator.to(device)
     ref = reference.to(device) if reference is not None else None
-    if noise_variance is None:
-        noise_variance = observation_noise_variance(observation, operator)
     lag = ema_lag(config.ema)
-    rule = stopping_rule(config, noise_variance, lag)
+    rule = stopping_rule(config, stop_variance(observation, operator, noise_variance), lag)
     sync_every = resolve_sync_every(config, device, rule.needs_outputs or ref is not None)
     # ``kept`` holds verified weights; ``candidate`` the weights of the latest checkpoint
     # iteration, saved before its step and kept once its data term has been read and found sound.

@@ -20,7 +20,7 @@ from . import arrays
 from .devices import (
     DIPMemoryError, check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device,
 )
-from .fit import fit, observation_noise_variance
+from .fit import fit
 from .intensity import IntensityMap
 from .masks import classify_mask
 from .noise import estimate_noise
@@ -294,24 +294,25 @@ class _Job:
     def out_hw(self) -> tuple[int, int]:
         return self.operator.output_size(self.cyx.shape[1:])
 
-    def unbiased(self, x: torch.Tensor) -> np.ndarray:
-        """A normalised (C, Y, X) estimate as E[z]: under the Poisson-Gaussian model a denoised
-        image is E[f(z)] in stabilised space, mapped back by the exact unbiased inverse (the
-        algebraic one is biased at low counts). Other models and tasks: unchanged."""
-        anscombe = self.noise.anscombe() if isinstance(self.fit_operator, Stabilised) else None
-        if anscombe is None or not isinstance(self.operator, Identity):
-            return x.numpy()
-        return np.clip(anscombe.unbiased_inverse(anscombe.forward(x.numpy())), 0, 1)
-
     def output(self, x: torch.Tensor, as_float: bool = False) -> np.ndarray:
         """A normalised (C, Y', X') estimate in the caller's units, dtype and layout."""
-        out = self.norm.inverse(self.unbiased(x), as_float=as_float)
+        out = self.norm.inverse(unbiased(x.numpy(), self.fit_operator), as_float=as_float)
         if self.composite and self.known is not None:
             out = np.where(self.known, self.cyx.astype(out.dtype, copy=False), out)
         if self.alpha is not None:
             a = self.alpha if self.factor is None else arrays.repeat_yx(self.alpha, self.factor, 0)
             out = np.concatenate([out, a[None].astype(out.dtype)])
         return self.layout.from_cyx(out)
+
+
+def unbiased(x: np.ndarray, fit_operator: Operator) -> np.ndarray:
+    """A normalised estimate (C, ...) as E[z]: under the Poisson-Gaussian model a denoised
+    image is E[f(z)] in stabilised space, mapped back by the exact unbiased inverse (the
+    algebraic one is biased at low counts). Other models and tasks: unchanged."""
+    if not (isinstance(fit_operator, Stabilised) and isinstance(fit_operator.inner, Identity)):
+        return x
+    anscombe = fit_operator.anscombe
+    return np.clip(anscombe.unbiased_inverse(anscombe.forward(x)), 0, 1)
 
 
 def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, channels,
@@ -432,12 +433,12 @@ class _Fits:
         self.planes.append(_plane_record(group, outcome))
         self.parameters = outcome.parameters
 
-    def preview(self, job: _Job, group: list[int], estimate: torch.Tensor) -> np.ndarray:
+    def preview(self, output: Callable, group: list[int], estimate: torch.Tensor) -> np.ndarray:
         """What a preview shows: the plane so far with ``group``'s current estimate, in the
-        caller's units (float)."""
+        caller's units (float; ``output`` as :meth:`_Job.output`)."""
         shown = self.image.clone()
         shown[group] = estimate.detach().clamp(0, 1).cpu()
-        return job.output(shown, as_float=True)
+        return output(shown, as_float=True)
 
 
 #: FitOutcome fields that are not part of a plane's record (tensors, or recorded elsewhere).
@@ -457,13 +458,12 @@ def _plane_record(group: list[int], outcome) -> dict:
     return rec
 
 
-def _group_operator(job: _Job, group: list[int]) -> Operator:
-    """The data term's operator for the channels of one group (a stabilising transform is per
-    channel)."""
-    op = job.fit_operator
-    if isinstance(op, Stabilised) and len(group) != job.cyx.shape[0]:
-        return Stabilised(job.operator, op.anscombe.select(group))
-    return op
+def _group_operator(fit_operator: Operator, group: list[int], n_channels: int) -> Operator:
+    """The data term's operator for the channels of one group, of ``n_channels`` (a
+    stabilising transform is per channel)."""
+    if isinstance(fit_operator, Stabilised) and len(group) != n_channels:
+        return Stabilised(fit_operator.inner, fit_operator.anscombe.select(group))
+    return fit_operator
 
 
 def _fit_groups(job: _Job, check: Callable[[], bool] | None, batch: int | None = 1):
@@ -497,40 +497,22 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
     for gi, group in enumerate(groups):
         if check is not None and check():
             break
-        op = _group_operator(job, group)
-        noise_variance = None
-        if op.stop_factor != 1:
-            noise_variance = op.stop_factor * observation_noise_variance(job.data[:, group], op)
         steps = fit(
-            job.data[:, group], op, config, device=job.device, seed=job.seed,
-            noise_variance=noise_variance,
-            cancel=check, reference=None if job.reference is None else job.reference[group],
+            job.data[:, group], _group_operator(job.fit_operator, group, len(job.cyx)), config,
+            device=job.device, seed=job.seed, cancel=check,
+            reference=None if job.reference is None else job.reference[group],
             net_input=job.net_input,
             initial_state=None if job.warm_states is None else job.warm_states.get(gi),
             return_state=job.warm_states is not None,
         )
-        next_preview = config.preview_every
         try:
-            while True:
-                step = next(steps)
-                preview = None
-                if config.preview_every and step.iteration >= next_preview:
-                    next_preview = step.iteration - step.iteration % config.preview_every + \
-                        config.preview_every
-                    preview = fits.preview(job, group, step.estimate)
-                yield Progress(
-                    step.iteration, config.max_iters, step.loss, step.signal,
-                    step.best_iteration, step.elapsed, preview, step.psnr, gi, len(groups),
-                    status=step.status,
-                )
-        except StopIteration as done:
-            outcome = done.value
+            outcome = yield from fit_progress(steps, config, gi, len(groups),
+                                              lambda e: fits.preview(job.output, group, e))
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise memory_error(*job.out_hw, config.net, job.device, job.preset) from exc
             raise
         finally:
-            steps.close()
             if job.device.type == "cuda":
                 torch.cuda.empty_cache()
         fits.add(group, outcome)
@@ -541,6 +523,27 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
             break
     fits.complete = len(fits.planes) == len(groups)
     return fits
+
+
+def fit_progress(steps, config: FitConfig, plane: int, n_planes: int,
+                 preview: Callable[[torch.Tensor], np.ndarray]):
+    """Run a fit's ``steps`` to their end, yielding a :class:`Progress` per step, with
+    ``preview(estimate)`` every ``config.preview_every`` iterations; returns the outcome."""
+    every, next_preview = config.preview_every, config.preview_every
+    try:
+        while True:
+            step = next(steps)
+            shown = None
+            if every and step.iteration >= next_preview:
+                next_preview = step.iteration - step.iteration % every + every
+                shown = preview(step.estimate)
+            yield Progress(step.iteration, config.max_iters, step.loss, step.signal,
+                           step.best_iteration, step.elapsed, shown, step.psnr, plane,
+                           n_planes, status=step.status)
+    except StopIteration as done:
+        return done.value
+    finally:
+        steps.close()
 
 
 def overall_stop_reason(reasons: list[str], complete: bool) -> str:

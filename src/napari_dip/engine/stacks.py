@@ -70,6 +70,69 @@ def _passthrough(plane: np.ndarray, task: str, factor: int, layout: arrays.Layou
     return layout.from_cyx(arrays.repeat_yx(layout.to_cyx(plane), factor, 1))
 
 
+class StackRecord:
+    """What became of each slice of a stack run, gathered as the run goes, and the run's record
+    made from it: one builder for a stack in memory (:func:`restore_stack_iter`) and for a lazy
+    one read slice by slice (the widget's), so that their records cannot drift apart."""
+
+    def __init__(self, task: str, seed: int, norm: IntensityMap):
+        self.norm = norm
+        self.entries: dict[int, dict] = {}
+        self.errors: list[tuple[int, Exception]] = []
+        self.history: list = []
+        self.settings = {"task": task, "seed": seed}  # a restored slice's record replaces it
+        self.clipped = self.counted = 0
+
+    def skipped(self, i: int, reason: str) -> None:
+        self.entries[i] = {"slice": i, "skipped": reason, "iterations": 0, "seconds": 0.0}
+
+    def failed(self, i: int, exc: Exception) -> None:
+        self.errors.append((i, exc))
+        self.entries[i] = {"slice": i, "error": f"{type(exc).__name__}: {exc}", "iterations": 0,
+                           "seconds": 0.0}
+
+    def restored(self, i: int, result: Result) -> None:
+        self.entries[i] = {"slice": i, **{k: result.record[k] for k in (
+            "iterations", "best_iteration", "stop_reason", "seconds", "planes")}}
+        self.history.append(result.history)
+        self.settings = result.record
+
+    def count_clipped(self, colour: np.ndarray, known: np.ndarray | None) -> None:
+        """Count a slice's (C, Y, X) pixels, and those the intensity map clips (observed only)."""
+        self.clipped += self.norm.count_clipped(colour, known)
+        self.counted += colour.size if known is None else int(known.sum()) * len(colour)
+
+    def finish(self, todo: list[int], input_shape, mode: dict, cancelled: bool, check=None,
+               **extra) -> dict:
+        """The run's record over the slices ``todo`` (``extra`` keys after the totals); raises
+        the first error when no slice was restored. ``cancelled``: a fit was stopped; ``check``
+        (the cancel check) also tells a run stopped between two slices."""
+        cancelled = cancelled or (check is not None and check() and len(self.entries) < len(todo))
+        restored = [e for e in self.entries.values() if "stop_reason" in e]
+        if self.errors and not restored:
+            raise self.errors[0][1]
+        records = [self.entries[i] for i in todo if i in self.entries]
+        record = {
+            **{k: v for k, v in self.settings.items() if k != "planes"},
+            "input_shape": list(input_shape),
+            "stack_mode": mode,
+            "normalisation": {**self.norm.to_dict(),
+                              "clipped_fraction": self.clipped / max(self.counted, 1)},
+            "slices": records,
+            "slices_done": [e["slice"] for e in restored if e["stop_reason"] != "user"],
+            "stop_reason": overall_stop_reason([e["stop_reason"] for e in restored],
+                                               complete=not cancelled),
+            "iterations": sum(e["iterations"] for e in records),
+            "best_iteration": [e.get("best_iteration") for e in records],
+            "seconds": round(sum(e["seconds"] for e in records), 3),
+            **extra,
+        }
+        if self.errors:
+            record["errors"] = [{"slice": i, "error": self.entries[i]["error"]}
+                                for i, _ in self.errors]
+        return record
+
+
 def restore_stack_iter(
     stack: np.ndarray,
     task: str = "denoise",
@@ -148,10 +211,9 @@ def restore_stack_iter(
     warm_states = {} if mode["mode"] == "warm" else None
 
     out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
-    entries, history, errors = {}, [], []
-    settings, cancelled = {"task": task, "seed": seed}, False
+    log, cancelled = StackRecord(task, seed, norm), False
     for i in skipped:
-        entries[i] = {"slice": i, "skipped": skipped[i], "iterations": 0, "seconds": 0.0}
+        log.skipped(i, skipped[i])
 
     if warm_states is not None or guide is not None:
         batch = 1  # each warm slice starts from the one before; a guide is the input of one fit
@@ -172,47 +234,21 @@ def restore_stack_iter(
                 continue
             i, result, exc = event
             if exc is not None:
-                errors.append((i, exc))
-                entries[i] = {"slice": i, "error": f"{type(exc).__name__}: {exc}",
-                              "iterations": 0, "seconds": 0.0}
+                log.failed(i, exc)
                 if isinstance(exc, MemoryError):
                     break  # the next slices, of the same size, would not fit either
                 continue
             if result.stop_reason != "user" and i in last:
                 yield replace(last[i], preview=result.image.astype(np.float32), final=True)
             out[i] = result.image
-            entries[i] = {"slice": i, **{k: result.record[k] for k in (
-                "iterations", "best_iteration", "stop_reason", "seconds", "planes")}}
-            history.append(result.history)
-            settings = result.record
+            log.restored(i, result)
             cancelled = cancelled or result.stop_reason == "user"
     finally:
         runs.close()
-    # Cancelled between slices: the run ended before every slice ran.
-    cancelled = cancelled or (check is not None and check() and len(entries) < len(todo))
-    restored = [e for e in entries.values() if "stop_reason" in e]
-    if errors and not restored:
-        raise errors[0][1]
-    records = [entries[i] for i in todo if i in entries]
-    clipped = sum(norm.count_clipped(colour[i], known[i]) for i in to_fit)
-    counted = sum(colour[i].size if known[i] is None else int(known[i].sum()) * len(colour[i])
-                  for i in to_fit)
-    record = {
-        **{k: v for k, v in settings.items() if k != "planes"},
-        "input_shape": list(stack.shape),
-        "stack_mode": mode,
-        "normalisation": {**norm.to_dict(), "clipped_fraction": clipped / max(counted, 1)},
-        "slices": records,
-        "slices_done": [e["slice"] for e in restored if e["stop_reason"] != "user"],
-        "stop_reason": overall_stop_reason([e["stop_reason"] for e in restored],
-                                           complete=not cancelled),
-        "iterations": sum(e["iterations"] for e in records),
-        "best_iteration": [e.get("best_iteration") for e in records],
-        "seconds": round(sum(e["seconds"] for e in records), 3),
-    }
-    if errors:
-        record["errors"] = [{"slice": i, "error": entries[i]["error"]} for i, _ in errors]
-    yield Result(out, record, history)
+    for i in to_fit:
+        log.count_clipped(colour[i], known[i])
+    record = log.finish(todo, stack.shape, mode, cancelled, check)
+    yield Result(out, record, log.history)
 
 
 def _warm_settings(warm_states: dict | None, given: dict) -> dict:

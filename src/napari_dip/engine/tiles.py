@@ -6,8 +6,10 @@ with a smooth window that falls from 1 to 0 across each overlap shared with a ne
 weights of two neighbours add up to one and no seam is left. The overlap comes from the network's
 receptive field (:func:`default_overlap`).
 
-The pieces (:func:`plan_tiles`, :class:`Blender`, :func:`fit_map`) are also what the CLI's
-unit runner uses to send tiles to a cluster; :func:`restore_tiled_iter` runs them in-process.
+Whether a plane is tiled, and how, is decided in one place, :func:`choose_tiling`, for every
+caller: a run, its estimate and the CLI's plans. The pieces (:class:`Tiling`, :class:`Blender`,
+:func:`fit_map`) are also what the CLI's unit runner uses to send tiles to a cluster;
+:func:`restore_tiled_iter` runs them in-process.
 """
 
 from __future__ import annotations
@@ -196,6 +198,47 @@ def tile_size_for(height: int, width: int, spec, device, factor: int = 1) -> int
     return max(side, MIN_TILE)
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """How a plane of ``shape`` (Y, X) is cut for its fits: tiles of side ``side`` overlapping
+    by ``overlap`` pixels. A side as long as the plane's or longer is one fit of the whole."""
+
+    shape: tuple[int, int]
+    side: int
+    overlap: int
+
+    @property
+    def tiled(self) -> bool:
+        return self.side < max(self.shape)
+
+    @property
+    def tile(self) -> int | None:
+        """The tile side, None when the plane is fitted whole."""
+        return self.side if self.tiled else None
+
+    @property
+    def fit_shape(self) -> tuple[int, int]:
+        """(Y, X) of the largest fit: a tile, or the plane."""
+        return min(self.side, self.shape[0]), min(self.side, self.shape[1])
+
+    def tiles(self) -> list[Tile]:
+        return plan_tiles(self.shape, self.side, self.overlap)
+
+
+def choose_tiling(shape_yx: tuple[int, int], spec, device, factor: int = 1, *,
+                  tile: int | None = None, overlap: int | None = None) -> Tiling:
+    """How a plane of ``shape_yx`` input pixels (the output ``factor`` times larger) is fitted
+    by a net of ``spec`` on ``device``: in tiles of side ``tile`` if given, else of the largest
+    side that fits the device's memory (:func:`tile_size_for`), else whole; overlapping by
+    ``overlap`` (None: :func:`default_overlap`)."""
+    h, w = (int(s) for s in shape_yx)
+    if tile is None:
+        tile = tile_size_for(h, w, spec, device, factor) or max(h, w)
+    tile = int(tile)
+    overlap = default_overlap(spec, tile) if overlap is None else int(overlap)
+    return Tiling((h, w), tile, overlap)
+
+
 def skip_reason(cyx: np.ndarray, mask, task: str) -> str | None:
     """Why a tile or slice is passed through unrestored (constant, nothing to fill), or None."""
     if cyx.size and cyx.min() == cyx.max():
@@ -249,11 +292,8 @@ def restore_tiled_iter(
     dev = resolve_device(device)
     spec = make_config(task, resolve_preset(preset, dev.type), f if task == "sr" else None).net
     h, w = colour.shape[1:]
-    if tile is None:
-        tile = tile_size_for(h, w, spec, dev, f) or max(h, w)
-    tile = int(tile)
-    overlap = default_overlap(spec, tile) if overlap is None else int(overlap)
-    tiles = plan_tiles((h, w), tile, overlap)
+    tiling = choose_tiling((h, w), spec, dev, f, tile=tile, overlap=overlap)
+    tile, overlap, tiles = tiling.side, tiling.overlap, tiling.tiles()
     known = None
     if mask is not None:
         known = ~arrays.fill_of(mask)

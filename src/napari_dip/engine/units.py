@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import arrays
-from .tiles import Tile, plan_tiles
+from .tiles import Tile, Tiling
 
 #: Errors that say the unit's input cannot be restored as asked: recorded, never retried.
 INPUT_ERRORS = (ValueError, FloatingPointError)
@@ -37,17 +37,12 @@ class Unit:
         return base if self.tile is None else f"{base}-t{self.tile.index:04d}"
 
 
-def plan_units(n_slices: int, shape_yx: tuple[int, int], tile: int | None,
-               overlap: int | None = None, spec=None) -> list[Unit]:
-    """Every unit of a stack of ``n_slices`` planes of ``shape_yx``: whole slices, or, with
-    ``tile``, the tiles of each slice (``overlap`` None: from ``spec``'s receptive field)."""
-    if tile is None or tile >= max(shape_yx):
+def plan_units(n_slices: int, tiling: Tiling) -> list[Unit]:
+    """Every unit of a stack of ``n_slices`` planes cut as ``tiling`` says: whole slices, or
+    the tiles of each slice."""
+    if not tiling.tiled:
         return [Unit(i) for i in range(n_slices)]
-    if overlap is None:
-        from .tiles import default_overlap
-
-        overlap = default_overlap(spec, tile)
-    plan = plan_tiles(shape_yx, tile, overlap)
+    plan = tiling.tiles()
     return [Unit(i, t, len(plan)) for i in range(n_slices) for t in plan]
 
 
@@ -86,13 +81,14 @@ def skip_reason(plane: np.ndarray, mask, channel_axis: int | None, task: str) ->
 
 
 def shared_map(read: Callable, slices, masks, channel_axis: int | None, task: str,
-               joint: bool, name: str, *, tile: int | None = None, overlap: int | None = None,
+               joint: bool, name: str, *, tiling: Tiling | None = None,
                slice_name: Callable | None = None, on_plane: Callable | None = None):
     """One intensity map over the slices of a stack that are restored, in one pass that reads
     one slice at a time (``read(i)``: folded plane ``i``), so the stack is never held whole.
 
-    Slices with nothing to restore (constant, nothing to fill) take no part. With ``tile``,
-    each slice's map is fitted tile by tile as its tiles will be (:func:`.tiles.fit_map`).
+    Slices with nothing to restore (constant, nothing to fill) take no part. With a
+    ``tiling`` that tiles, each slice's map is fitted tile by tile as its tiles will be
+    (:func:`.tiles.fit_map`).
     ``on_plane(i, colour, known)`` sees each slice that counts (e.g. to keep a few for a
     noise model). ValueError when no slice has anything to restore."""
     from . import tiles
@@ -107,11 +103,10 @@ def shared_map(read: Callable, slices, masks, channel_axis: int | None, task: st
             continue
         arrays.check_values(colour, slice_name(i) if slice_name else f"{name} slice {i}")
         known = None if masks[i] is None else ~arrays.fill_of(masks[i])
-        if tile is None:
+        if tiling is None or not tiling.tiled:
             maps.append(IntensityMap.fit(colour, joint, known))
         else:
-            grid = tiles.plan_tiles(colour.shape[1:], tile, overlap)
-            maps.append(tiles.fit_map(colour, grid, joint, known))
+            maps.append(tiles.fit_map(colour, tiling.tiles(), joint, known))
         if on_plane is not None:
             on_plane(i, colour, known)
     if not maps:

@@ -25,7 +25,8 @@ from .operators import Blur, Identity, Stabilised, deconvolution_gain
 from .presets import make_config
 from .psf import PSF, make_psf
 from .restoration import (
-    Progress, Result, _plane_record, as_cancel_check, draw_seed, overall_stop_reason,
+    Progress, Result, _Fits, _group_operator, as_cancel_check, draw_seed, fit_progress,
+    overall_stop_reason, unbiased,
 )
 from .vst import NoiseModelChoice, choose_noise_model
 
@@ -99,7 +100,8 @@ def restore_volume_iter(
         noise = choose_noise_model(noise_model, est, observed.reshape(len(observed), -1), name)
     anscombe = noise.anscombe()
     data = observed if anscombe is None else anscombe.forward(observed)
-    # The stopping rule's target, measured in the data term's own space.
+    # The data term's noise level, in its own space: measured here, as the fit's 2-D
+    # estimator cannot read a volume's planes together.
     noise_variance = estimate_noise(_planes(data)).mean_variance
 
     operator, gain = Identity(), 1.0
@@ -112,7 +114,6 @@ def restore_volume_iter(
         gain = deconvolution_gain(p.kernel)
         operator = Blur(p.kernel, p.to_dict(), gain=gain)
     fit_operator = operator if anscombe is None else Stabilised(operator, anscombe)
-    noise_variance *= operator.stop_factor
 
     dev = resolve_device(device)
     preset = resolve_preset(preset, dev.type)
@@ -131,60 +132,39 @@ def restore_volume_iter(
         ref = torch.from_numpy(norm.forward(ref_czyx) / gain)
 
     groups = [list(range(len(czyx)))] if channels == "joint" else [[c] for c in range(len(czyx))]
-    estimate = torch.from_numpy(observed / gain)  # what is not fitted stays as observed
+    fits = _Fits(image=torch.from_numpy(observed / gain))  # what is not fitted stays as observed
     level = None if gain == 1.0 else observed.reshape(len(observed), -1).mean(axis=1) / gain
     check = as_cancel_check(cancel)
-    planes, history, used_threads = [], [], None
 
     def output(x: torch.Tensor, as_float: bool = False) -> np.ndarray:
-        v = x.numpy() * gain
-        if anscombe is not None and isinstance(operator, Identity):
-            v = np.clip(anscombe.unbiased_inverse(anscombe.forward(v)), 0, 1)
-        out = norm.inverse(v, as_float=as_float)
+        out = norm.inverse(unbiased(x.numpy() * gain, fit_operator), as_float=as_float)
         return np.stack([layout.from_cyx(out[:, i]) for i in range(out.shape[1])])
 
     def run():
         for gi, group in enumerate(groups):
             if check is not None and check():
                 break
-            op = fit_operator
-            if anscombe is not None and len(group) != len(czyx):
-                op = Stabilised(operator, anscombe.select(group))
+            op = _group_operator(fit_operator, group, len(czyx))
             steps = fit(torch.from_numpy(data[group])[None], op, config, device=dev, seed=seed,
                         cancel=check, reference=None if ref is None else ref[group],
                         net_input=net_input, noise_variance=noise_variance,
                         output_level=None if level is None else level[group])
-            next_preview = config.preview_every
-            try:
-                while True:
-                    step = next(steps)
-                    preview = None
-                    if config.preview_every and step.iteration >= next_preview:
-                        next_preview += config.preview_every
-                        shown = estimate.clone()
-                        shown[group] = step.estimate.detach().clamp(0, 1).cpu()
-                        preview = output(shown, as_float=True)
-                    yield Progress(step.iteration, config.max_iters, step.loss, step.signal,
-                                   step.best_iteration, step.elapsed, preview, step.psnr, gi,
-                                   len(groups), status=step.status)
-            except StopIteration as done:
-                outcome = done.value
-            finally:
-                steps.close()
-            estimate[group] = outcome.image
-            history.append(outcome.history)
-            planes.append({**_plane_record(group, outcome), "parameters": outcome.parameters})
+            outcome = yield from fit_progress(steps, config, gi, len(groups),
+                                              lambda e: fits.preview(output, group, e))
+            fits.add(group, outcome)
+            fits.planes[-1]["parameters"] = outcome.parameters
             if outcome.stop_reason == "user":
                 break
 
     if dev.type == "cpu":
-        with cpu_threads(threads) as used_threads:
+        with cpu_threads(threads) as fits.threads:
             yield from run()
     else:
         yield from run()
 
     from .. import __version__
 
+    planes = fits.planes
     complete = len(planes) == len(groups)
     record = {
         "napari_dip": __version__,
@@ -193,7 +173,7 @@ def restore_volume_iter(
                        else [float(v) for v in voxel_size]},
         "preset": preset,
         "device": str(dev),
-        "threads": used_threads,
+        "threads": fits.threads,
         "seed": seed,
         "channels": channels,
         "input_shape": list(stack.shape),
@@ -213,4 +193,4 @@ def restore_volume_iter(
         "planes": planes,
         "torch": torch.__version__,
     }
-    yield Result(output(estimate, as_float=as_float), record, history)
+    yield Result(output(fits.image, as_float=as_float), record, fits.history)

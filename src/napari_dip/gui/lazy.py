@@ -6,7 +6,8 @@ it is about to be fitted (:meth:`.plan.Plan.read_slice`), restored by the engine
 per chunk) as soon as it is done; the result layer shows that array, which napari reads
 lazily. As :func:`~napari_dip.engine.stacks.restore_stack_iter` does for a stack in memory,
 every slice shares one intensity map (fitted first, in one pass that reads one slice at a time:
-:func:`napari_dip.engine.units.shared_map`, the CLI's) and one noise model.
+:func:`napari_dip.engine.units.shared_map`, the CLI's) and one noise model, and the run's
+record is built as a stack's (:class:`~napari_dip.engine.stacks.StackRecord`).
 
 Slices not restored (yet) read as the store's fill value (0). A run stopped part-way keeps
 what it wrote. Qt-free; zarr and torch are imported when a run starts.
@@ -66,10 +67,8 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     image is ``store``. Each slice's previews and its result are in ``store`` before their
     event is yielded."""
     from ..engine import arrays, axes
-    from ..engine.restoration import (
-        Result, as_cancel_check, draw_seed, overall_stop_reason, restore_iter,
-    )
-    from ..engine.stacks import _shared_noise_model, _warm_settings
+    from ..engine.restoration import Result, as_cancel_check, draw_seed, restore_iter
+    from ..engine.stacks import StackRecord, _shared_noise_model, _warm_settings
     from ..engine.units import passthrough, shared_map, skip_reason
 
     layout, task = plan.layout, plan.task
@@ -116,8 +115,7 @@ def restore_lazy_iter(plan: Plan, store, cancel):
         noise_model = _shared_noise_model(noise_model, colour, known, norm, task, name)
     colour.clear()
 
-    entries, history, errors, restored_order = {}, [], [], []
-    settings, cancelled, clipped, counted = {"task": task, "seed": seed}, False, 0, 0
+    log, cancelled, restored_order = StackRecord(task, seed, norm), False, []
     for i in todo:
         if check is not None and check():
             cancelled = True
@@ -129,7 +127,7 @@ def restore_lazy_iter(plan: Plan, store, cancel):
         reason = skip_reason(plane, masks[i], cax, task)
         if reason is not None:
             pass_through(i, plane)
-            entries[i] = {"slice": i, "skipped": reason, "iterations": 0, "seconds": 0.0}
+            log.skipped(i, reason)
             continue
         result, last = None, None
         try:
@@ -149,23 +147,16 @@ def restore_lazy_iter(plan: Plan, store, cancel):
                 last = event
                 yield event
         except Exception as exc:  # noqa: BLE001 - recorded; the other slices go on
-            errors.append((i, exc))
-            entries[i] = {"slice": i, "error": f"{type(exc).__name__}: {exc}",
-                          "iterations": 0, "seconds": 0.0}
+            log.failed(i, exc)
             pass_through(i, plane)
             if isinstance(exc, MemoryError):
                 break  # the next slices, of the same size, would not fit either
             continue
         write(i, result.image)
         lay = arrays.infer_layout(plane, cax)
-        c = arrays.split_alpha(lay.to_cyx(plane), lay)[0]
-        k = None if masks[i] is None else ~arrays.fill_of(masks[i])
-        clipped += norm.count_clipped(c, k)
-        counted += c.size if k is None else int(k.sum()) * len(c)
-        entries[i] = {"slice": i, **{key: result.record[key] for key in (
-            "iterations", "best_iteration", "stop_reason", "seconds", "planes")}}
-        history.append(result.history)
-        settings = result.record
+        log.count_clipped(arrays.split_alpha(lay.to_cyx(plane), lay)[0],
+                          None if masks[i] is None else ~arrays.fill_of(masks[i]))
+        log.restored(i, result)
         if result.stop_reason == "user":
             cancelled = True
             break
@@ -174,30 +165,10 @@ def restore_lazy_iter(plan: Plan, store, cancel):
                                      "slices_restored": list(restored_order)}
         if last is not None:
             yield replace(last, preview=None, final=True)
-    cancelled = cancelled or (check is not None and check() and len(entries) < len(todo))
-    restored = [e for e in entries.values() if "stop_reason" in e]
-    if errors and not restored:
-        raise errors[0][1]
-    records = [entries[i] for i in todo if i in entries]
-    record = {
-        **{k: v for k, v in settings.items() if k != "planes"},
-        "input_shape": list(plan.data.shape),
-        "stack_mode": mode,
-        "normalisation": {**norm.to_dict(), "clipped_fraction": clipped / max(counted, 1)},
-        "slices": records,
-        "slices_done": [e["slice"] for e in restored if e["stop_reason"] != "user"],
-        "stop_reason": overall_stop_reason([e["stop_reason"] for e in restored],
-                                           complete=not cancelled),
-        "iterations": sum(e["iterations"] for e in records),
-        "best_iteration": [e.get("best_iteration") for e in records],
-        "seconds": round(sum(e["seconds"] for e in records), 3),
-        "store": store_path(store),
-    }
-    if errors:
-        record["errors"] = [{"slice": i, "error": entries[i]["error"]} for i, _ in errors]
+    record = log.finish(todo, plan.data.shape, mode, cancelled, check, store=store_path(store))
     store.attrs["napari_dip"] = _jsonable({**record, "input_layer": plan.sources[0].name,
                                            "state": "done"})
-    yield Result(store, record, history)
+    yield Result(store, record, log.history)
 
 
 def store_path(store) -> str | None:
