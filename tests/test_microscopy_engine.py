@@ -166,6 +166,34 @@ def _fwhm(profile) -> float:
     return right - left
 
 
+def test_2d_deconvolution_of_points_raises_their_peaks_and_narrows_them():
+    # As in 3-D: a plane's points are brighter than anything observed once deconvolved.
+    from scipy import ndimage
+
+    from napari_dip.engine.psf import gaussian_psf
+
+    points = [(10, 10), (21, 12), (12, 22), (22, 21)]
+    k = gaussian_psf(1.5, 2).kernel
+    truth = np.zeros((32, 32))
+    for p in points:
+        truth[p] = 50 / k.max()
+    noisy = np.random.default_rng(0).poisson(
+        ndimage.convolve(truth, k, mode="nearest") + 2).astype(np.uint16)
+    result = restore(noisy, "deconvolve", psf=k, max_iters=300, stopping="none",
+                     as_float=True, **FAST)
+
+    def widths(v):
+        return np.mean([(_fwhm(v[y - 6:y + 7, x]), _fwhm(v[y, x - 6:x + 7]), v[y, x])
+                        for y, x in points], axis=0)
+
+    (wy0, wx0, peak0), (wy, wx, peak) = widths(noisy), widths(result.image)
+    assert peak > 2 * noisy.max(), (peak0, peak)
+    assert wy < 0.85 * wy0 and wx < 0.85 * wx0, ((wy0, wx0), (wy, wx))
+    assert result.record["operator"]["gain"] > 1
+    clipped = restore(noisy, "deconvolve", psf=k, max_iters=300, stopping="none", **FAST)
+    assert clipped.image.dtype == np.uint16 and clipped.image.max() > noisy.max()
+
+
 def test_3d_deconvolution_of_points_raises_their_peaks_and_narrows_them():
     # Point sources under a 3-D Gaussian PSF: the deconvolved peaks lie far above the observed
     # range. Bounded by that range (the network's [0, 1]), the fit could only spread a plateau.

@@ -16,6 +16,7 @@ import torch
 
 from .batched import UnitDone, default_batch, fit_batch
 from .devices import cpu_threads, is_out_of_memory, memory_error
+from .fit import start_level
 from .restoration import Progress, _Fits, _group_operator, _initial_guess, _Job
 
 #: What a run's record says about the path its fits took.
@@ -125,14 +126,16 @@ def _run(jobs, fits, units, check, slice_indices, n_slices):
     group_of = [jobs[j].groups[g] for j, g in units]
     refs = [None if jobs[j].reference is None else jobs[j].reference[group]
             for (j, _), group in zip(units, group_of)]
+    ops = [_group_operator(jobs[j].fit_operator, group, len(jobs[j].cyx))
+           for (j, _), group in zip(units, group_of)]
     steps = fit_batch(
-        [jobs[j].data[:, group] for (j, _), group in zip(units, group_of)],
-        [_group_operator(jobs[j].fit_operator, group, len(jobs[j].cyx))
-         for (j, _), group in zip(units, group_of)], config,
+        [jobs[j].data[:, group] for (j, _), group in zip(units, group_of)], ops, config,
         device=first.device,
         seeds=[jobs[j].seed for j, _ in units], cancel=check,
         references=refs if all(r is not None for r in refs) else None,
         net_input=first.net_input,
+        output_levels=[start_level(jobs[j].observation[:, group], op)
+                       for ((j, _), group), op in zip(zip(units, group_of), ops)],
     )
     next_preview = [config.preview_every] * len(units)
     running = len(units)

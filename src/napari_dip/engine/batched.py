@@ -212,13 +212,15 @@ def fit_batch(
     cancel: Callable[[], bool] | None = None,
     references: Sequence[torch.Tensor | None] | None = None,
     net_input: torch.Tensor | None = None,
+    output_levels: Sequence | None = None,
 ) -> Iterator[UnitStep | UnitDone]:
     """Fit one generator per observation (each (1, C, h, w), all of one shape), all at once.
 
     ``operators`` is one operator for every unit or one per unit; ``seeds`` one seed or one per
     unit (each unit starts as :func:`.fit.fit` does with its seed). ``references`` (per unit,
-    (C, H', W')) only report PSNR. ``net_input`` replaces z for every unit, as in
-    :func:`.fit.fit`.
+    (C, H', W')) only report PSNR. ``net_input`` replaces z for every unit and
+    ``output_levels`` (per unit, None or one level per channel) set where each unit's output
+    starts, as in :func:`.fit.fit`.
 
     Yields :class:`UnitStep` events (one per unit still running at every read-back) and one
     :class:`UnitDone` per unit when it leaves the batch; returns the list of outcomes in the
@@ -236,24 +238,28 @@ def fit_batch(
     out_hw = ops[0].output_size(tuple(observations[0].shape[-2:]))
 
     # -- every unit's start, exactly as fit.fit makes it for its seed ---------------------------
-    starts = {s: initial_network(config, c, out_hw, s, net_input) for s in dict.fromkeys(seed_of)}
-    z = torch.cat([starts[s][0] for s in seed_of]).to(device)  # (n, Cz, H, W)
+    levels = [None] * n if output_levels is None else list(output_levels)
+    key_of = [(s, None if lv is None else tuple(torch.as_tensor(lv).flatten().tolist()))
+              for s, lv in zip(seed_of, levels)]
+    starts = {k: initial_network(config, c, out_hw, k[0], net_input, k[1])
+              for k in dict.fromkeys(key_of)}
+    z = torch.cat([starts[k][0] for k in key_of]).to(device)  # (n, Cz, H, W)
     cz = z.shape[1]
-    names = [name for name, _ in starts[seed_of[0]][1].named_parameters()]
+    names = [name for name, _ in starts[key_of[0]][1].named_parameters()]
     channels_last = config.channels_last if config.channels_last is not None \
         else device.type == "cuda"
 
-    weights = {s: dict(net.named_parameters()) for s, (_, net) in starts.items()}
+    weights = {k: dict(net.named_parameters()) for k, (_, net) in starts.items()}
 
     def stacked(name):
-        t = torch.cat([weights[s][name].detach() for s in seed_of])
+        t = torch.cat([weights[k][name].detach() for k in key_of])
         t = t.to(device)
         if channels_last and t.dim() == 4:
             t = t.contiguous(memory_format=torch.channels_last)
         return t.requires_grad_()
 
     params = [stacked(name) for name in names]
-    per_unit_parameters = sum(p.numel() for p in starts[seed_of[0]][1].parameters())
+    per_unit_parameters = sum(p.numel() for p in starts[key_of[0]][1].parameters())
     del starts
     weights.clear()
     y = torch.cat(list(observations)).to(device)
@@ -338,7 +344,7 @@ def fit_batch(
         oracle = None
         if refs is not None:
             oracle = {"best_iteration": u.oracle_best[0], "best_psnr": u.oracle_best[1],
-                      "returned_psnr": psnr(image, refs[k])}
+                      "returned_psnr": psnr(image * ops[k].scale, refs[k])}
         return FitOutcome(
             image=image.cpu(), iterations=it, best_iteration=picked, returned_iteration=best_at,
             stop_reason=stop_reason, backtracks=u.reader.backtracks,
@@ -471,7 +477,7 @@ def fit_batch(
                     u.best_at, reader.pending = it, None
                 score = None
                 if refs is not None:
-                    score = psnr(estimate[k].clamp(0, 1), refs[k])
+                    score = psnr(estimate[k].clamp(0, 1) * ops[k].scale, refs[k])
                     if score > u.oracle_best[1]:
                         u.oracle_best = (it, score)
             events.append(UnitStep(it, values[-1][k], rule.signal, rule.best_iteration,

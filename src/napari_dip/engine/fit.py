@@ -94,6 +94,16 @@ def set_output_level(net: torch.nn.Module, level) -> None:
         conv.bias.copy_(level.expand(conv.out_channels).to(conv.bias.dtype))
 
 
+def start_level(observed: torch.Tensor, operator: Operator):
+    """Where the network's output starts for a forward model with headroom (``scale`` > 1):
+    each channel's mean level of ``observed`` ((1, C, ...) intensities in [0, 1], not
+    stabilised), in the network's units; None (the init's own start) without headroom. From
+    mid-range, the first steps of such a fit would saturate the output's sigmoid."""
+    if operator.scale == 1.0:
+        return None
+    return observed.flatten(2).mean(-1)[0] / operator.scale
+
+
 def initial_network(config: FitConfig, channels: int, out_hw: tuple[int, int], seed: int,
                     net_input: torch.Tensor | None = None, output_level=None,
                     ) -> tuple[torch.Tensor, torch.nn.Module]:
@@ -418,7 +428,7 @@ def fit(
                 best_at, reader.pending = it, None
             score = None
             if ref is not None:
-                score = psnr(estimate.clamp(0, 1), ref)
+                score = psnr(estimate.clamp(0, 1) * op.scale, ref)
                 if score > oracle_best[1]:
                     oracle_best = (it, score)
         yield FitStep(it, values[-1], rule.signal, rule.best_iteration,
@@ -444,7 +454,7 @@ def fit(
         oracle = {
             "best_iteration": oracle_best[0],
             "best_psnr": oracle_best[1],
-            "returned_psnr": psnr(image.to(device), ref),
+            "returned_psnr": psnr(image.to(device) * op.scale, ref),
         }
     return FitOutcome(
         image=image,

@@ -24,6 +24,9 @@ class Operator:
     #: discrepancy principle; an ill-posed forward model (a blur) needs a margin, since its best
     #: estimate cannot explain the observation down to the noise alone.
     stop_factor = 1.0
+    #: The network's [0, 1] stands for [0, scale] of the observation's normalised range: room for
+    #: a restored image brighter than anything observed (a deconvolution's peaks).
+    scale = 1.0
 
     def output_size(self, observed_hw: tuple[int, int]) -> tuple[int, int]:
         """Spatial size of the image to restore, given the observation's size."""
@@ -167,6 +170,16 @@ class Blur(Operator):
             raise ValueError(f"the blur's gain must be a positive number, not {gain!r}")
         self.gain = float(gain)
 
+    @classmethod
+    def with_headroom(cls, kernel: np.ndarray, describe: dict | None = None) -> Blur:
+        """The blur a deconvolution fits: with the gain its sharpest image can need
+        (:func:`deconvolution_gain`)."""
+        return cls(kernel, describe, gain=deconvolution_gain(kernel))
+
+    @property
+    def scale(self) -> float:
+        return self.gain
+
     @property
     def ndim(self) -> int:
         return self.kernel.ndim
@@ -244,7 +257,7 @@ class Stabilised(Operator):
 
     def __init__(self, inner: Operator, anscombe):
         self.inner, self.anscombe = inner, anscombe
-        self.name, self.stop_factor = inner.name, inner.stop_factor
+        self.name, self.stop_factor, self.scale = inner.name, inner.stop_factor, inner.scale
 
     @property
     def known(self):

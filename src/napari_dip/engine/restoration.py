@@ -20,7 +20,7 @@ from . import arrays
 from .devices import (
     DIPMemoryError, check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device,
 )
-from .fit import fit
+from .fit import fit, start_level
 from .intensity import IntensityMap
 from .masks import classify_mask
 from .noise import estimate_noise
@@ -88,7 +88,7 @@ def make_operator(task: str, spatial: tuple[int, int], mask, factor: int,
     if task == "deconvolve":
         if psf is None:
             raise ValueError("task 'deconvolve' needs a PSF: a PSF image or Gaussian sigmas")
-        return Blur(psf.kernel, psf.to_dict())
+        return Blur.with_headroom(psf.kernel, psf.to_dict())
     if psf is not None:
         raise ValueError(f"a PSF is only used by task 'deconvolve', not {task!r}")
     if task == "inpaint":
@@ -103,10 +103,11 @@ def make_operator(task: str, spatial: tuple[int, int], mask, factor: int,
 
 
 def _initial_guess(obs: torch.Tensor, op: Operator) -> torch.Tensor:
-    """What the preview shows before a plane is restored: the input, upsampled for SR."""
+    """What the preview shows before a plane is restored, in the network's units: the input,
+    upsampled for SR."""
     if isinstance(op, Downsample):
         return F.interpolate(obs, scale_factor=op.factor, mode="bicubic").clamp(0, 1)
-    return obs.clone()
+    return obs / op.scale
 
 
 def draw_seed() -> int:
@@ -296,7 +297,8 @@ class _Job:
 
     def output(self, x: torch.Tensor, as_float: bool = False) -> np.ndarray:
         """A normalised (C, Y', X') estimate in the caller's units, dtype and layout."""
-        out = self.norm.inverse(unbiased(x.numpy(), self.fit_operator), as_float=as_float)
+        out = self.norm.inverse(unbiased(x.numpy() * self.operator.scale, self.fit_operator),
+                                as_float=as_float)
         if self.composite and self.known is not None:
             out = np.where(self.known, self.cyx.astype(out.dtype, copy=False), out)
         if self.alpha is not None:
@@ -497,13 +499,14 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
     for gi, group in enumerate(groups):
         if check is not None and check():
             break
+        op = _group_operator(job.fit_operator, group, len(job.cyx))
         steps = fit(
-            job.data[:, group], _group_operator(job.fit_operator, group, len(job.cyx)), config,
-            device=job.device, seed=job.seed, cancel=check,
+            job.data[:, group], op, config, device=job.device, seed=job.seed, cancel=check,
             reference=None if job.reference is None else job.reference[group],
             net_input=job.net_input,
             initial_state=None if job.warm_states is None else job.warm_states.get(gi),
             return_state=job.warm_states is not None,
+            output_level=start_level(job.observation[:, group], op),
         )
         try:
             outcome = yield from fit_progress(steps, config, gi, len(groups),

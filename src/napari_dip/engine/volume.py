@@ -17,11 +17,11 @@ import torch
 from ..choices import CHANNELS, resolve_preset
 from . import arrays
 from .devices import check_fits, cpu_threads, resolve_device
-from .fit import fit
+from .fit import fit, start_level
 from .generators import volume_spec
 from .intensity import IntensityMap
 from .noise import estimate_noise
-from .operators import Blur, Identity, Stabilised, deconvolution_gain
+from .operators import Blur, Identity, Stabilised
 from .presets import make_config
 from .psf import PSF, make_psf
 from .restoration import (
@@ -104,15 +104,11 @@ def restore_volume_iter(
     # estimator cannot read a volume's planes together.
     noise_variance = estimate_noise(_planes(data)).mean_variance
 
-    operator, gain = Identity(), 1.0
+    operator = Identity()
     if task == "deconvolve" or psf is not None or psf_sigma is not None:
         task = "deconvolve"
         p = psf if isinstance(psf, PSF) else make_psf(psf, psf_sigma, 3, psf_name)
-        # Room above the observation's range for the peaks deconvolution restores: the network's
-        # [0, 1] stands for [0, gain] of the observation's, and starts at the observation's mean
-        # (from mid-range, the first steps would saturate the sigmoid).
-        gain = deconvolution_gain(p.kernel)
-        operator = Blur(p.kernel, p.to_dict(), gain=gain)
+        operator = Blur.with_headroom(p.kernel, p.to_dict())
     fit_operator = operator if anscombe is None else Stabilised(operator, anscombe)
 
     dev = resolve_device(device)
@@ -129,15 +125,16 @@ def restore_volume_iter(
     ref = None
     if reference is not None:
         ref_czyx = np.stack([layout.to_cyx(p) for p in np.asarray(reference)], axis=1)
-        ref = torch.from_numpy(norm.forward(ref_czyx) / gain)
+        ref = torch.from_numpy(norm.forward(ref_czyx))
 
     groups = [list(range(len(czyx)))] if channels == "joint" else [[c] for c in range(len(czyx))]
-    fits = _Fits(image=torch.from_numpy(observed / gain))  # what is not fitted stays as observed
-    level = None if gain == 1.0 else observed.reshape(len(observed), -1).mean(axis=1) / gain
+    # what is not fitted stays as observed (in the network's units)
+    fits = _Fits(image=torch.from_numpy(observed) / operator.scale)
     check = as_cancel_check(cancel)
 
     def output(x: torch.Tensor, as_float: bool = False) -> np.ndarray:
-        out = norm.inverse(unbiased(x.numpy() * gain, fit_operator), as_float=as_float)
+        out = norm.inverse(unbiased(x.numpy() * operator.scale, fit_operator),
+                           as_float=as_float)
         return np.stack([layout.from_cyx(out[:, i]) for i in range(out.shape[1])])
 
     def run():
@@ -148,7 +145,7 @@ def restore_volume_iter(
             steps = fit(torch.from_numpy(data[group])[None], op, config, device=dev, seed=seed,
                         cancel=check, reference=None if ref is None else ref[group],
                         net_input=net_input, noise_variance=noise_variance,
-                        output_level=None if level is None else level[group])
+                        output_level=start_level(torch.from_numpy(observed[group])[None], op))
             outcome = yield from fit_progress(steps, config, gi, len(groups),
                                               lambda e: fits.preview(output, group, e))
             fits.add(group, outcome)
