@@ -10,8 +10,8 @@ automatic stop (light preset, seed 0, one thread unless ``--threads``); CPU seco
   noise), BM3D with one Gaussian sigma, and BM3D after the same generalised Anscombe transform.
 * ``deconv``: clean real images blurred by a Gaussian (sigma 2 px) with Poisson-Gaussian noise: DIP
   deconvolution against scikit-image Richardson-Lucy at its best iteration count (an oracle).
-* ``beads``: the real bead stack deconvolved in 3-D with its measured PSF (bead widths; no ground
-  truth), beside Richardson-Lucy.
+* ``beads``: the real bead stack deconvolved in 3-D with its measured PSF, and its in-focus plane in
+  2-D with the PSF's in-focus plane (bead widths; no ground truth), beside Richardson-Lucy.
 * ``stacks``: a real time-lapse crop with synthetic Poisson-Gaussian noise, restored slice by slice
   (cold), warm-started, and by one 3-D network: PSNR and CPU time.
 * ``guide``: the paper's flash/no-flash pair and a microscopy channel guided by another one.
@@ -202,7 +202,6 @@ def bead_part(data: Path, crop=(16, 48, 48), max_iters=None, rl_iterations=(10, 
               log=print) -> dict:
     """The real bead stack (one bead, cropped) deconvolved in 3-D with its measured PSF."""
     import tifffile
-    from skimage.restoration import richardson_lucy
 
     from napari_dip.engine.psf import prepare_psf
     from napari_dip.engine.stacks import restore_stack
@@ -215,11 +214,7 @@ def bead_part(data: Path, crop=(16, 48, 48), max_iters=None, rl_iterations=(10, 
     vol = stack[box]
     row = {"crop": [[s.start, s.stop] for s in box], "voxel_um": [0.125, 0.022, 0.022],
            "psf_shape": list(psf.kernel.shape), "input": bead_widths(vol)}
-    norm = (vol.astype(np.float64) - vol.min()) / np.ptp(vol)
-    for n in rl_iterations:
-        t = time.process_time()
-        out = richardson_lucy(np.clip(norm, 1e-6, None), psf.kernel, num_iter=n, clip=False)
-        row[f"RL {n}"] = {**bead_widths(out), "cpu_s": time.process_time() - t}
+    row.update(_rl_rows(vol, psf.kernel, rl_iterations))
     t0, c0 = time.perf_counter(), time.process_time()
     # as_float: the restored bead peaks far above the 8-bit input's 255 (RL's output is float too)
     result = restore_stack(vol, "deconvolve", psf=psf, stack_mode="3d",
@@ -236,12 +231,23 @@ def bead_part(data: Path, crop=(16, 48, 48), max_iters=None, rl_iterations=(10, 
     return row
 
 
+def _rl_rows(image: np.ndarray, kernel: np.ndarray, iterations) -> dict:
+    """Richardson-Lucy's bead widths and CPU time after each number of ``iterations``."""
+    from skimage.restoration import richardson_lucy
+
+    norm = np.clip((image.astype(np.float64) - image.min()) / np.ptp(image), 1e-6, None)
+    rows = {}
+    for n in iterations:
+        t = time.process_time()
+        out = richardson_lucy(norm, kernel, num_iter=n, clip=False)
+        rows[f"RL {n}"] = {**bead_widths(out), "cpu_s": time.process_time() - t}
+    return rows
+
+
 def bead_plane_part(plane: np.ndarray, psf, yx, size: int = 64, rl_iterations=(10, 30),
                     log=print) -> dict:
     """The bead's in-focus plane (a ``size`` crop around it) deconvolved in 2-D with the measured
     PSF's in-focus plane: a widefield image of point-like objects in 2-D."""
-    from skimage.restoration import richardson_lucy
-
     from napari_dip.engine import restore
 
     k = psf.plane().kernel
@@ -249,11 +255,7 @@ def bead_plane_part(plane: np.ndarray, psf, yx, size: int = 64, rl_iterations=(1
     img = plane[box]
     row = {"crop": [[b.start, b.stop] for b in box], "psf_shape": list(k.shape),
            "input": bead_widths(img)}
-    norm = (img.astype(np.float64) - img.min()) / np.ptp(img)
-    for n in rl_iterations:
-        t = time.process_time()
-        out = richardson_lucy(np.clip(norm, 1e-6, None), k, num_iter=n, clip=False)
-        row[f"RL {n}"] = {**bead_widths(out), "cpu_s": time.process_time() - t}
+    row.update(_rl_rows(img, k, rl_iterations))
     t0, c0 = time.perf_counter(), time.process_time()
     result = restore(img, "deconvolve", psf=psf.plane(), as_float=True, **DIP)
     row["DIP 2-D"] = {**bead_widths(result.image), "iterations": result.record["iterations"],
