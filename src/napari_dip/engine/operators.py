@@ -169,12 +169,16 @@ class Blur(Operator):
         if not (np.isfinite(gain) and gain > 0):
             raise ValueError(f"the blur's gain must be a positive number, not {gain!r}")
         self.gain = float(gain)
+        self.peak_ratio: float | None = None  # the headroom's peak test, when one was made
 
-    @classmethod
-    def with_headroom(cls, kernel: np.ndarray, describe: dict | None = None) -> Blur:
-        """The blur a deconvolution fits: with the gain its sharpest image can need
-        (:func:`deconvolution_gain`)."""
-        return cls(kernel, describe, gain=deconvolution_gain(kernel))
+    def with_headroom_for(self, observed: np.ndarray) -> Blur:
+        """This blur with the headroom a deconvolution of ``observed`` ((C, ...) in [0, 1])
+        needs (:func:`deconvolution_headroom`); the peak test's ratio goes into its record."""
+        kernel = self.kernel.cpu().numpy()
+        gain, ratio = deconvolution_headroom(observed, kernel)
+        blur = Blur(kernel, self._info, gain=gain)
+        blur.peak_ratio = ratio
+        return blur
 
     @property
     def scale(self) -> float:
@@ -225,6 +229,8 @@ class Blur(Operator):
              "stop_factor": self.stop_factor}
         if self.gain != 1.0:
             d["gain"] = self.gain
+        if self.peak_ratio is not None:
+            d["peak_ratio"] = round(self.peak_ratio, 2)
         return d
 
 
@@ -245,6 +251,41 @@ def deconvolution_gain(kernel: np.ndarray, limit: float = MAX_DECONVOLUTION_GAIN
     times its restored one, so ``1 / kernel.max()`` is all a PSF can need; capped at ``limit``."""
     k = np.asarray(kernel, dtype=np.float64)
     return float(np.clip(k.sum() / k.max(), 1.0, limit))
+
+
+#: Peaks this many times above the observation's after :data:`PEAK_TEST_ITERATIONS` of
+#: Richardson-Lucy mark point-like objects, which need the full headroom.
+PEAK_RATIO_FOR_HEADROOM = 2.0
+PEAK_TEST_ITERATIONS = 20
+
+
+def peak_ratio(observed: np.ndarray, kernel: np.ndarray,
+               iterations: int = PEAK_TEST_ITERATIONS) -> float:
+    """How far ``iterations`` of Richardson-Lucy raise the brightest pixels (99.9th percentile)
+    of ``observed`` ((C, ...) in [0, 1], blurred by ``kernel``) above its own: the largest over
+    its channels."""
+    blur = Blur(kernel)
+    mirror = Blur(np.ascontiguousarray(np.flip(kernel)))  # the blur's adjoint
+    y = torch.from_numpy(np.clip(observed, 1e-6, None).astype(np.float32))[None]
+    x = y.clone()
+    with torch.no_grad():
+        for _ in range(iterations):
+            x = x * mirror.forward(y / blur.forward(x).clamp_min(1e-6))
+    ratios = [torch.quantile(xc.flatten(), 0.999) / torch.quantile(yc.flatten(), 0.999)
+              for xc, yc in zip(x[0], y[0])]
+    return float(max(ratios))
+
+
+def deconvolution_headroom(observed: np.ndarray, kernel: np.ndarray) -> tuple[float, float]:
+    """(gain, peak ratio) for deconvolving ``observed`` with ``kernel``: the full headroom
+    (:func:`deconvolution_gain`) where a short Richardson-Lucy run raises the peaks at least
+    :data:`PEAK_RATIO_FOR_HEADROOM` times (points, beads), else none. Room an image does not
+    need costs quality: on four blurred real fluorescence images (benchmarks.microscopy deconv)
+    a gain of 3 lost 0.36 dB on the mean and one of 25 lost 0.8 dB; without any, a real bead's
+    in-focus plane came out wider than observed."""
+    ratio = peak_ratio(observed, kernel)
+    gain = deconvolution_gain(kernel) if ratio >= PEAK_RATIO_FOR_HEADROOM else 1.0
+    return gain, ratio
 
 
 class Stabilised(Operator):

@@ -88,7 +88,7 @@ def make_operator(task: str, spatial: tuple[int, int], mask, factor: int,
     if task == "deconvolve":
         if psf is None:
             raise ValueError("task 'deconvolve' needs a PSF: a PSF image or Gaussian sigmas")
-        return Blur.with_headroom(psf.kernel, psf.to_dict())
+        return Blur(psf.kernel, psf.to_dict())
     if psf is not None:
         raise ValueError(f"a PSF is only used by task 'deconvolve', not {task!r}")
     if task == "inpaint":
@@ -369,6 +369,8 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
         z_in = torch.from_numpy(z_in)[None]
 
     observed = norm.forward(cyx)
+    if isinstance(operator, Blur):
+        operator = operator.with_headroom_for(observed)
     noise = noise_model if isinstance(noise_model, NoiseModelChoice) else resolve_noise_model(
         noise_model, observed, known, task, name)
     anscombe = noise.anscombe()

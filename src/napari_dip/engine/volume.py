@@ -108,7 +108,7 @@ def restore_volume_iter(
     if task == "deconvolve" or psf is not None or psf_sigma is not None:
         task = "deconvolve"
         p = psf if isinstance(psf, PSF) else make_psf(psf, psf_sigma, 3, psf_name)
-        operator = Blur.with_headroom(p.kernel, p.to_dict())
+        operator = Blur(p.kernel, p.to_dict()).with_headroom_for(observed)
     fit_operator = operator if anscombe is None else Stabilised(operator, anscombe)
 
     dev = resolve_device(device)
