@@ -253,7 +253,7 @@ def bead_plane_part(plane: np.ndarray, psf, yx, size: int = 64, rl_iterations=(1
     k = psf.plane().kernel
     box = tuple(slice(max(c - size // 2, 0), max(c - size // 2, 0) + size) for c in yx)
     img = plane[box]
-    row = {"crop": [[b.start, b.stop] for b in box], "psf_shape": list(k.shape),
+    row = {"crop": [[int(b.start), int(b.stop)] for b in box], "psf_shape": list(k.shape),
            "input": bead_widths(img)}
     row.update(_rl_rows(img, k, rl_iterations))
     t0, c0 = time.perf_counter(), time.process_time()
