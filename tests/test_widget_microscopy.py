@@ -109,6 +109,21 @@ def test_psf_sigma_alone_deconvolves(viewer_widget, gui):
     record = viewer.layers["blurred" + SUFFIX].metadata["napari_dip"]
     assert record["task"] == "deconvolve" and record["widget"]["psf_sigma"] == 1.5
     assert record["widget"]["psf_layer"] is None
+    assert "deconvolution: " in widget.status.value  # whether it had room above the input
+
+
+def test_the_status_says_whether_a_deconvolution_had_room_above_the_input():
+    from napari_dip.gui.results import choice_notes
+
+    def record(**op):
+        return {"operator": {"name": "blur", **op}, "input_dtype": "uint8"}
+
+    points = choice_notes(record(gain=64.0, peak_ratio=3.6))
+    assert "room for peaks up to 64x the input's range" in points and "3.6x" in points
+    assert "8-bit" in points and "float32" in points  # its peaks stop at 255
+    flat = choice_notes(record(peak_ratio=1.1))
+    assert "within the input's range" in flat and "1.1x" in flat and "8-bit" not in flat
+    assert "deconvolution" not in choice_notes({"operator": {"name": "identity"}})
 
 
 def test_psf_layer_and_sigma_together_is_a_readable_error(viewer_widget, gui):
