@@ -530,10 +530,10 @@ def default_batch(device: torch.device, n_units: int, out_hw: tuple[int, int],
                   config: FitConfig, channels: int) -> int:
     """How many units to fit together by default: on CUDA as many as half the free memory
     holds (at most :data:`MAX_DEFAULT_BATCH`); elsewhere one at a time. On the 2-core test CPU
-    (one thread) a batch of 8 slices of 128² restored at 0.85x the one-at-a-time throughput
-    per CPU-second (benchmarks/RESULTS.md; 0.79x and 0.87x in two earlier runs); only planes of
-    at most 64² gained (6 slices of 40², padded to 64²: 0.83x the CPU time), too narrow a case
-    for a default."""
+    (one thread) a batch of 8 cold slices of 128² restored at 0.76x the one-at-a-time throughput
+    per CPU-second with the denoising net (benchmarks/RESULTS.md; 0.79-0.87x with the previous
+    one); only planes of at most 64² gained (6 slices of 40², padded to 64²: 0.83x the CPU
+    time), too narrow a case for a default."""
     if device.type != "cuda" or n_units < 2:
         return 1
     free = torch.cuda.mem_get_info(device)[0]
