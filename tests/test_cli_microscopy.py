@@ -33,10 +33,13 @@ def test_options_and_their_defaults():
     assert {"psf", "psf_sigma", "guide"} <= set(actions)
 
 
-def test_psf_sigma_makes_a_deconvolution_and_records_the_psf(tmp_path, cli):
+def test_psf_sigma_makes_a_deconvolution_and_records_the_psf(tmp_path, cli, capsys):
     out = tmp_path / "out.tif"
     assert cli("restore", "@nuclei_64_uint16.tif", out, "--psf-sigma", "1.5",
                "--max-iters", "3") == 0
+    err = capsys.readouterr().err  # what the run chose, as the widget's status says it
+    assert "  noise model: " in err and "(auto: " in err
+    assert "  deconvolution: within the input's range" in err
     rec = _record(out)
     assert rec["task"] == "deconvolve"
     assert rec["operator"]["name"] == "blur"

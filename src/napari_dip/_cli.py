@@ -14,6 +14,7 @@ from dataclasses import replace
 from ._io import (FORMATS_HELP, ImageFile, calibration_record, check_output_path,
                   read_image, write_image)
 from .choices import CHANNELS, NOISE_MODEL, PRESET, SR_FACTOR, STACK_MODE, STOPPING, TASK
+from .formatting import choice_notes
 from .engine.axes import from_letters
 
 
@@ -177,6 +178,8 @@ def run_restore(args: argparse.Namespace) -> int:
         f"({_cpu_seconds(rec):.0f} CPU-s) on {rec.get('device')}{threads}, seed {rec['seed']}",
         file=sys.stderr,
     )
+    for line in choice_notes(rec).split("\n")[1:]:
+        print(f"  {line}", file=sys.stderr)
     for entry in rec.get("slices", []):
         where = layout.slice_position(entry["slice"])
         if "skipped" in entry:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..formatting import format_duration
+from ..formatting import choice_notes, format_duration
 from .plan import ALL, CURRENT, METADATA_KEY, Plan
 
 SUFFIX = " [dip]"
@@ -148,37 +148,6 @@ def psf_note(plan: Plan, record: dict) -> str:
     how = ("slices are restored one by one; stack mode '3d' with 'all slices' deconvolves "
            "with the whole PSF") if plan.is_stack else "the image is one plane"
     return f"\nPSF: the in-focus plane of the 3-D PSF layer {plan.psf_name!r} ({how})"
-
-
-def choice_notes(record: dict) -> str:
-    """The noise model and the stack mode a run used, and why where it chose them itself
-    ('auto'), one per line, e.g. '\\nnoise model: poisson-gaussian (auto: noise std grows
-    3.10x ...)'; '' for records without them."""
-    lines = []
-    noise = record.get("noise_model")
-    if isinstance(noise, dict) and noise.get("model"):
-        auto = noise.get("requested") == "auto"
-        lines.append(f"noise model: {noise['model']}"
-                     + (f" (auto: {noise.get('reason')})" if auto and noise.get("reason") else ""))
-    op = record.get("operator")
-    if isinstance(op, dict) and op.get("peak_ratio") is not None:
-        lines.append(_headroom_note(op, record.get("input_dtype")))
-    mode = record.get("stack_mode")
-    if isinstance(mode, dict) and mode.get("mode"):
-        auto = mode.get("requested") is None and mode.get("reason")
-        lines.append(f"stack mode: {mode['mode']}" + (f" (auto: {mode['reason']})" if auto else ""))
-    return "".join("\n" + line for line in lines)
-
-
-def _headroom_note(op: dict, dtype) -> str:
-    """Whether a deconvolution could restore peaks above the input's range, and why."""
-    test = f"a short Richardson-Lucy run raised the peaks {op['peak_ratio']:.1f}x"
-    gain = op.get("gain", 1.0)
-    if gain == 1.0:
-        return f"deconvolution: within the input's range ({test})"
-    clipped = "; 8-bit result: its peaks stop at 255, convert the layer to float32 to keep " \
-        "them" if dtype == "uint8" else ""
-    return f"deconvolution: room for peaks up to {gain:.0f}x the input's range ({test}){clipped}"
 
 
 def _outcome(plan: Plan, record: dict, estimate_shown: bool) -> Outcome:
