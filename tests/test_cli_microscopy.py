@@ -169,3 +169,52 @@ def test_3d_needs_a_single_stack_axis(tmp_path, cli, capsys):
                      metadata={"axes": "TZYX"})
     assert cli("restore", src, tmp_path / "o.tif", "--stack-mode", "3d", "--max-iters", "1") == 2
     assert "one Z axis" in capsys.readouterr().err
+
+
+def _points(defocus: float = 0.0, peak: float = 50.0) -> np.ndarray:
+    """Points under a Gaussian PSF (sigma 1.5 px) with shot noise; ``defocus`` px more blur
+    makes them out of focus (a short Richardson-Lucy run raises them < 2x)."""
+    from scipy import ndimage
+
+    from napari_dip.engine.psf import gaussian_psf
+
+    k = gaussian_psf(1.5, 2).kernel
+    truth = np.zeros((32, 32))
+    for p in [(10, 10), (21, 12), (12, 22), (22, 21)]:
+        truth[p] = peak / k.max()
+    blurred = ndimage.convolve(truth, k, mode="nearest")
+    if defocus:
+        blurred = ndimage.gaussian_filter(blurred, defocus)
+    return np.random.default_rng(0).poisson(blurred + 2)
+
+
+def test_a_stack_deconvolved_unit_by_unit_shares_one_headroom_and_says_it(tmp_path, cli,
+                                                                          capsys):
+    # In-focus points in two slices, out of focus in the last: every unit (here each slice,
+    # run unit by unit into a resumable TIFF) gets the headroom the in-focus slices need.
+    stack = np.stack([_points(), _points(), _points(defocus=3)])
+    src, out = tmp_path / "beads.tif", tmp_path / "out.tif"
+    tifffile.imwrite(src, stack.astype(np.uint16), metadata={"axes": "ZYX"})
+    assert cli("restore", src, out, "--psf-sigma", "1.5", "--max-iters", "3") == 0
+    record = _record(out)
+    assert record["operator"]["gain"] > 1 and record["operator"]["peak_ratio"] >= 2
+    assert record["noise_model"]["requested"] == "auto"
+    assert "deconvolution: room for peaks" in capsys.readouterr().err
+    assert tifffile.imread(out).dtype == np.float32  # a deconvolution's result: float32
+
+
+def test_an_8_bit_deconvolution_keeps_peaks_above_255_in_a_float32_result(tmp_path, cli):
+    # The restored points rise far above the input's range; an 8-bit result would cut them.
+    src = tmp_path / "points.tif"
+    tifffile.imwrite(src, np.clip(_points(peak=200.0), 0, 255).astype(np.uint8))
+    out, kept = tmp_path / "out.tif", tmp_path / "kept.tif"
+    args = ("--psf-sigma", "1.5", "--max-iters", "150", "--stopping", "none")
+    assert cli("restore", src, out, *args) == 0
+    assert cli("restore", src, kept, *args, "--output-dtype", "input") == 0
+    result, as_input = tifffile.imread(out), tifffile.imread(kept)
+    assert result.dtype == np.float32 and result.max() > 300, result.max()
+    assert as_input.dtype == np.uint8 and as_input.max() == 255
+    assert cli("restore", src, tmp_path / "out.png", *args[:2], "--max-iters", "2") == 0
+    from PIL import Image  # auto keeps the input's type where the format holds no float32
+
+    assert np.asarray(Image.open(tmp_path / "out.png")).dtype == np.uint8

@@ -228,3 +228,49 @@ def test_3d_deconvolution_of_points_raises_their_peaks_and_narrows_them():
     assert peak > 2 * noisy.max(), (peak0, peak)
     assert wy < 0.85 * wy0 and wx < 0.85 * wx0, ((wy0, wx0), (wy, wx))
     assert result.record["operator"]["gain"] > 1
+
+
+def _points_and_blur(defocus: float = 0.0, shape=(32, 32), points=None):
+    """Points under a Gaussian PSF (sigma 1.5 px) with shot noise, ``defocus`` px of extra blur
+    (out of focus: a short Richardson-Lucy run raises the peaks < 2x; in focus: > 3x)."""
+    from scipy import ndimage
+
+    from napari_dip.engine.psf import gaussian_psf
+
+    k = gaussian_psf(1.5, 2).kernel
+    truth = np.zeros(shape)
+    for p in points or [(10, 10), (21, 12), (12, 22), (22, 21)]:
+        truth[p] = 50 / k.max()
+    blurred = ndimage.convolve(truth, k, mode="nearest")
+    if defocus:
+        blurred = ndimage.gaussian_filter(blurred, defocus)
+    return np.random.default_rng(0).poisson(blurred + 2).astype(np.uint16), k
+
+
+@pytest.mark.parametrize("mode", ["slices", "warm"])
+def test_a_stack_decides_the_deconvolution_headroom_once_for_every_slice(mode):
+    # The in-focus slices need room above the range, an out-of-focus one alone would not: one
+    # decision for the stack, as for its intensity map and noise model (a warm-started slice
+    # would otherwise inherit weights fitted at another gain).
+    (sharp, k), (soft, _) = _points_and_blur(), _points_and_blur(defocus=3)
+    stack = np.stack([sharp, sharp, soft])
+    result = restore_stack(stack, "deconvolve", psf=k, stack_mode=mode, max_iters=3,
+                           as_float=True, **FAST)
+    assert result.image.dtype == np.float32 and result.record["output_dtype"] == "float32"
+    op = result.record["operator"]  # the last (out-of-focus) slice's fit
+    only_sharp = restore(sharp, "deconvolve", psf=k, max_iters=3, **FAST).record["operator"]
+    only_soft = restore(soft, "deconvolve", psf=k, max_iters=3, **FAST).record["operator"]
+    assert "gain" not in only_soft and only_soft["peak_ratio"] < 2
+    assert op["gain"] == only_sharp["gain"] > 1 and op["peak_ratio"] >= 2
+
+
+def test_tiles_share_the_plane_s_deconvolution_headroom():
+    # Points in the right half only: every tile gets the room the untiled plane gets, so the
+    # blended tiles meet at one intensity scale.
+    right = [(10, 42), (21, 44), (12, 54), (22, 53)]
+    image, k = _points_and_blur(shape=(32, 64), points=right)
+    whole = restore(image, "deconvolve", psf=k, max_iters=3, **FAST).record["operator"]
+    tiled = restore(image, "deconvolve", psf=k, max_iters=3, tile=32, **FAST)
+    assert len(tiled.record["tiles"]) > 1 and whole["gain"] > 1
+    assert tiled.record["operator"]["gain"] == whole["gain"]  # the first, left tile's fit
+    assert tiled.record["operator"]["peak_ratio"] >= 2

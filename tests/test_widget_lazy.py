@@ -229,3 +229,31 @@ def test_a_lazy_run_that_restores_nothing_leaves_no_store(viewer_widget, gui, mo
     assert "every slice is constant" in widget.status.value
     assert made == [folder]  # the run made its store, and removed it (empty)
     assert not folder.exists() and gui.dip_layers(viewer) == []
+
+
+def test_a_lazy_stack_deconvolution_shares_one_headroom_over_its_slices(viewer_widget, gui):
+    # Points in focus in the first slices, out of focus in the last: read one slice at a time,
+    # the run still gives every slice the room the in-focus ones need (and says so).
+    from scipy import ndimage
+
+    from napari_dip.engine.psf import gaussian_psf
+
+    viewer, widget = viewer_widget
+    k = gaussian_psf(1.5, 2).kernel
+    truth = np.zeros((32, 32))
+    for p in [(10, 10), (21, 12), (12, 22), (22, 21)]:
+        truth[p] = 50 / k.max()
+    sharp = ndimage.convolve(truth, k, mode="nearest")
+    rng = np.random.default_rng(0)
+    stack = np.stack([rng.poisson(s + 2) for s in (sharp, sharp, ndimage.gaussian_filter(
+        sharp, 3))]).astype(np.float32)
+    layer = viewer.add_image(da.from_array(stack, chunks=(1, 32, 32)), name="beads",
+                             axis_labels=("z", "y", "x"), contrast_limits=(float(stack.min()), float(stack.max())))
+    gui.configure(widget, layer, slices=ALL, task="deconvolve", psf_sigma=1.5, max_iters=3,
+                  stopping="none")
+    assert widget.run() is not None
+    gui.wait_done(widget)
+    record = viewer.layers["beads" + SUFFIX].metadata["napari_dip"]
+    assert record["stack_mode"]["mode"] == "slices" and len(record["slices"]) == 3
+    assert record["operator"]["gain"] > 1 and record["operator"]["peak_ratio"] >= 2
+    assert "room for peaks" in widget.status.value

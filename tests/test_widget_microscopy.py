@@ -102,7 +102,7 @@ def test_a_psf_layer_makes_the_run_a_deconvolution(viewer_widget, gui):
 
 def test_psf_sigma_alone_deconvolves(viewer_widget, gui):
     viewer, widget = viewer_widget
-    data = photon_image(seed=2)
+    data = photon_image(seed=2).astype(np.uint16)
     image = viewer.add_image(data, name="blurred")
     gui.configure(widget, image, task="deconvolve", psf_sigma=1.5, **FAST)
     run_to_end(widget, gui)
@@ -110,6 +110,21 @@ def test_psf_sigma_alone_deconvolves(viewer_widget, gui):
     assert record["task"] == "deconvolve" and record["widget"]["psf_sigma"] == 1.5
     assert record["widget"]["psf_layer"] is None
     assert "deconvolution: " in widget.status.value  # whether it had room above the input
+    # 'auto' result type: a deconvolution's peaks may rise above the input's range
+    assert viewer.layers["blurred" + SUFFIX].data.dtype == np.float32 != data.dtype
+    assert record["output_dtype"] == "float32"
+    assert record["widget"]["output_dtype"] == "auto (float32)"
+
+
+def test_result_type_input_keeps_the_input_s_type(viewer_widget, gui):
+    viewer, widget = viewer_widget
+    data = photon_image(seed=2).astype(np.uint16)
+    image = viewer.add_image(data, name="blurred")
+    gui.configure(widget, image, task="deconvolve", psf_sigma=1.5, output_dtype="input", **FAST)
+    run_to_end(widget, gui)
+    out = viewer.layers["blurred" + SUFFIX]
+    assert out.data.dtype == data.dtype and out.metadata["napari_dip"]["output_dtype"] == \
+        str(data.dtype)
 
 
 def test_the_status_says_whether_a_deconvolution_had_room_above_the_input():

@@ -183,7 +183,7 @@ class _FileRun:
             raise
 
     def _check(self) -> None:
-        from ._cli import _layout
+        from ._cli import _layout, result_dtype
         from ._lazy_io import check_output
         from .engine import axes
 
@@ -194,7 +194,8 @@ class _FileRun:
         out_shape[self.layout.y] *= self.factor
         out_shape[self.layout.x] *= self.factor
         self.out_shape = out_shape
-        check_output(out, self.src.dtype, out_shape, self.letters)
+        self.out_dtype = result_dtype(args, self.src.dtype)
+        check_output(out, self.out_dtype, out_shape, self.letters)
         self.mask_info, mask = self._mask()
         self.masks = axes.slice_masks(mask, self.layout.n_slices, self.layout.yx_shape)
         self.plane_letters = _plane_letters(self.letters, self.layout)
@@ -241,7 +242,7 @@ class _FileRun:
         from .engine.tiles import cast_to
 
         coords = dict(zip(self.stack_letters, self.where(i)))
-        self.sink.write(coords, self.plane_letters, cast_to(plane, self.src.dtype))
+        self.sink.write(coords, self.plane_letters, cast_to(plane, self.out_dtype))
 
     # -- planning -----------------------------------------------------------------------
     def plan(self) -> None:
@@ -272,17 +273,28 @@ class _FileRun:
             "max_iters": a.max_iters, "stopping": a.stopping, "patience": a.patience,
             "channels": a.channels, "composite": a.composite, "mask": self.mask_info,
             "axes": self.letters, "input_shape": list(self.src.shape),
-            "input_dtype": str(self.src.dtype), "tile": self.tile, "overlap": self.overlap,
+            "input_dtype": str(self.src.dtype), "output_dtype": str(self.out_dtype),
+            "tile": self.tile, "overlap": self.overlap,
         }
 
-    def fit_map(self):
-        """One intensity map over every slice that is restored (one slice read at a time)."""
+    def fit_map(self, on_plane=None):
+        """One intensity map over every slice that is restored (one slice read at a time);
+        ``on_plane`` sees each slice that counts (:func:`~.engine.units.shared_map`)."""
         from .engine.units import shared_map
 
         return shared_map(self.read, range(self.layout.n_slices), self.masks, self.cax,
                           self.args.task, self.layout.colour, f"input {str(self.inp)!r}",
-                          tiling=self.tiling,
+                          tiling=self.tiling, on_plane=on_plane,
                           slice_name=lambda i: f"input {str(self.inp)!r} slice {self.where(i)}")
+
+    def shared_choices(self, options: dict) -> dict:
+        """``options`` with the choices every unit shares (the noise model, a deconvolution's
+        headroom: :mod:`.engine.shared`), made from the slices the intensity pass kept."""
+        options = dict(options)
+        given = {k: options.pop(k) for k in ("noise_model", "psf", "psf_sigma", "psf_name")
+                 if k in options}
+        return {**options, **self.sample.choices(options["task"], self.norm,
+                                                 f"input {str(self.inp)!r}", **given)}
 
     def print_plan(self, finished: int) -> None:
         """The dry run's plan: the units, then what one fit needs (as a run in memory says)."""
@@ -307,6 +319,7 @@ class _FileRun:
         """Plan, check against what an earlier run left, open the output; False: dry run."""
         from ._ledger import Ledger, fingerprint
         from .engine.intensity import IntensityMap
+        from .engine.shared import PlaneSample
 
         args, out = self.args, self.out
         self.plan()
@@ -329,12 +342,14 @@ class _FileRun:
         if args.dry_run:
             self.print_plan(finished=len(self.ledger.entries()) if old else 0)
             return False
+        # The pass also keeps the slices the shared choices are made from (again on a resume:
+        # the same slices give the same choices).
+        self.sample = PlaneSample(range(self.layout.n_slices))
+        self.norm = self.fit_map(on_plane=self.sample.see)
         if old is not None:
             saved = old["normalisation"]
             self.norm = IntensityMap(tuple(saved["data_low"]), tuple(saved["data_high"]),
                                      saved["dtype"], saved["outliers"])
-        else:
-            self.norm = self.fit_map()
         settings["normalisation"] = {"data_low": list(self.norm.data_low),
                                      "data_high": list(self.norm.data_high),
                                      "dtype": self.norm.dtype, "outliers": self.norm.outliers}
@@ -352,16 +367,16 @@ class _FileRun:
             from ._zarr_io import ZarrSink
 
             scale = {a: (v / f if a in "YX" else v) for a, v in src.scale.items()}
-            sink = ZarrSink(out, dict(zip(self.letters, self.out_shape)), src.dtype,
+            sink = ZarrSink(out, dict(zip(self.letters, self.out_shape)), self.out_dtype,
                             self.letters, scale, src.units, src.omero, src.channel_names,
                             resume=resume)
             sink.group.require_group("napari_dip")  # the ledger's folder, a zarr group
             return sink
         calibration = src.calibration(f)
         if out.suffix.lower() in _io.TIFF_SUFFIXES:
-            return TiffSink(out, self.out_shape, src.dtype, self.letters, calibration,
+            return TiffSink(out, self.out_shape, self.out_dtype, self.letters, calibration,
                             resume=resume)
-        return MemorySink(out, self.out_shape, src.dtype, self.letters, calibration)
+        return MemorySink(out, self.out_shape, self.out_dtype, self.letters, calibration)
 
     # -- running ----------------------------------------------------------------------
     def run(self, executor, cancel) -> int:
@@ -374,7 +389,8 @@ class _FileRun:
         self.by_slice: dict[int, list] = {}
         for u in self.units:
             self.by_slice.setdefault(u.slice, []).append(u)
-        self.options = {**engine_options(self.args), "threads": executor.threads}
+        self.options = self.shared_choices({**engine_options(self.args),
+                                            "threads": executor.threads})
         self.bar = _UnitBar(len(self.units), sum(u.key in done for u in self.units),
                             disabled=self.args.quiet, name=self.out.name)
         try:
@@ -459,6 +475,7 @@ class _FileRun:
 
     def finish(self, cancel) -> int:
         """The output's record, the summary and the exit code."""
+        from .engine.shared import choices_record
         from .engine.stopping import combine_stop_reasons
 
         entries, n = self.entries, self.layout.n_slices
@@ -473,6 +490,7 @@ class _FileRun:
         fitted = [e for e in slices if e.get("stop_reason")]
         record = {
             **self.settings_,
+            **choices_record(self.options),
             "calibration": _io.calibration_record(self.src.calibration()),
             "slices": slices,
             "slices_done": [e["slice"] for e in slices if e.get("stop_reason") not in (
@@ -494,6 +512,8 @@ class _FileRun:
         return 1 if errors else 0
 
     def _report(self, record, slices, interrupted) -> None:
+        from .formatting import choice_notes
+
         units = self.entries.values()
         cpu = sum(p.get("cpu_seconds", 0.0) for e in units for p in (e.get("planes") or []))
         devices = sorted({str(e["device"]) for e in units if e.get("device")})
@@ -501,6 +521,8 @@ class _FileRun:
               f"{len(self.units)} unit(s); {record['iterations']} iterations, "
               f"{record['seconds']:.0f} s fitting ({cpu:.0f} CPU-s) on "
               f"{', '.join(devices) or 'no device'}, seed {self.seed}", file=sys.stderr)
+        for line in choice_notes(record).split("\n")[1:]:
+            print(f"  {line}", file=sys.stderr)
         for e in slices:
             at = self.where(e["slice"])
             if e.get("skipped"):

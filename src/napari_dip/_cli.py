@@ -13,7 +13,8 @@ from dataclasses import replace
 
 from ._io import (FORMATS_HELP, ImageFile, calibration_record, check_output_path,
                   read_image, write_image)
-from .choices import CHANNELS, NOISE_MODEL, PRESET, SR_FACTOR, STACK_MODE, STOPPING, TASK
+from .choices import (CHANNELS, NOISE_MODEL, OUTPUT_DTYPE, PRESET, SR_FACTOR, STACK_MODE,
+                      STOPPING, TASK, result_is_float)
 from .formatting import choice_notes
 from .engine.axes import from_letters
 
@@ -73,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"data term: {NOISE_MODEL.describe()}; auto picks Poisson-Gaussian when "
                    "the noise fitted to the image grows with intensity (default: %(default)s; the "
                    "choice and the fitted gain and read noise are recorded)")
+    r.add_argument("--output-dtype", choices=OUTPUT_DTYPE.values, default=OUTPUT_DTYPE.default,
+                   help=f"the result's type: {OUTPUT_DTYPE.describe()}; auto keeps the input's "
+                   "type where the output's format cannot hold float32 (PNG) "
+                   "(default: %(default)s)")
     r.add_argument("--psf", metavar="FILE", help="PSF image (2-D or 3-D TIFF/PNG; normalised and "
                    "re-centred): makes the task a deconvolution (joint denoising and deblurring)")
     r.add_argument("--psf-sigma", metavar="S[,S,S]", help="Gaussian PSF instead of a file: sigma "
@@ -140,7 +145,8 @@ def run_restore(args: argparse.Namespace) -> int:
     if args.task == "sr":
         out_shape[layout.y] *= args.factor
         out_shape[layout.x] *= args.factor
-    check_output_path(args.output, src.data.dtype, tuple(out_shape), axes)
+    out_dtype = result_dtype(args, src.data.dtype)
+    check_output_path(args.output, out_dtype, tuple(out_shape), axes)
     planes = layout.fold(src.data)
     if mask is not None:
         mask = layout.fold_mask(mask, f"mask {args.mask!r}", f"input {args.input!r}")
@@ -155,7 +161,8 @@ def run_restore(args: argparse.Namespace) -> int:
     bar = _ProgressBar(disabled=args.quiet)
     kwargs = dict(**options, mask=mask, seed=args.seed, cancel=cancel,
                   callback=bar.update, name=f"input {args.input!r}", guide=guide,
-                  guide_name=f"guide {args.guide!r}")
+                  guide_name=f"guide {args.guide!r}",
+                  as_float=out_dtype == "float32")
     kwargs.update(stack)
     previous = signal.signal(signal.SIGINT, lambda *_: _interrupt(cancel))
     try:
@@ -226,6 +233,21 @@ def resolve_task(args: argparse.Namespace) -> str:
         raise ValueError(f"--psf and --psf-sigma make the task a deconvolution; they cannot be "
                          f"combined with --task {args.task}")
     return "deconvolve" if has_psf else args.task
+
+
+def result_dtype(args: argparse.Namespace, dtype):
+    """The result's dtype: the input's ``dtype``, or float32 (--output-dtype; 'auto': for a
+    deconvolution, where the output's format holds float32)."""
+    import numpy as np
+    from pathlib import Path
+
+    from ._io import PIL_SUFFIXES
+
+    if result_is_float(args.output_dtype, resolve_task(args)) and (
+            args.output_dtype == "float32"
+            or Path(args.output).suffix.lower() not in PIL_SUFFIXES):
+        return np.dtype(np.float32)
+    return np.dtype(dtype)
 
 
 def _psf_options(args: argparse.Namespace) -> tuple[str, dict]:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Settings reachable as attributes of the dock widget (``widget.task.value = "sr"``).
 _CONTROLS = ("image", "task", "factor", "mask", "composite", "psf", "psf_sigma", "guide",
              "channel_axis", "channel_note", "channel_layers", "channels", "slices",
-             "stack_mode", "noise_model", "preset")
+             "stack_mode", "noise_model", "output_dtype", "preset")
 _ADVANCED = ("stopping", "max_iters", "patience", "seed", "preview_every", "keep_snapshots",
              "device", "restore_defaults_button")
 

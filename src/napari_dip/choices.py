@@ -96,3 +96,18 @@ def resolve_preset(preset: str, device_type: str) -> str:
     if preset == "auto":
         return "paper" if device_type == "cuda" else "light"
     return preset
+
+
+OUTPUT_DTYPE = Option("result type", (
+    ("auto", "float32 for a deconvolution, else the input's type"),
+    ("input", "the input's type (integers rounded and clipped to its range)"),
+    ("float32", "float32, in the input's units"),
+), default="auto")
+
+
+def result_is_float(output_dtype: str, task: str) -> bool:
+    """Whether a run's result is float32 (in the input's units) instead of the input's type:
+    asked for, or ('auto') a deconvolution, whose restored peaks may rise above the input's
+    range (an 8-bit result's would stop at 255)."""
+    choice = OUTPUT_DTYPE.check(output_dtype)
+    return choice == "float32" or (choice == "auto" and task == "deconvolve")

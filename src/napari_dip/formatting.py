@@ -37,7 +37,7 @@ def choice_notes(record: dict) -> str:
                      + (f" (auto: {noise.get('reason')})" if auto and noise.get("reason") else ""))
     op = record.get("operator")
     if isinstance(op, dict) and op.get("peak_ratio") is not None:
-        lines.append(_headroom_note(op, record.get("input_dtype")))
+        lines.append(_headroom_note(op, record.get("output_dtype", record.get("input_dtype"))))
     mode = record.get("stack_mode")
     if isinstance(mode, dict) and mode.get("mode"):
         auto = mode.get("requested") is None and mode.get("reason")
@@ -51,6 +51,6 @@ def _headroom_note(op: dict, dtype) -> str:
     gain = op.get("gain", 1.0)
     if gain == 1.0:
         return f"deconvolution: within the input's range ({test})"
-    clipped = "; 8-bit result: its peaks stop at 255, convert the image to float32 to keep " \
+    clipped = "; 8-bit result: its peaks stop at 255, choose result type float32 to keep " \
         "them" if dtype == "uint8" else ""
     return f"deconvolution: room for peaks up to {gain:.0f}x the input's range ({test}){clipped}"

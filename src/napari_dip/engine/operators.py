@@ -8,6 +8,8 @@ Tensors are (N, C, H, W) float in the normalised [0, 1] space.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -171,14 +173,16 @@ class Blur(Operator):
         self.gain = float(gain)
         self.peak_ratio: float | None = None  # the headroom's peak test, when one was made
 
+    def with_headroom(self, headroom: Headroom) -> Blur:
+        """This blur with ``headroom``'s gain; its peak test goes into the record."""
+        blur = Blur(self.kernel.cpu().numpy(), self._info, gain=headroom.gain)
+        blur.peak_ratio = headroom.peak_ratio
+        return blur
+
     def with_headroom_for(self, observed: np.ndarray) -> Blur:
         """This blur with the headroom a deconvolution of ``observed`` ((C, ...) in [0, 1])
-        needs (:func:`deconvolution_headroom`); the peak test's ratio goes into its record."""
-        kernel = self.kernel.cpu().numpy()
-        gain, ratio = deconvolution_headroom(observed, kernel)
-        blur = Blur(kernel, self._info, gain=gain)
-        blur.peak_ratio = ratio
-        return blur
+        needs (:meth:`Headroom.test`)."""
+        return self.with_headroom(Headroom.test([observed], self.kernel.cpu().numpy()))
 
     @property
     def scale(self) -> float:
@@ -277,16 +281,27 @@ def peak_ratio(observed: np.ndarray, kernel: np.ndarray,
     return float(max(ratios))
 
 
-def deconvolution_headroom(observed: np.ndarray, kernel: np.ndarray) -> tuple[float, float]:
-    """(gain, peak ratio) for deconvolving ``observed`` with ``kernel``: the full headroom
-    (:func:`deconvolution_gain`) where a short Richardson-Lucy run raises the peaks at least
-    :data:`PEAK_RATIO_FOR_HEADROOM` times (points, beads), else none. Room an image does not
-    need costs quality: on four blurred real fluorescence images (benchmarks.microscopy deconv)
-    a gain of 3 lost 0.36 dB on the mean and one of 25 lost 0.8 dB; without any, a real bead's
-    in-focus plane came out wider than observed."""
-    ratio = peak_ratio(observed, kernel)
-    gain = deconvolution_gain(kernel) if ratio >= PEAK_RATIO_FOR_HEADROOM else 1.0
-    return gain, ratio
+@dataclass(frozen=True)
+class Headroom:
+    """How far a deconvolution may go above the observation's range (``gain``), and the peak
+    test that decided it (``peak_ratio``). Decided once for all the pieces of one run (a
+    stack's slices, a plane's tiles: :mod:`.shared`), so that they are restored alike."""
+
+    gain: float
+    peak_ratio: float
+
+    @classmethod
+    def test(cls, observed: Iterable[np.ndarray], kernel: np.ndarray) -> Headroom:
+        """The full headroom (:func:`deconvolution_gain`) where a short Richardson-Lucy run
+        raises the peaks of any of ``observed`` ((C, ...) arrays in [0, 1]) at least
+        :data:`PEAK_RATIO_FOR_HEADROOM` times (points, beads), else none. Room an image does
+        not need costs quality: on four blurred real fluorescence images (benchmarks.microscopy
+        deconv) a gain of 3 lost 0.36 dB on the mean and one of 25 lost 0.8 dB; without any, a
+        real bead's in-focus plane came out wider than observed."""
+        kernel = np.asarray(kernel, np.float32)  # as the blur holds it: one gain for both
+        ratio = max(peak_ratio(o, kernel) for o in observed)
+        gain = deconvolution_gain(kernel) if ratio >= PEAK_RATIO_FOR_HEADROOM else 1.0
+        return cls(gain, ratio)
 
 
 class Stabilised(Operator):

@@ -24,7 +24,7 @@ from .fit import fit, start_level
 from .intensity import IntensityMap
 from .masks import classify_mask
 from .noise import estimate_noise
-from .operators import Blur, Downsample, Identity, Mask, Operator, Stabilised
+from .operators import Blur, Downsample, Headroom, Identity, Mask, Operator, Stabilised
 from .presets import FitConfig, make_config
 from .psf import PSF, make_psf
 from .stopping import combine_stop_reasons
@@ -58,11 +58,17 @@ class Progress:
 
 @dataclass
 class Result:
-    """The restored image (input dtype and layout; SR scales Y and X) and the run's record."""
+    """The restored image (input dtype, or float32 with ``as_float``; input layout; SR scales Y
+    and X) and the run's record, which says the image's dtype as ``output_dtype``."""
 
     image: np.ndarray
     record: dict
     history: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self):
+        dtype = getattr(self.image, "dtype", None)  # a lazy run's store has one too
+        if dtype is not None:
+            self.record["output_dtype"] = str(dtype)
 
     @property
     def stop_reason(self) -> str:
@@ -146,6 +152,7 @@ def restore_iter(
     guide: np.ndarray | None = None,
     guide_name: str = "guide",
     psf_name: str = "PSF",
+    headroom: Headroom | None = None,
     warm_states: dict | None = None,
     batch: int | None = None,
     **overrides,
@@ -192,6 +199,8 @@ def restore_iter(
         [0, 1]) as the network's input instead of noise: guided restoration (the paper's
         flash/no-flash). Input jitter is off by default then, as in the paper.
     guide_name, psf_name : how error messages refer to the guide and the PSF.
+    headroom : a deconvolution's :class:`~.operators.Headroom`, decided for a whole stack or
+        plane (:mod:`.shared`); None: decided from this image.
     warm_states : for warm-started stacks, {channel group: network weights}; each group's fit
         starts from the weights given (a cold start where there are none) and leaves its final
         weights there for the next slice.
@@ -204,7 +213,8 @@ def restore_iter(
         task = "deconvolve"
     settings = dict(max_iters=max_iters, stopping=stopping, patience=patience,
                     preview_every=preview_every, **overrides)
-    microscopy = dict(noise_model=noise_model, psf=psf, psf_sigma=psf_sigma, psf_name=psf_name)
+    microscopy = dict(noise_model=noise_model, psf=psf, psf_sigma=psf_sigma, psf_name=psf_name,
+                      headroom=headroom)
     tiled = tile not in (None, False)
     if not tiled:
         try:
@@ -319,7 +329,8 @@ def unbiased(x: np.ndarray, fit_operator: Operator) -> np.ndarray:
 
 def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, channels,
              composite, reference, normalisation, name, mask_name, net_input, threads,
-             noise_model, psf, psf_sigma, guide, guide_name, psf_name, settings) -> _Job:
+             noise_model, psf, psf_sigma, guide, guide_name, psf_name, headroom,
+             settings) -> _Job:
     """Check the inputs and build everything a run needs; raises ValueError for bad input."""
     image = np.asarray(image)
     arrays.check_dtype(image, name)
@@ -370,7 +381,8 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
 
     observed = norm.forward(cyx)
     if isinstance(operator, Blur):
-        operator = operator.with_headroom_for(observed)
+        operator = operator.with_headroom_for(observed) if headroom is None else \
+            operator.with_headroom(headroom)
     noise = noise_model if isinstance(noise_model, NoiseModelChoice) else resolve_noise_model(
         noise_model, observed, known, task, name)
     anscombe = noise.anscombe()

@@ -9,7 +9,7 @@ own ('slices'); each starting from the network the previous slice ended with ('w
 iterations when neighbouring slices are alike; the stopping rule still decides each one); or all
 at once by one 3-D network ('3d', :mod:`.volume`). Left unset, it is chosen from the stack: warm
 when neighbouring slices are alike, else slices. One noise model, fitted over the slices, serves
-every slice.
+every slice, and so does a deconvolution's headroom (:mod:`.shared`).
 
 A slice with nothing to restore (constant, e.g. a blank first plane; or, with one mask per
 slice, a slice whose mask marks nothing) is passed through and marked as skipped; an error in one
@@ -29,8 +29,9 @@ from .devices import DIPMemoryError
 from .intensity import IntensityMap
 from .restoration import (
     Progress, Result, _record, as_cancel_check, drain, draw_seed, overall_stop_reason, prepare,
-    resolve_noise_model, restore_iter,
+    restore_iter,
 )
+from .shared import PlaneSample
 
 #: Neighbouring slices this alike (mean Pearson correlation) make a warm start worthwhile.
 WARM_MIN_CORRELATION = 0.5
@@ -55,12 +56,9 @@ def _colour(plane: np.ndarray, layout: arrays.Layout) -> np.ndarray:
 
 def _skip_reason(plane: np.ndarray, mask, layout: arrays.Layout, task: str) -> str | None:
     """Why a slice is passed through unrestored, or None if it is to be restored."""
-    cyx = _colour(plane, layout)
-    if cyx.size and cyx.min() == cyx.max():
-        return "constant"
-    if task == "inpaint" and mask is not None and not arrays.fill_of(mask).any():
-        return "nothing to fill"
-    return None
+    from .tiles import skip_reason
+
+    return skip_reason(_colour(plane, layout), mask, task)
 
 
 def _passthrough(plane: np.ndarray, task: str, factor: int, layout: arrays.Layout) -> np.ndarray:
@@ -204,13 +202,19 @@ def restore_stack_iter(
     if seed is None:
         seed = draw_seed()
     check = as_cancel_check(cancel)
-    if isinstance(noise_model, str):
-        noise_model = _shared_noise_model(noise_model, colour, known, norm, task, name)
+    sample = PlaneSample(to_fit)
+    for i in to_fit:
+        sample.see(i, colour[i], known[i])
+    shared = sample.choices(task, norm, name, noise_model=noise_model,
+                            **{k: kwargs.pop(k) for k in ("psf", "psf_sigma", "psf_name")
+                               if k in kwargs})
     per_slice_guide = guide is not None and np.ndim(guide) >= 3 and \
         np.shape(guide)[:3] == stack.shape[:3]
     warm_states = {} if mode["mode"] == "warm" else None
 
     out = np.stack([_passthrough(s, task, factor, layout) for s in stack])
+    if kwargs.get("as_float"):
+        out = out.astype(np.float32)
     log, cancelled = StackRecord(task, seed, norm), False
     for i in skipped:
         log.skipped(i, skipped[i])
@@ -222,7 +226,7 @@ def restore_stack_iter(
         return dict(mask=masks[i], channel_axis=layout.channel_axis, factor=factor, seed=seed,
                     normalisation=norm, name=f"{name} slice {i}",
                     reference=None if reference is None else reference[i],
-                    noise_model=noise_model, guide=guide[i] if per_slice_guide else guide,
+                    guide=guide[i] if per_slice_guide else guide, **shared,
                     warm_states=warm_states, **{**kwargs, **_warm_settings(warm_states, kwargs)})
 
     runs, last = _slice_runs(stack, task, to_fit, per_slice, check, batch, len(todo)), {}
@@ -285,19 +289,6 @@ def choose_stack_mode(requested: str | None, stack: np.ndarray, todo: list[int],
     return {"mode": mode, "requested": None, "neighbour_correlation": round(mean_r, 3),
             "reason": f"neighbouring slices correlate {mean_r:.2f} ({sign} "
                       f"{WARM_MIN_CORRELATION})"}
-
-
-def _shared_noise_model(requested: str, colour: dict, known: dict, norm: IntensityMap,
-                        task: str, name: str):
-    """One noise model for every slice, fitted to up to 8 slices side by side."""
-    picked = list(colour)[:: max(len(colour) // 8, 1)][:8]
-    planes = np.concatenate([norm.forward(colour[i]) for i in picked], axis=-1)
-    if all(known[i] is None for i in picked):
-        mask = None
-    else:
-        mask = np.concatenate([np.ones(colour[i].shape[1:], bool) if known[i] is None
-                               else known[i] for i in picked], axis=-1)
-    return resolve_noise_model(requested, planes, mask, task, name)
 
 
 def _restore_3d(stack, task, mode, *, mask, slices, layout, factor, seed, cancel, reference,

@@ -248,6 +248,25 @@ def skip_reason(cyx: np.ndarray, mask, task: str) -> str | None:
     return None
 
 
+def _shared_choices(colour, known, tiles, task, norm, name, kwargs) -> dict:
+    """The noise model and a deconvolution's headroom, decided once for every tile of the plane
+    from a sample of its tiles (:mod:`.shared`)."""
+    from .shared import PlaneSample
+
+    sample = PlaneSample([t.index for t in tiles])
+    for t in tiles:
+        ys, xs = t.yx()
+        sub_known = None if known is None else known[ys, xs]
+        if skip_reason(colour[:, ys, xs], None if known is None else ~sub_known, task) is None:
+            sample.see(t.index, colour[:, ys, xs],
+                       sub_known if sub_known is not None and sub_known.any() else None)
+    if not sample.colour:
+        return {}  # every tile is passed through: nothing to choose
+    given = {k: kwargs.pop(k) for k in ("noise_model", "psf", "psf_sigma", "psf_name",
+                                        "headroom") if k in kwargs}
+    return sample.choices(task, norm, name, **given)
+
+
 def restore_tiled_iter(
     image: np.ndarray,
     task: str = "denoise",
@@ -301,6 +320,7 @@ def restore_tiled_iter(
             raise ValueError(f"the mask has shape {np.shape(mask)}, but {name} needs "
                              f"{(h, w)}")
     norm = normalisation or fit_map(colour, tiles, layout.kind == "channels_last", known)
+    kwargs.update(_shared_choices(colour, known, tiles, task, norm, name, kwargs))
     seed = draw_seed() if seed is None else seed
     check = as_cancel_check(cancel)
 

@@ -15,7 +15,8 @@ from magicgui.widgets import (
     CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, Select, SpinBox,
 )
 
-from ..choices import CHANNELS, NOISE_MODEL, PRESET, SR_FACTOR, STACK_MODE, STOPPING, TASK
+from ..choices import (CHANNELS, NOISE_MODEL, OUTPUT_DTYPE, PRESET, SR_FACTOR, STACK_MODE,
+                       STOPPING, TASK)
 from .plan import (
     ALL, CURRENT, PSF_TASKS, axis_choice_text, default_channel_axis, guide_fits, is_dip_output,
     layer_shape, mask_fits, psf_fits, unwrap,
@@ -135,6 +136,13 @@ class Controls(Container):
                  "intensity (fluorescence: shot + read noise); the choice is shown after the "
                  "run")]),
         )
+        self.output_dtype = ComboBox(
+            label="result type", choices=[(v, v) for v in OUTPUT_DTYPE.values],
+            value=OUTPUT_DTYPE.default,
+            tooltip="\n".join([f"{v}: {label}" for v, label in OUTPUT_DTYPE.items] + [
+                "a deconvolution's peaks can rise above the input's range; in the input's "
+                "type they stop at its top (255 for 8-bit)"]),
+        )
         self.preset = ComboBox(
             label="preset", choices=[(v, v) for v in PRESET.values], value=PRESET.default,
             tooltip="\n".join(f"{v}: {lab}" for v, lab in PRESET.items),
@@ -143,7 +151,7 @@ class Controls(Container):
             self.image, self.task, self.factor, self.mask, self.composite, self.psf,
             self.psf_sigma, self.guide, self.channel_axis, self.channel_note,
             self.channel_layers, self.channels, self.slices, self.stack_mode, self.noise_model,
-            self.preset,
+            self.output_dtype, self.preset,
         ])
         self.image.changed.connect(self._on_image_changed)
         self.task.changed.connect(self._on_task_changed)
@@ -310,6 +318,7 @@ class Controls(Container):
         self.slices.value = CURRENT
         self.stack_mode.value = AUTO_STACK_MODE
         self.noise_model.value = NOISE_MODEL.default
+        self.output_dtype.value = OUTPUT_DTYPE.default
         self.psf_sigma.value = 0.0
         self.channel_layers.value = []
         self._propose_channel_axis()
@@ -334,6 +343,7 @@ class Controls(Container):
             "psf_sigma": float(self.psf_sigma.value) if psf_task else 0.0,
             "guide_layer": self.guide.value,
             "stack_mode": None if mode == AUTO_STACK_MODE else mode,
+            "output_dtype": self.output_dtype.value,
         }
 
 

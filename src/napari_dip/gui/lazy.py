@@ -30,8 +30,6 @@ from .results import cast_like
 FILL_VALUE = 0
 #: The name of a run's temporary folder starts with this.
 TEMP_PREFIX = "napari-dip-"
-#: At most this many slices are kept from the intensity pass to fit the shared noise model.
-NOISE_SLICES = 8
 
 
 def create_store(plan: Plan, folder: str | None = None):
@@ -44,7 +42,7 @@ def create_store(plan: Plan, folder: str | None = None):
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", plan.sources[0].name).strip("._") or "result"
     path = os.path.join(folder, f"{stem}-dip.zarr")
     array = zarr.create_array(store=path, shape=plan.output_shape, chunks=plan.output_chunks,
-                              dtype=np.dtype(plan.data.dtype), fill_value=FILL_VALUE,
+                              dtype=plan.output_dtype_np, fill_value=FILL_VALUE,
                               overwrite=False)
     array.attrs["napari_dip"] = {"input_layer": plan.sources[0].name, "state": "running",
                                  "slices_restored": []}
@@ -68,7 +66,8 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     event is yielded."""
     from ..engine import arrays, axes
     from ..engine.restoration import Result, as_cancel_check, draw_seed, restore_iter
-    from ..engine.stacks import StackRecord, _shared_noise_model, _warm_settings
+    from ..engine.shared import PlaneSample
+    from ..engine.stacks import StackRecord, _warm_settings
     from ..engine.units import passthrough, shared_map, skip_reason
 
     layout, task = plan.layout, plan.task
@@ -99,21 +98,15 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     def pass_through(i: int, plane: np.ndarray) -> None:  # the input, in the output's shape
         write(i, passthrough(plane, cax, plan.factor if task == "sr" else 1))
 
-    # One pass over the slices, one at a time: the shared intensity map, and a few slices
-    # (spread over the stack) for the shared noise model.
-    stride = max(len(todo) // NOISE_SLICES, 1)
-    picked = set(todo[::stride][:NOISE_SLICES])
-    colour, known = {}, {}
-
-    def keep(i, c, k):
-        if i in picked:
-            colour[i], known[i] = c, k
-
+    # One pass over the slices, one at a time: the shared intensity map, and the few slices
+    # that the choices every slice shares (noise model, a deconvolution's headroom) are made from.
+    sample = PlaneSample(todo)
     norm = shared_map(plan.read_slice, todo, masks, cax, task, layout.colour, name,
-                      on_plane=keep)
-    if isinstance(noise_model, str) and colour:
-        noise_model = _shared_noise_model(noise_model, colour, known, norm, task, name)
-    colour.clear()
+                      on_plane=sample.see)
+    shared = sample.choices(task, norm, name, noise_model=noise_model,
+                            **{k: kwargs.pop(k) for k in ("psf", "psf_sigma", "psf_name")
+                               if k in kwargs})
+    del sample
 
     log, cancelled, restored_order = StackRecord(task, seed, norm), False, []
     for i in todo:
@@ -134,7 +127,7 @@ def restore_lazy_iter(plan: Plan, store, cancel):
             for event in restore_iter(
                     plane, task, mask=masks[i], channel_axis=cax, factor=plan.factor,
                     seed=seed, normalisation=norm, name=f"{name} slice {i}",
-                    noise_model=noise_model, cancel=check, batch=1,
+                    cancel=check, batch=1, **shared,
                     mask_name=f"the mask {plan.mask_name!r}",
                     guide=guide[i] if per_slice_guide else guide, warm_states=warm_states,
                     **{**kwargs, **_warm_settings(warm_states, kwargs)}):

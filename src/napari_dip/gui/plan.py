@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..choices import OUTPUT_DTYPE, result_is_float
 from ..engine.axes import AxisLayout, from_indices
 
 CURRENT, ALL = "current slice", "all slices"
@@ -48,6 +49,7 @@ class Plan:
     guide: np.ndarray | None = None  # the network's input: one plane, or one per slice (folded)
     guide_name: str | None = None
     stack_mode: str | None = None  # 'slices', 'warm', '3d'; None: chosen by the engine
+    output_dtype: str = "auto"  # the result's type (:data:`napari_dip.choices.OUTPUT_DTYPE`)
     voxel_size: tuple | None = None  # (Z, Y, X) from the layer's scale, for stack mode '3d'
     #: ``data`` is the layer's own lazy array (dask, zarr; never copied nor read whole): the
     #: run reads one slice at a time (:meth:`read_slice`) and writes into a store on disk.
@@ -56,6 +58,16 @@ class Plan:
     @property
     def is_stack(self) -> bool:
         return self.layout.is_stack
+
+    @property
+    def as_float(self) -> bool:
+        """Whether the result is float32 in the input's units rather than the input's type."""
+        return result_is_float(self.output_dtype, self.task)
+
+    @property
+    def output_dtype_np(self) -> np.dtype:
+        """The result's dtype."""
+        return np.dtype(np.float32) if self.as_float else np.dtype(self.data.dtype)
 
     @property
     def work(self) -> np.ndarray:
@@ -117,12 +129,16 @@ class Plan:
             kw.update(guide=self.guide, guide_name=f"the guide layer {self.guide_name!r}")
         if self.is_stack:
             kw.update(stack_mode=self.stack_mode, voxel_size=self.voxel_size)
+        if self.as_float:
+            kw["as_float"] = True
         return kw
 
     def upsampled(self, work: np.ndarray) -> np.ndarray:
-        """The initial output: the input, nearest-neighbour upsampled for super-resolution."""
+        """The initial output: the input (in the result's dtype), nearest-neighbour upsampled
+        for super-resolution."""
+        work = work.astype(self.output_dtype_np)  # a copy
         if self.task != "sr":
-            return work.copy()
+            return work
         y, x = self.layout.folded_yx_axes(work.ndim)
         return np.repeat(np.repeat(work, self.factor, axis=y), self.factor, axis=x)
 
@@ -360,18 +376,21 @@ def make_plan(
     psf_sigma: float = 0.0,
     guide_layer=None,
     stack_mode: str | None = None,
+    output_dtype: str = "auto",
 ) -> Plan:
     """Capture the arrays of a run; raises ValueError with a message for the user.
 
     ``psf_layer`` or ``psf_sigma`` (> 0) make 'denoise' a deconvolution (both: an error);
     ``guide_layer`` is the network's input (one plane, or one per slice of a stack);
     ``stack_mode`` ('slices', 'warm', '3d'; None: the engine chooses) applies to stacks only,
-    and '3d' takes its voxel size from the layer's scale."""
+    and '3d' takes its voxel size from the layer's scale. ``output_dtype``: the result's type
+    (:data:`napari_dip.choices.OUTPUT_DTYPE`; 'auto': float32 for a deconvolution)."""
     if layer is None:
         raise ValueError("choose an Image layer to restore")
     layer, mask_layer = unwrap(layer), unwrap(mask_layer)
     psf_layer, guide_layer = unwrap(psf_layer), unwrap(guide_layer)
     task = resolve_task(task, psf_layer, psf_sigma)
+    OUTPUT_DTYPE.check(output_dtype)
     if psf_layer is not None and not psf_fits(layer, psf_layer):
         raise ValueError(f"the PSF layer {psf_layer.name!r} has shape "
                          f"{layer_shape(psf_layer)}; a PSF is a 2-D (Y, X) or 3-D "
@@ -426,7 +445,7 @@ def make_plan(
     names = axis_names(layer)
     plan = Plan(sources, task, factor, layout, data, mask, slice_index, mask_name,
                 mask_layer if task == "inpaint" else None, (None, *names) if extra else names,
-                lazy=lazy)
+                lazy=lazy, output_dtype=output_dtype)
     if psf_layer is not None:
         plan.psf = np.array(layer_array(psf_layer), dtype=np.float64, copy=True)
         plan.psf_name = psf_layer.name
