@@ -1,0 +1,68 @@
+"""Memory of a 3-D fit (stack mode '3d') against the engine's estimate, on the CPU:
+``python -m benchmarks.memory3d``.
+
+Each case runs in a fresh process: a small warm-up run (imports, allocator pools), the kernel's
+peak counter reset, then a 2-iteration run of the light net on a random stack; "measured" is
+the growth of the peak resident set. Stack mode '3d' is refused, never tiled, when the estimate
+exceeds the device, so the estimate must not fall below the measurement.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+#: (Z, Y, X, Z spacing in pixels, task)
+CASES = [(8, 64, 64, 1.0, "denoise"), (16, 96, 96, 1.0, "denoise"), (32, 128, 128, 1.0, "denoise"),
+         (16, 128, 128, 4.0, "denoise"), (16, 96, 96, 4.0, "deconvolve"),
+         (8, 128, 128, 8.0, "denoise"), (32, 96, 96, 8.0, "denoise"),
+         (24, 160, 160, 4.0, "denoise")]
+
+_ONE = """
+import sys
+import numpy as np, torch
+from napari_dip.engine.stacks import restore_stack
+torch.set_num_threads(1)
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+z, h, w, vz, task = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+stack = (np.random.default_rng(0).random((z, h, w)) * 1000).astype(np.float32)
+kw = dict(stack_mode="3d", max_iters=2, stopping="none", preset="light", device="cpu", seed=0,
+          threads=1, voxel_size=(vz, 1.0, 1.0))
+if task == "deconvolve":
+    kw["psf_sigma"] = (1.0, 1.5, 1.5)
+restore_stack(stack[:4, :16, :16], task, **kw)
+open("/proc/self/clear_refs", "w").write("5")
+before = status("VmRSS")
+restore_stack(stack, task, **kw)
+print(status("VmHWM") - before)
+"""
+
+
+def main() -> int:
+    from napari_dip.engine.devices import estimate_memory
+    from napari_dip.engine.presets import make_config
+
+    print("| Z x Y x X | Z spacing (px) | task | measured MiB | B/voxel | estimate MiB | "
+          "estimate ÷ measured |")
+    print("|---|---|---|---|---|---|---|")
+    for z, h, w, vz, task in CASES:
+        out = subprocess.run([sys.executable, "-c", _ONE, str(z), str(h), str(w), str(vz), task],
+                             capture_output=True, text=True, check=True,
+                             env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+                                  **{k: v for k, v in __import__("os").environ.items()
+                                     if k.startswith(("PYTHON", "HOME"))}})
+        measured = int(out.stdout.split()[-1])
+        est = estimate_memory(z * h, w, make_config(task, "light", None).net)
+        print(f"| {z}x{h}x{w} | {vz:g} | {task} | {measured / 2**20:.0f} | "
+              f"{measured / (z * h * w):.0f} | {est / 2**20:.0f} | {est / measured:.2f} |",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
