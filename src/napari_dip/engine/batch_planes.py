@@ -17,7 +17,9 @@ import torch
 from .batched import UnitDone, default_batch, fit_batch
 from .devices import cpu_threads, is_out_of_memory, memory_error
 from .fit import start_level
-from .restoration import Progress, _Fits, _group_operator, _initial_guess, _Job
+from .restoration import (
+    PreviewSchedule, Progress, _Fits, _group_operator, _initial_guess, _Job,
+)
 
 #: What a run's record says about the path its fits took.
 ONE_AT_A_TIME = "one-at-a-time"
@@ -137,7 +139,7 @@ def _run(jobs, fits, units, check, slice_indices, n_slices):
         output_levels=[start_level(jobs[j].observation[:, group], op)
                        for ((j, _), group), op in zip(zip(units, group_of), ops)],
     )
-    next_preview = [config.preview_every] * len(units)
+    schedules = [PreviewSchedule(config.preview_every) for _ in units]
     running = len(units)
     try:
         for event in steps:
@@ -147,11 +149,8 @@ def _run(jobs, fits, units, check, slice_indices, n_slices):
                 continue
             k = event.unit
             (j, g), job = units[k], jobs[units[k][0]]
-            preview = None
-            if config.preview_every and event.iteration >= next_preview[k]:
-                next_preview[k] = event.iteration - event.iteration % config.preview_every + \
-                    config.preview_every
-                preview = fits[j].preview(job.output, group_of[k], event.estimate)
+            preview = fits[j].preview(job.output, group_of[k], event.estimate) \
+                if schedules[k].due(event.iteration) else None
             yield Progress(
                 event.iteration, config.max_iters, event.loss, event.signal,
                 event.best_iteration, event.elapsed, preview, event.psnr, g, len(job.groups),

@@ -542,18 +542,29 @@ def _fit_each_group(job: _Job, check: Callable[[], bool] | None, fits: _Fits):
     return fits
 
 
+class PreviewSchedule:
+    """When a fit shows a preview: at its first step at or past each multiple of ``every``
+    iterations (None or 0: never). One per fit (a batch of fits keeps one for each)."""
+
+    def __init__(self, every: int | None):
+        self.every = self.next = every
+
+    def due(self, iteration: int) -> bool:
+        if not self.every or iteration < self.next:
+            return False
+        self.next = iteration - iteration % self.every + self.every
+        return True
+
+
 def fit_progress(steps, config: FitConfig, plane: int, n_planes: int,
                  preview: Callable[[torch.Tensor], np.ndarray]):
     """Run a fit's ``steps`` to their end, yielding a :class:`Progress` per step, with
     ``preview(estimate)`` every ``config.preview_every`` iterations; returns the outcome."""
-    every, next_preview = config.preview_every, config.preview_every
+    schedule = PreviewSchedule(config.preview_every)
     try:
         while True:
             step = next(steps)
-            shown = None
-            if every and step.iteration >= next_preview:
-                next_preview = step.iteration - step.iteration % every + every
-                shown = preview(step.estimate)
+            shown = preview(step.estimate) if schedule.due(step.iteration) else None
             yield Progress(step.iteration, config.max_iters, step.loss, step.signal,
                            step.best_iteration, step.elapsed, shown, step.psnr, plane,
                            n_planes, status=step.status)
