@@ -201,15 +201,20 @@ def test_device_resolution():
         resolve_device("cuda:7" if torch.cuda.device_count() < 8 else "nonsense")
 
 
-_MEASURE_STEP_PEAK = """
-import sys, torch
-from napari_dip.engine.generators import LIGHT_SKIP, PAPER_SKIP, build_generator
+#: The start of a script that measures a peak resident size in a fresh process.
+_PEAK_RSS = """
+import sys
+import numpy as np, torch
 torch.set_num_threads(1)
 
 def status(key):  # kB -> bytes
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
+"""
+
+_MEASURE_STEP_PEAK = _PEAK_RSS + """
+from napari_dip.engine.generators import LIGHT_SKIP, PAPER_SKIP, build_generator
 
 side = int(sys.argv[1])
 for name, spec in (("light", LIGHT_SKIP), ("paper", PAPER_SKIP)):
@@ -258,15 +263,8 @@ def test_memory_estimate_matches_a_measured_training_step():
         assert 0.8 < ratio < 1.8, (name, measured[name], ratio)
 
 
-_MEASURE_VOLUME_PEAK = """
-import numpy as np, torch
+_MEASURE_VOLUME_PEAK = _PEAK_RSS + """
 from napari_dip.engine.stacks import restore_stack
-torch.set_num_threads(1)
-
-def status(key):  # kB -> bytes
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
 
 stack = (np.random.default_rng(0).random((16, 96, 96)) * 1000).astype(np.float32)
 kw = dict(stack_mode="3d", max_iters=2, stopping="none", preset="light", device="cpu", seed=0,
