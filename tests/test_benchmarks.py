@@ -272,9 +272,23 @@ def test_microscopy_suite_pipeline_on_tiny_images(one_thread):
     st = results["stacks"]
     assert st["warm"]["iterations_per_slice"] == [3, 3, 3] and st["3d"]["iterations"] == 3
     assert st["slices"]["cpu_s"] > 0
+    from scipy import ndimage
+
+    from napari_dip.engine.psf import gaussian_psf
+
+    k = gaussian_psf(1.5, 2)
+    points = np.zeros((3, 32, 32))
+    points[:, [10, 21], [12, 22]] = 400
+    points = np.stack([ndimage.gaussian_filter(p, s) for p, s in zip(points, (4, 1.5, 4))])
+    bs = microscopy.slices_deconvolution(rng.poisson(points + 2).astype(np.float32), k,
+                                         max_iters=3)
+    assert bs["own_gain"][1] > 1 and bs["own_gain"][0] == bs["own_gain"][2] == 1.0
+    assert bs["stack_gain"] == pytest.approx(bs["own_gain"][1], rel=1e-3)
+    assert bs["in_focus_slice"] == 1 and bs["iterations"] == [3, 3, 3]
+    results["bead-slices"] = {**bs, "crop": [[0, 3], [0, 32], [0, 32]]}
     md = microscopy.report(results)
     for title in ("Poisson-Gaussian noise model", "Deconvolution: Gaussian blur", "Stacks:",
-                  "Guided restoration"):
+                  "Guided restoration", "one headroom per stack"):
         assert title in md
     # FWHM of a known Gaussian profile
     t = np.arange(41) - 20.0
