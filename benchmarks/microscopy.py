@@ -249,7 +249,7 @@ def bead_slices_part(data: Path, crop=(16, 48, 48), mode="warm", max_iters=None,
     stack, psf, box, _ = _bead_crop(data, crop)
     # float: the restored peaks lie far above 8 bits
     row = slices_deconvolution(stack[box].astype(np.float32), psf.plane(), mode, max_iters)
-    row["crop"] = [[s.start, s.stop] for s in box]
+    row["crop"] = [[int(s.start), int(s.stop)] for s in box]
     log(f"  bead slices ({mode}): gains alone {[round(g) for g in row['own_gain']]}, stack "
         f"{row['stack_gain']:.0f}; plane {row['DIP plane']}, crop {row['DIP crop']}")
     return row
