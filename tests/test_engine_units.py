@@ -201,20 +201,15 @@ def test_device_resolution():
         resolve_device("cuda:7" if torch.cuda.device_count() < 8 else "nonsense")
 
 
-#: The start of a script that measures a peak resident size in a fresh process.
-_PEAK_RSS = """
-import sys
-import numpy as np, torch
+_MEASURE_STEP_PEAK = """
+import sys, torch
+from napari_dip.engine.generators import LIGHT_SKIP, PAPER_SKIP, build_generator
 torch.set_num_threads(1)
 
 def status(key):  # kB -> bytes
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
-"""
-
-_MEASURE_STEP_PEAK = _PEAK_RSS + """
-from napari_dip.engine.generators import LIGHT_SKIP, PAPER_SKIP, build_generator
 
 side = int(sys.argv[1])
 for name, spec in (("light", LIGHT_SKIP), ("paper", PAPER_SKIP)):
@@ -263,34 +258,16 @@ def test_memory_estimate_matches_a_measured_training_step():
         assert 0.8 < ratio < 1.8, (name, measured[name], ratio)
 
 
-_MEASURE_VOLUME_PEAK = _PEAK_RSS + """
-from napari_dip.engine.stacks import restore_stack
-
-stack = (np.random.default_rng(0).random((16, 96, 96)) * 1000).astype(np.float32)
-kw = dict(stack_mode="3d", max_iters=2, stopping="none", preset="light", device="cpu", seed=0,
-          threads=1, voxel_size=(4.0, 1.0, 1.0), psf_sigma=(1.0, 1.5, 1.5))
-restore_stack(stack[:4, :16, :16], "deconvolve", **kw)  # warm-up: imports, allocator pools
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-before = status("VmRSS")
-restore_stack(stack, "deconvolve", **kw)
-print(status("VmHWM") - before)
-"""
-
-
 @pytest.mark.skipif(not _can_reset_peak_rss(), reason="needs Linux's /proc/self/clear_refs")
 def test_the_3d_memory_estimate_is_not_below_a_measured_3d_fit():
     # Stack mode '3d' is refused, never tiled, when its estimate exceeds the device: the
     # estimate (the 2-D net's bytes per pixel, per voxel) must not fall below a real 3-D fit's
     # peak. Anisotropic voxels (Z not down-sampled) and a deconvolution: the tightest case
     # measured (1.1x; 1.1-2.0x over the 8 sizes and spacings of benchmarks.memory3d).
-    from napari_dip.engine.presets import make_config
+    from benchmarks.memory3d import estimate, measure
 
-    out = subprocess.run([sys.executable, "-c", _MEASURE_VOLUME_PEAK], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert out.returncode == 0, out.stderr
-    measured = int(out.stdout.split()[-1])
-    ratio = estimate_memory(16 * 96, 96, make_config("deconvolve", "light", None).net) / measured
+    measured = measure(16, 96, 96, 4.0, "deconvolve")
+    ratio = estimate(16, 96, 96, "deconvolve") / measured
     assert 0.9 < ratio < 3.5, (measured, ratio)
 
 

@@ -291,10 +291,9 @@ class _FileRun:
         """``options`` with the choices every unit shares (the noise model, a deconvolution's
         headroom: :mod:`.engine.shared`), made from the slices the intensity pass kept."""
         options = dict(options)
-        given = {k: options.pop(k) for k in ("noise_model", "psf", "psf_sigma", "psf_name")
-                 if k in options}
-        return {**options, **self.sample.choices(options["task"], self.norm,
-                                                 f"input {str(self.inp)!r}", **given)}
+        shared = self.sample.take_choices(options["task"], self.norm,
+                                          f"input {str(self.inp)!r}", options)
+        return {**options, **shared}
 
     def print_plan(self, finished: int) -> None:
         """The dry run's plan: the units, then what one fit needs (as a run in memory says)."""
@@ -319,6 +318,7 @@ class _FileRun:
         """Plan, check against what an earlier run left, open the output; False: dry run."""
         from ._ledger import Ledger, fingerprint
         from .engine.intensity import IntensityMap
+        from ._cli import resolve_task
         from .engine.shared import PlaneSample
 
         args, out = self.args, self.out
@@ -344,7 +344,8 @@ class _FileRun:
             return False
         # The pass also keeps the slices the shared choices are made from (again on a resume:
         # the same slices give the same choices).
-        self.sample = PlaneSample(range(self.layout.n_slices))
+        self.sample = PlaneSample(range(self.layout.n_slices),
+                                  brightest=resolve_task(args) == "deconvolve")
         self.norm = self.fit_map(on_plane=self.sample.see)
         if old is not None:
             saved = old["normalisation"]

@@ -16,6 +16,15 @@ from .intensity import IntensityMap
 
 #: Planes, spread over the run, that the shared choices are made from.
 SAMPLE_PLANES = 8
+#: The :func:`~napari_dip.engine.restore_iter` keywords that the shared choices replace.
+CHOICE_KEYS = ("noise_model", "psf", "psf_sigma", "psf_name", "headroom")
+
+
+def deconvolves(task: str, options: dict) -> bool:
+    """Whether a run of ``task`` with these restore_iter keywords is a deconvolution (a PSF
+    makes 'denoise' one)."""
+    has_psf = options.get("psf") is not None or options.get("psf_sigma") is not None
+    return task == "deconvolve" or (task == "denoise" and has_psf)
 
 
 def spread(indices, count: int = SAMPLE_PLANES) -> list:
@@ -26,10 +35,12 @@ def spread(indices, count: int = SAMPLE_PLANES) -> list:
 
 class PlaneSample:
     """The planes the shared choices are made from, gathered while the run's slices are read
-    one at a time (:meth:`see`): those of :func:`spread`, and the brightest one."""
+    one at a time (:meth:`see`): those of :func:`spread`, and (``brightest``: for a
+    deconvolution's headroom) the brightest one."""
 
-    def __init__(self, indices):
+    def __init__(self, indices, brightest: bool = False):
         self.wanted = set(spread(indices))
+        self.brightest = brightest
         self.colour: dict[int, np.ndarray] = {}
         self.known: dict[int, np.ndarray | None] = {}
         self._brightest: tuple[float, int] | None = None
@@ -38,14 +49,22 @@ class PlaneSample:
         """Plane ``i``'s (C, Y, X) channels in input units and its observed pixels (or None)."""
         if known is not None and not known.any():
             known = None
-        peak = float(max(np.quantile(c if known is None else c[known], 0.999) for c in colour))
         if i in self.wanted:
             self.colour[i], self.known[i] = colour, known
+        if not self.brightest:
+            return
+        peak = float(max(np.quantile(c if known is None else c[known], 0.999) for c in colour))
         if self._brightest is None or peak > self._brightest[0]:
             if self._brightest is not None and self._brightest[1] not in self.wanted:
                 self.colour.pop(self._brightest[1]), self.known.pop(self._brightest[1])
             self._brightest = (peak, i)
             self.colour[i], self.known[i] = colour, known
+
+    def take_choices(self, task: str, norm: IntensityMap, name: str, options: dict) -> dict:
+        """:meth:`choices` from the keywords of ``options`` that they replace
+        (:data:`CHOICE_KEYS`), which are taken out of ``options``."""
+        return self.choices(task, norm, name,
+                            **{k: options.pop(k) for k in CHOICE_KEYS if k in options})
 
     def choices(self, task: str, norm: IntensityMap, name: str, *, noise_model="auto",
                 psf=None, psf_sigma=None, psf_name: str = "PSF", headroom=None) -> dict:
@@ -63,13 +82,12 @@ class PlaneSample:
                 noise_model, [norm.forward(self.colour[i]) for i in spread_ones],
                 [self.known[i] for i in spread_ones], task, name)
         out["noise_model"] = noise_model
-        has_psf = psf is not None or psf_sigma is not None
-        if task == "deconvolve" or (task == "denoise" and has_psf):
+        if deconvolves(task, {"psf": psf, "psf_sigma": psf_sigma}):
             p = psf if isinstance(psf, PSF) else make_psf(psf, psf_sigma, 2, psf_name)
             out["psf"], out["psf_sigma"] = p, None
             out["headroom"] = headroom or Headroom.test(
                 [norm.forward(c) for c in self.colour.values()], p.kernel)
-        elif has_psf:  # not a deconvolution: restore_iter says why it refuses a PSF
+        elif psf is not None or psf_sigma is not None:  # restore_iter says why it refuses it
             out.update(psf=psf, psf_sigma=psf_sigma, psf_name=psf_name)
         return out
 

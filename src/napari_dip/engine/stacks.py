@@ -31,7 +31,7 @@ from .restoration import (
     Progress, Result, _record, as_cancel_check, drain, draw_seed, overall_stop_reason, prepare,
     restore_iter,
 )
-from .shared import PlaneSample
+from .shared import PlaneSample, deconvolves
 
 #: Neighbouring slices this alike (mean Pearson correlation) make a warm start worthwhile.
 WARM_MIN_CORRELATION = 0.5
@@ -202,12 +202,11 @@ def restore_stack_iter(
     if seed is None:
         seed = draw_seed()
     check = as_cancel_check(cancel)
-    sample = PlaneSample(to_fit)
+    sample = PlaneSample(to_fit, brightest=deconvolves(task, kwargs))
     for i in to_fit:
         sample.see(i, colour[i], known[i])
-    shared = sample.choices(task, norm, name, noise_model=noise_model,
-                            **{k: kwargs.pop(k) for k in ("psf", "psf_sigma", "psf_name")
-                               if k in kwargs})
+    kwargs["noise_model"] = noise_model
+    shared = sample.take_choices(task, norm, name, kwargs)
     per_slice_guide = guide is not None and np.ndim(guide) >= 3 and \
         np.shape(guide)[:3] == stack.shape[:3]
     warm_states = {} if mode["mode"] == "warm" else None

@@ -251,9 +251,9 @@ def skip_reason(cyx: np.ndarray, mask, task: str) -> str | None:
 def _shared_choices(colour, known, tiles, task, norm, name, kwargs) -> dict:
     """The noise model and a deconvolution's headroom, decided once for every tile of the plane
     from a sample of its tiles (:mod:`.shared`)."""
-    from .shared import PlaneSample
+    from .shared import PlaneSample, deconvolves
 
-    sample = PlaneSample([t.index for t in tiles])
+    sample = PlaneSample([t.index for t in tiles], brightest=deconvolves(task, kwargs))
     for t in tiles:
         ys, xs = t.yx()
         sub_known = None if known is None else known[ys, xs]
@@ -262,9 +262,7 @@ def _shared_choices(colour, known, tiles, task, norm, name, kwargs) -> dict:
                        sub_known if sub_known is not None and sub_known.any() else None)
     if not sample.colour:
         return {}  # every tile is passed through: nothing to choose
-    given = {k: kwargs.pop(k) for k in ("noise_model", "psf", "psf_sigma", "psf_name",
-                                        "headroom") if k in kwargs}
-    return sample.choices(task, norm, name, **given)
+    return sample.take_choices(task, norm, name, kwargs)
 
 
 def restore_tiled_iter(

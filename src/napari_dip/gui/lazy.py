@@ -42,7 +42,7 @@ def create_store(plan: Plan, folder: str | None = None):
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", plan.sources[0].name).strip("._") or "result"
     path = os.path.join(folder, f"{stem}-dip.zarr")
     array = zarr.create_array(store=path, shape=plan.output_shape, chunks=plan.output_chunks,
-                              dtype=plan.output_dtype_np, fill_value=FILL_VALUE,
+                              dtype=plan.result_dtype, fill_value=FILL_VALUE,
                               overwrite=False)
     array.attrs["napari_dip"] = {"input_layer": plan.sources[0].name, "state": "running",
                                  "slices_restored": []}
@@ -66,7 +66,7 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     event is yielded."""
     from ..engine import arrays, axes
     from ..engine.restoration import Result, as_cancel_check, draw_seed, restore_iter
-    from ..engine.shared import PlaneSample
+    from ..engine.shared import PlaneSample, deconvolves
     from ..engine.stacks import StackRecord, _warm_settings
     from ..engine.units import passthrough, shared_map, skip_reason
 
@@ -79,7 +79,6 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     kwargs.pop("voxel_size", None)
     seed = kwargs.pop("seed", None)
     seed = draw_seed() if seed is None else seed
-    noise_model = kwargs.pop("noise_model", "auto")
     guide = kwargs.pop("guide", None)
     folded = (n, *(layout.shape[a] for a in plan._plane_axes()))  # the stack, as the engine's
     per_slice_guide = guide is not None and np.ndim(guide) >= 3 and \
@@ -100,12 +99,10 @@ def restore_lazy_iter(plan: Plan, store, cancel):
 
     # One pass over the slices, one at a time: the shared intensity map, and the few slices
     # that the choices every slice shares (noise model, a deconvolution's headroom) are made from.
-    sample = PlaneSample(todo)
+    sample = PlaneSample(todo, brightest=deconvolves(task, kwargs))
     norm = shared_map(plan.read_slice, todo, masks, cax, task, layout.colour, name,
                       on_plane=sample.see)
-    shared = sample.choices(task, norm, name, noise_model=noise_model,
-                            **{k: kwargs.pop(k) for k in ("psf", "psf_sigma", "psf_name")
-                               if k in kwargs})
+    shared = sample.take_choices(task, norm, name, kwargs)
     del sample
 
     log, cancelled, restored_order = StackRecord(task, seed, norm), False, []

@@ -65,7 +65,7 @@ class Plan:
         return result_is_float(self.output_dtype, self.task)
 
     @property
-    def output_dtype_np(self) -> np.dtype:
+    def result_dtype(self) -> np.dtype:
         """The result's dtype."""
         return np.dtype(np.float32) if self.as_float else np.dtype(self.data.dtype)
 
@@ -136,7 +136,7 @@ class Plan:
     def upsampled(self, work: np.ndarray) -> np.ndarray:
         """The initial output: the input (in the result's dtype), nearest-neighbour upsampled
         for super-resolution."""
-        work = work.astype(self.output_dtype_np)  # a copy
+        work = work.astype(self.result_dtype)  # a copy
         if self.task != "sr":
             return work
         y, x = self.layout.folded_yx_axes(work.ndim)

@@ -90,7 +90,7 @@ def run_record(plan: Plan, record: dict, outcome: Outcome) -> dict:
         "psf_sigma": plan.psf_sigma,
         "guide_layer": plan.guide_name,
         "stack_mode": (plan.stack_mode or "auto") if plan.is_stack else None,
-        "output_dtype": f"{plan.output_dtype} ({plan.output_dtype_np})",
+        "output_dtype": f"{plan.output_dtype} ({plan.result_dtype})",
         "voxel_size": None if plan.voxel_size is None else list(plan.voxel_size),
     }
     record["outcome"] = outcome.to_dict()
