@@ -11,7 +11,7 @@ import torch
 
 from napari_dip.engine.batched import UnitDone, UnitStep, fit_batch, run_batch
 from napari_dip.engine.fit import run_fit
-from napari_dip.engine.generators import GeneratorSpec, build_generator, stack_states
+from napari_dip.engine.generators import GeneratorSpec, UnitConv2d, build_generator, stack_states
 from napari_dip.engine.operators import Downsample, Identity, Mask, psnr
 from napari_dip.engine.presets import make_config
 
@@ -380,3 +380,16 @@ def test_planes_with_other_settings_go_in_other_batches(noisy_stack):
     done = {e.job: e.fits for e in fit_planes(jobs, None, 3) if isinstance(e, PlaneDone)}
     assert [done[k].planes[0]["iterations"] for k in range(3)] == [3, 4, 3]
     assert all(done[k].batch["size"] == 3 for k in range(3))
+
+
+def test_a_unit_convolution_run_unit_by_unit_on_the_cpu_equals_the_grouped_one():
+    # UnitConv2d splits by unit on the CPU where the widths differ; the numbers must not change.
+    conv = UnitConv2d(3 * 5, 3 * 4, 3, padding=1, groups=3)
+    x = torch.rand(1, 15, 12, 12, requires_grad=True)
+    out = conv(x)
+    ref = torch.nn.functional.conv2d(x, conv.weight, conv.bias, padding=1, groups=3)
+    torch.testing.assert_close(out, ref)
+    g_out = torch.autograd.grad(out.square().sum(), (x, conv.weight, conv.bias))
+    g_ref = torch.autograd.grad(ref.square().sum(), (x, conv.weight, conv.bias))
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b)
