@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .batched import UnitDone, default_batch, fit_batch
-from .devices import cpu_threads, is_out_of_memory, memory_error
+from .devices import cpu_run, is_out_of_memory, memory_error
 from .fit import start_level
 from .restoration import (
     PreviewSchedule, Progress, _Fits, _group_operator, _initial_guess, _Job,
@@ -62,7 +62,7 @@ def fit_planes(jobs: list[_Job], check: Callable[[], bool] | None, batch: int,
     memory)."""
     if jobs[0].device.type != "cpu":
         return (yield from _fit_planes(jobs, check, batch, slice_indices, n_slices, None))
-    with cpu_threads(jobs[0].threads) as threads:
+    with cpu_run(jobs[0].threads) as threads:
         return (yield from _fit_planes(jobs, check, batch, slice_indices, n_slices, threads))
 
 

@@ -26,7 +26,7 @@ import torch
 
 from ..choices import STACK_MODE, STOPPING, TASK, resolve_preset
 from ..formatting import format_bytes, format_duration
-from .devices import DIPMemoryError, check_fits, cpu_threads, estimate_memory, resolve_device
+from .devices import DIPMemoryError, check_fits, cpu_run, estimate_memory, resolve_device
 from .generators import padded_size, volume_spec
 from .presets import make_config
 from .tiles import choose_tiling
@@ -164,7 +164,7 @@ def _estimate_volume(zyx: tuple[int, int, int], task: str, config, dev: torch.de
                          f"{task!r}; use stack mode 'slices' or 'warm'")
     z, h, w = zyx
     try:  # the run's own check: a volume too big is refused, not tiled
-        check_fits(z * h, w, config.net, dev, preset)
+        check_fits(h, w, config.net, dev, preset, planes=z)
         too_big = False
     except DIPMemoryError:
         too_big = True
@@ -174,10 +174,9 @@ def _estimate_volume(zyx: tuple[int, int, int], task: str, config, dev: torch.de
             z, h, w, task, preset=preset, device=dev, channels=channels,
             voxel_size=voxel_size, threads=threads)
     return RunEstimate(
-        # counted as the run's memory check counts it: the 2-D net's bytes per pixel, per
-        # voxel. Against the peak of real 3-D fits on the CPU (benchmarks.memory3d: 8 stacks
-        # from 8x64x64 to 32x128x128, Z spacing 1-8x the pixel) it is 1.1-2.0x: safe.
-        memory_bytes=estimate_memory(z * h, w, config.net),
+        # counted as the run's memory check counts it (benchmarks.memory3d checks it against
+        # the settled peak of real 3-D fits)
+        memory_bytes=estimate_memory(h, w, config.net, planes=z),
         seconds_per_iteration=spi, max_iterations=config.max_iters, stopping=config.stopping,
         fits=max(int(fits), 1), device=str(dev), preset=preset, measured_on=measured,
         stack_mode="3d", volume=(z, h, w), too_big=too_big,
@@ -210,7 +209,7 @@ def _cached(key: tuple, dev: torch.device, threads: int | None, measure, scale: 
             measured_on: tuple[int, ...]) -> tuple[float, tuple[int, ...]]:
     """``measure()`` (seconds per step of a crop) times ``scale``, with the crop's size; cached
     under ``key`` plus the CPU threads it runs with."""
-    with cpu_threads(threads) as n_threads:
+    with cpu_run(threads) as n_threads:
         key = (*key, n_threads if dev.type == "cpu" else None)
         with _lock:
             if key in _cache:

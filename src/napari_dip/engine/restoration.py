@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..choices import CHANNELS, NOISE_MODEL, SR_FACTOR, TASK, resolve_preset
 from . import arrays
 from .devices import (
-    DIPMemoryError, check_fits, cpu_threads, is_out_of_memory, memory_error, resolve_device,
+    DIPMemoryError, check_fits, cpu_run, is_out_of_memory, memory_error, resolve_device,
 )
 from .fit import fit, start_level
 from .intensity import IntensityMap
@@ -504,7 +504,7 @@ def _fit_groups(job: _Job, check: Callable[[], bool] | None, batch: int | None =
     fits = _Fits(image=_initial_guess(job.observation, job.operator)[0])
     if job.device.type != "cpu":
         return (yield from _fit_each_group(job, check, fits))
-    with cpu_threads(job.threads) as fits.threads:
+    with cpu_run(job.threads) as fits.threads:
         return (yield from _fit_each_group(job, check, fits))
 
 

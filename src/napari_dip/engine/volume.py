@@ -16,7 +16,7 @@ import torch
 
 from ..choices import CHANNELS, resolve_preset
 from . import arrays
-from .devices import check_fits, cpu_threads, resolve_device
+from .devices import check_fits, cpu_run, resolve_device
 from .fit import fit, start_level
 from .generators import volume_spec
 from .intensity import IntensityMap
@@ -117,7 +117,7 @@ def restore_volume_iter(
                          patience=patience, preview_every=preview_every, **overrides)
     z, h, w = czyx.shape[1:]
     config = replace(config, net=volume_spec(config.net, z, voxel_size))
-    check_fits(z * h, w, config.net.base, dev, preset)
+    check_fits(h, w, config.net.base, dev, preset, planes=z)
     seed = draw_seed() if seed is None else seed
     gen = torch.Generator().manual_seed(seed)
     net_input = torch.rand((1, config.input_channels, z, h, w), generator=gen) * \
@@ -154,7 +154,8 @@ def restore_volume_iter(
                 break
 
     if dev.type == "cpu":
-        with cpu_threads(threads) as fits.threads:
+        # Freed memory is not kept for a volume: its peak grew 15-60% for ~5% less CPU time.
+        with cpu_run(threads, keep_freed=False) as fits.threads:
             yield from run()
     else:
         yield from run()
