@@ -153,8 +153,9 @@ def cpu_run(threads: int | None, keep_freed: bool = True):
         torch.set_num_threads(before)
 
 
-# glibc's defaults for both thresholds (mallopt(3)); there is no call that reads them back.
-_GLIBC_DEFAULT_THRESHOLD = 128 * 1024
+# Where glibc's own dynamic rule takes the thresholds once a process has freed a block of
+# 32 MiB or more (mallopt(3)): a setting cannot hand the rule back, nor read it.
+_GLIBC_MMAP_THRESHOLD_MAX = 32 * 2**20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _KEEP_BELOW = 1 << 30
 _heap = {"users": 0, "lock": threading.Lock()}
@@ -182,10 +183,11 @@ def keep_freed_memory():
     above its mmap threshold straight back to the system, so every step paid for fresh zeroed
     pages: 1,800 (128²) to 74,000 (512²) page faults per iteration of the light denoising fit,
     10-25% of its CPU time (one thread, 2-core test machine). Inside the block no block under
-    1 GiB is returned until the block ends; then the thresholds go back to glibc's defaults
-    and the heap is trimmed, so the viewer does not keep a finished run's memory. The price is
-    a higher peak while it runs (freed blocks a few bytes too small for the next, aligned,
-    request wait to be merged): +7-27% on a 512² fit, which is why volumes do without.
+    1 GiB is returned until the block ends. Then the thresholds go to where glibc's own rule
+    takes them after a large block, and the heap is trimmed: the viewer does not keep a
+    finished run's memory. The price is a higher peak while it runs (freed blocks a few bytes
+    too small for the next, aligned, request wait to be merged): +7-27% on a 512² fit, which
+    is why volumes do without.
     """
     libc = _glibc()
     if libc is None:
@@ -202,6 +204,6 @@ def keep_freed_memory():
         with _heap["lock"]:
             _heap["users"] -= 1
             if _heap["users"] == 0:
-                libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
-                libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+                libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_MMAP_THRESHOLD_MAX)
+                libc.mallopt(_M_TRIM_THRESHOLD, 2 * _GLIBC_MMAP_THRESHOLD_MAX)
                 libc.malloc_trim(0)
