@@ -13,8 +13,9 @@ with batched weights to the same grouped convolution, and the two measured alike
 8 units, one training step, one thread of the 2-core test CPU, per unit against one network at a
 time: 64² grouped 0.83-0.94x, vmap 0.89-1.02x; 128² grouped 1.25-1.52x, vmap 1.37-1.42x). The
 module form keeps BatchNorm per channel without vmap's in-place buffer rules and takes autocast,
-channels_last and torch.compile as :func:`.fit.fit` does. On this CPU batches pay off only for
-small planes (see :func:`default_batch`); the gain is meant for GPUs.
+channels_last and torch.compile as :func:`.fit.fit` does. On the CPU, the layers whose input and
+output widths differ run unit by unit (:class:`~.generators.UnitConv2d`); a batch then restored
+1.12x the slices per CPU-second of one slice at a time (see :func:`default_batch`).
 
 Sums over a batch divide time among the units: each unit is charged an equal share of every
 stretch of wall and CPU time it spent in the batch.
@@ -530,10 +531,10 @@ def default_batch(device: torch.device, n_units: int, out_hw: tuple[int, int],
                   config: FitConfig, channels: int) -> int:
     """How many units to fit together by default: on CUDA as many as half the free memory
     holds (at most :data:`MAX_DEFAULT_BATCH`); elsewhere one at a time. On the 2-core test CPU
-    (one thread) a batch of 8 cold slices of 128² restored at 0.76x the one-at-a-time throughput
-    per CPU-second with the denoising net (benchmarks/RESULTS.md; 0.79-0.87x with the previous
-    one); only planes of at most 64² gained (6 slices of 40², padded to 64²: 0.83x the CPU
-    time), too narrow a case for a default."""
+    (one thread) a batch of 8 cold slices of 128² restored at 1.12x the one-at-a-time throughput
+    per CPU-second (benchmarks/RESULTS.md; 0.76x before the unit-by-unit layers): a gain too
+    small for 8x the memory, and a CPU stack's fast path is the warm start (2.5x), which
+    fits one slice after another."""
     if device.type != "cuda" or n_units < 2:
         return 1
     free = torch.cuda.mem_get_info(device)[0]
