@@ -206,10 +206,11 @@ def seconds_per_iteration(height: int, width: int, task: str = "denoise", *,
 
 
 def _cached(key: tuple, dev: torch.device, threads: int | None, measure, scale: float,
-            measured_on: tuple[int, ...]) -> tuple[float, tuple[int, ...]]:
+            measured_on: tuple[int, ...], keep_freed: bool = True) -> tuple[float, tuple[int, ...]]:
     """``measure()`` (seconds per step of a crop) times ``scale``, with the crop's size; cached
-    under ``key`` plus the CPU threads it runs with."""
-    with cpu_run(threads) as n_threads:
+    under ``key`` plus the CPU threads it runs with, in the CPU settings of the run it times
+    (``keep_freed``: see :func:`.devices.cpu_run`)."""
+    with cpu_run(threads, keep_freed) as n_threads:
         key = (*key, n_threads if dev.type == "cpu" else None)
         with _lock:
             if key in _cache:
@@ -247,6 +248,8 @@ def seconds_per_volume_iteration(planes: int, height: int, width: int, task: str
     """Measured wall time of one step of the 3-D fit of a ``planes`` x ``height`` x ``width``
     stack (stack mode '3d'), and the (Z, Y, X) crop measured; scaled to the whole stack by the
     voxels the network computes. Cached, as :func:`seconds_per_iteration`."""
+    from .volume import KEEP_FREED
+
     dev = resolve_device(device)
     preset = resolve_preset(preset, dev.type)
     base = make_config(task, preset, None).net
@@ -262,7 +265,7 @@ def seconds_per_volume_iteration(planes: int, height: int, width: int, task: str
            spec.z_strides, spec.z_kernels, task, preset, str(dev), int(channels))
     return _cached(key, dev, threads,
                    lambda: _measure_volume(z, h, w, task, preset, dev, channels, voxel_size),
-                   full / crop, (z, h, w))
+                   full / crop, (z, h, w), keep_freed=KEEP_FREED)
 
 
 def _padded_voxels(planes: int, height: int, width: int, spec) -> int:

@@ -94,7 +94,7 @@ class UnitConv2d(nn.Conv2d):
     def _conv_forward(self, x, weight, bias):
         g = self.groups
         c_in, c_out = self.in_channels // g, self.out_channels // g
-        if g == 1 or c_in == c_out or x.device.type != "cpu":
+        if g == 1 or c_in == c_out or x.device.type != "cpu" or self.padding_mode != "zeros":
             return super()._conv_forward(x, weight, bias)
         biases = bias.split(c_out) if bias is not None else (None,) * g
         return torch.cat([
