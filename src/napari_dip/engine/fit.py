@@ -212,8 +212,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 
 def ema_lag(ema: float) -> int:
-    """How many iterations the output average's centre trails the newest output
-    (ema / (1 - ema)): the image kept for a pick at iteration t is the average at t + lag."""
+    """Iterations from a pick to the average that is kept (ema / (1 - ema)): the image kept for
+    a pick at iteration t is the average at t + lag. That is where a flat ``ema`` would centre
+    the average on t; with the short early memory of :func:`ema_decay` its centre is later
+    (about 0.9 * (t + lag) before iteration ~900; :mod:`.stopping` says why it stays so)."""
     return round(ema / (1 - ema)) if ema > 0 else 0
 
 
@@ -255,7 +257,7 @@ def ema_decay(ema: float, iteration: int) -> float:
 
 class LossReader:
     """What a fit does with the data terms it reads back: backtracking decisions, the stopping
-    rule, the pick (due ``lag`` iterations later, when the average is centred on it) and the
+    rule, the pick (its average due ``lag`` iterations later, :func:`ema_lag`) and the
     history. One per fitted network, so batched fits (:mod:`.batched`) judge each alike."""
 
     def __init__(self, rule, lag: int, loss_jump: float | None):
