@@ -260,6 +260,7 @@ def test_microscopy_suite_pipeline_on_tiny_images(one_thread):
         "wall_seconds": 1.0, "json": "x.json",
         "noise": microscopy.noise_part([fluo], max_iters=3, log=lambda m: None),
         "deconv": microscopy.deconv_part({"scene": grey}, max_iters=3, log=lambda m: None),
+        "channels": microscopy.channels_part({"scene": grey}, max_iters=3, log=lambda m: None),
         "stacks": microscopy.stacks_part(stack.astype(np.uint8), max_iters=3, log=lambda m: None),
         "guide": {"flash": microscopy.flash_part(noflash, rgb, max_iters=3, log=lambda m: None)},
     }
@@ -269,6 +270,9 @@ def test_microscopy_suite_pipeline_on_tiny_images(one_thread):
     d = results["deconv"][0]
     assert d["RL oracle"]["best_iterations"] in microscopy.RL_ITERATIONS
     assert d["RL oracle"]["psnr"] > d["input"]  # RL at its best count does deblur
+    ch = results["channels"][0]  # the beads need room, the scene does not; forced: both get it
+    assert ch["joint, per channel"]["gain"][0] > 1 == ch["joint, per channel"]["gain"][1]
+    assert ch["separate, one for both"]["gain"][1] == ch["separate, one for both"]["gain"][0] > 1
     st = results["stacks"]
     assert st["warm"]["iterations_per_slice"] == [3, 3, 3] and st["3d"]["iterations"] == 3
     assert st["slices"]["cpu_s"] > 0
@@ -288,7 +292,7 @@ def test_microscopy_suite_pipeline_on_tiny_images(one_thread):
     results["bead-slices"] = {**bs, "crop": [[0, 3], [0, 32], [0, 32]]}
     md = microscopy.report(results)
     for title in ("Poisson-Gaussian noise model", "Deconvolution: Gaussian blur", "Stacks:",
-                  "Guided restoration", "one headroom per stack"):
+                  "Guided restoration", "one headroom per stack", "Deconvolution of two channels"):
         assert title in md
     # FWHM of a known Gaussian profile
     t = np.arange(41) - 20.0

@@ -113,7 +113,7 @@ def test_blur_gain_scales_the_blurred_image_and_is_recorded():
     k = gaussian_psf((1.0, 1.5, 1.5)).kernel
     x = torch.rand(1, 1, 6, 12, 12)
     np.testing.assert_allclose(Blur(k, gain=8.0).forward(x), 8.0 * Blur(k).forward(x), rtol=1e-6)
-    assert Blur(k, gain=8.0).describe()["gain"] == 8.0 and "gain" not in Blur(k).describe()
+    assert Blur(k, gain=8.0).describe()["gain"] == [8.0] and "gain" not in Blur(k).describe()
     with pytest.raises(ValueError, match="gain"):
         Blur(k, gain=0.0)
     # headroom: 1 / peak of the kernel, within [1, the limit]

@@ -3,6 +3,8 @@ no Qt; the CLI, the widget and the engine share it)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def format_duration(seconds: float) -> str:
     """'4.2 s', '12 s', '3 min 05 s', '2 h 10 min'."""
@@ -46,11 +48,21 @@ def choice_notes(record: dict) -> str:
 
 
 def _headroom_note(op: dict, dtype) -> str:
-    """Whether a deconvolution could restore peaks above the input's range, and why."""
-    test = f"a short Richardson-Lucy run raised the peaks {op['peak_ratio']:.1f}x"
-    gain = op.get("gain", 1.0)
-    if gain == 1.0:
-        return f"deconvolution: within the input's range ({test})"
+    """Whether a deconvolution could restore peaks above the input's range, and why (per
+    channel where there are several; records before per-channel headroom hold one number)."""
+    ratios = np.atleast_1d(op["peak_ratio"]).tolist()
+    gains = np.broadcast_to(np.atleast_1d(op.get("gain", 1.0)), (len(ratios),)).tolist()
     clipped = "; 8-bit result: its peaks stop at 255, choose result type float32 to keep " \
-        "them" if dtype == "uint8" else ""
-    return f"deconvolution: room for peaks up to {gain:.0f}x the input's range ({test}){clipped}"
+        "them" if dtype == "uint8" and max(gains) > 1 else ""
+
+    def room(gain, ratio, where=""):
+        test = f"a short Richardson-Lucy run raised the peaks{where} {ratio:.1f}x"
+        if gain == 1.0:
+            return f"within the input's range ({test})"
+        return f"room for peaks up to {gain:.0f}x the input's range ({test})"
+
+    if len(ratios) == 1:
+        return f"deconvolution: {room(gains[0], ratios[0])}{clipped}"
+    return "deconvolution: " + "; ".join(
+        f"channel {c}: {room(g, r, ' there')}" for c, (g, r) in enumerate(zip(gains, ratios))
+    ) + clipped

@@ -345,7 +345,7 @@ def fit_batch(
         oracle = None
         if refs is not None:
             oracle = {"best_iteration": u.oracle_best[0], "best_psnr": u.oracle_best[1],
-                      "returned_psnr": psnr(image * ops[k].scale, refs[k])}
+                      "returned_psnr": psnr(ops[k].scaled(image), refs[k])}
         return FitOutcome(
             image=image.cpu(), iterations=it, best_iteration=picked, returned_iteration=best_at,
             stop_reason=stop_reason, backtracks=u.reader.backtracks,
@@ -478,7 +478,7 @@ def fit_batch(
                     u.best_at, reader.pending = it, None
                 score = None
                 if refs is not None:
-                    score = psnr(estimate[k].clamp(0, 1) * ops[k].scale, refs[k])
+                    score = psnr(ops[k].scaled(estimate[k].clamp(0, 1)), refs[k])
                     if score > u.oracle_best[1]:
                         u.oracle_best = (it, score)
             events.append(UnitStep(it, values[-1][k], rule.signal, rule.best_iteration,

@@ -95,13 +95,14 @@ def set_output_level(net: torch.nn.Module, level) -> None:
 
 
 def start_level(observed: torch.Tensor, operator: Operator):
-    """Where the network's output starts for a forward model with headroom (``scale`` > 1):
+    """Where the network's output starts for a forward model with headroom (a gain above 1):
     each channel's mean level of ``observed`` ((1, C, ...) intensities in [0, 1], not
     stabilised), in the network's units; None (the init's own start) without headroom. From
     mid-range, the first steps of such a fit would saturate the output's sigmoid."""
-    if operator.scale == 1.0:
+    if not operator.has_headroom:
         return None
-    return observed.flatten(2).mean(-1)[0] / operator.scale
+    level = observed.flatten(2).mean(-1)[0]  # (C,)
+    return operator.unscaled(level.reshape(level.shape + (1,) * (observed.ndim - 2))).flatten()
 
 
 def initial_network(config: FitConfig, channels: int, out_hw: tuple[int, int], seed: int,
@@ -430,7 +431,7 @@ def fit(
                 best_at, reader.pending = it, None
             score = None
             if ref is not None:
-                score = psnr(estimate.clamp(0, 1) * op.scale, ref)
+                score = psnr(op.scaled(estimate.clamp(0, 1)), ref)
                 if score > oracle_best[1]:
                     oracle_best = (it, score)
         yield FitStep(it, values[-1], rule.signal, rule.best_iteration,
@@ -456,7 +457,7 @@ def fit(
         oracle = {
             "best_iteration": oracle_best[0],
             "best_psnr": oracle_best[1],
-            "returned_psnr": psnr(image.to(device) * op.scale, ref),
+            "returned_psnr": psnr(op.scaled(image.to(device)), ref),
         }
     return FitOutcome(
         image=image,

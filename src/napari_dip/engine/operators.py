@@ -26,9 +26,27 @@ class Operator:
     #: discrepancy principle; an ill-posed forward model (a blur) needs a margin, since its best
     #: estimate cannot explain the observation down to the noise alone.
     stop_factor = 1.0
-    #: The network's [0, 1] stands for [0, scale] of the observation's normalised range: room for
-    #: a restored image brighter than anything observed (a deconvolution's peaks).
-    scale = 1.0
+    #: Per channel (one value: every channel), the network's [0, 1] stands for [0, gain] of the
+    #: observation's normalised range: room for a restored image brighter than anything observed
+    #: (a deconvolution's peaks).
+    gains: tuple[float, ...] = (1.0,)
+
+    @property
+    def has_headroom(self) -> bool:
+        return any(g != 1.0 for g in self.gains)
+
+    def scaled(self, x):
+        """A (..., C, *spatial) estimate (torch or numpy) from the network's units to the
+        observation's (times each channel's gain)."""
+        return x
+
+    def unscaled(self, x):
+        """The inverse of :meth:`scaled`: the observation's units to the network's."""
+        return x
+
+    def select(self, channels: list[int]) -> Operator:
+        """This operator for some of the channels it was made for (a per-channel fit)."""
+        return self
 
     def output_size(self, observed_hw: tuple[int, int]) -> tuple[int, int]:
         """Spatial size of the image to restore, given the observation's size."""
@@ -159,7 +177,8 @@ class Blur(Operator):
     # at 1.12-1.14x the noise variance (both noise models), and the image degraded slowly after.
     stop_factor = 1.1
 
-    def __init__(self, kernel: np.ndarray, describe: dict | None = None, gain: float = 1.0):
+    def __init__(self, kernel: np.ndarray, describe: dict | None = None,
+                 gain: float | Iterable[float] = 1.0):
         k = np.asarray(kernel, dtype=np.float32)
         if k.ndim not in (2, 3) or any(n % 2 == 0 for n in k.shape):
             raise ValueError(f"the PSF kernel must be 2-D or 3-D with odd sides, not {k.shape}")
@@ -168,16 +187,39 @@ class Blur(Operator):
         self._fft = k.size > FFT_ABOVE_TAPS
         self._kernel_ft = None
         self._info = describe or {}
-        if not (np.isfinite(gain) and gain > 0):
-            raise ValueError(f"the blur's gain must be a positive number, not {gain!r}")
-        self.gain = float(gain)
-        self.peak_ratio: float | None = None  # the headroom's peak test, when one was made
+        gains = tuple(float(g) for g in np.atleast_1d(np.asarray(gain, dtype=np.float64)))
+        if not gains or not all(np.isfinite(g) and g > 0 for g in gains):
+            raise ValueError(f"the blur's gain must be positive numbers, not {gain!r}")
+        self.gains = gains  # one per channel, or one for all
+        self.peak_ratio: tuple[float, ...] | None = None  # the headroom's peak test, if made
 
     def with_headroom(self, headroom: Headroom) -> Blur:
-        """This blur with ``headroom``'s gain; its peak test goes into the record."""
+        """This blur with ``headroom``'s gains; its peak test goes into the record."""
         blur = Blur(self.kernel.cpu().numpy(), self._info, gain=headroom.gain)
         blur.peak_ratio = headroom.peak_ratio
         return blur
+
+    def select(self, channels: list[int]) -> Blur:
+        if len(self.gains) == 1:
+            return self
+        blur = Blur(self.kernel.cpu().numpy(), self._info,
+                    gain=[self.gains[c] for c in channels])
+        blur.peak_ratio = None if self.peak_ratio is None else \
+            tuple(self.peak_ratio[c] for c in channels)
+        return blur.to(self.kernel.device)
+
+    def _gain_like(self, x):
+        """The gains shaped to multiply a (..., C, *spatial) array like ``x``."""
+        shape = (len(self.gains),) + (1,) * self.ndim
+        if torch.is_tensor(x):
+            return torch.tensor(self.gains, dtype=x.dtype, device=x.device).reshape(shape)
+        return np.asarray(self.gains, dtype=x.dtype).reshape(shape)
+
+    def scaled(self, x):
+        return x * self._gain_like(x) if self.has_headroom else x
+
+    def unscaled(self, x):
+        return x / self._gain_like(x) if self.has_headroom else x
 
     def with_headroom_for(self, observed: np.ndarray) -> Blur:
         """This blur with the headroom a deconvolution of ``observed`` ((C, ...) in [0, 1])
@@ -185,16 +227,11 @@ class Blur(Operator):
         return self.with_headroom(Headroom.test([observed], self.kernel.cpu().numpy()))
 
     @property
-    def scale(self) -> float:
-        return self.gain
-
-    @property
     def ndim(self) -> int:
         return self.kernel.ndim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._convolve(x)
-        return y if self.gain == 1.0 else y * self.gain
+        return self.scaled(self._convolve(x))
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         pad = []
@@ -231,10 +268,10 @@ class Blur(Operator):
     def describe(self):
         d = {"name": self.name, "psf": {**self._info, "shape": list(self.kernel.shape)},
              "stop_factor": self.stop_factor}
-        if self.gain != 1.0:
-            d["gain"] = self.gain
+        if self.has_headroom:
+            d["gain"] = list(self.gains)
         if self.peak_ratio is not None:
-            d["peak_ratio"] = round(self.peak_ratio, 2)
+            d["peak_ratio"] = [round(r, 2) for r in self.peak_ratio]
         return d
 
 
@@ -263,11 +300,11 @@ PEAK_RATIO_FOR_HEADROOM = 2.0
 PEAK_TEST_ITERATIONS = 20
 
 
-def peak_ratio(observed: np.ndarray, kernel: np.ndarray,
-               iterations: int = PEAK_TEST_ITERATIONS) -> float:
-    """How far ``iterations`` of Richardson-Lucy raise the brightest pixels (99.9th percentile)
-    of ``observed`` ((C, ...) in [0, 1], blurred by ``kernel``) above its own: the largest over
-    its channels."""
+def peak_ratios(observed: np.ndarray, kernel: np.ndarray,
+                iterations: int = PEAK_TEST_ITERATIONS) -> list[float]:
+    """Per channel of ``observed`` ((C, ...) in [0, 1], blurred by ``kernel``), how far
+    ``iterations`` of Richardson-Lucy raise its brightest pixels (99.9th percentile) above
+    their observed level."""
     blur = Blur(kernel)
     mirror = Blur(np.ascontiguousarray(np.flip(kernel)))  # the blur's adjoint
     y = torch.from_numpy(np.clip(observed, 1e-6, None).astype(np.float32))[None]
@@ -276,32 +313,33 @@ def peak_ratio(observed: np.ndarray, kernel: np.ndarray,
         for _ in range(iterations):
             x = x * mirror.forward(y / blur.forward(x).clamp_min(1e-6))
     # numpy's quantile: torch's refuses tensors of more than 2**24 values (a 4k x 4k plane)
-    ratios = [np.quantile(xc, 0.999) / np.quantile(yc, 0.999)
-              for xc, yc in zip(x[0].numpy(), y[0].numpy())]
-    return float(max(ratios))
+    return [float(np.quantile(xc, 0.999) / np.quantile(yc, 0.999))
+            for xc, yc in zip(x[0].numpy(), y[0].numpy())]
 
 
 @dataclass(frozen=True)
 class Headroom:
-    """How far a deconvolution may go above the observation's range (``gain``), and the peak
-    test that decided it (``peak_ratio``). Decided once for all the pieces of one run (a
-    stack's slices, a plane's tiles: :mod:`.shared`), so that they are restored alike."""
+    """Per channel, how far a deconvolution may go above the observation's range (``gain``),
+    and the peak test that decided it (``peak_ratio``). Decided once for all the pieces of one
+    run (a stack's slices, a plane's tiles: :mod:`.shared`), so that they are restored alike."""
 
-    gain: float
-    peak_ratio: float
+    gain: tuple[float, ...]
+    peak_ratio: tuple[float, ...]
 
     @classmethod
     def test(cls, observed: Iterable[np.ndarray], kernel: np.ndarray) -> Headroom:
-        """The full headroom (:func:`deconvolution_gain`) where a short Richardson-Lucy run
-        raises the peaks of any of ``observed`` ((C, ...) arrays in [0, 1]) at least
-        :data:`PEAK_RATIO_FOR_HEADROOM` times (points, beads), else none. Room an image does
-        not need costs quality: on four blurred real fluorescence images (benchmarks.microscopy
-        deconv) a gain of 3 lost 0.36 dB on the mean and one of 25 lost 0.8 dB; without any, a
-        real bead's in-focus plane came out wider than observed."""
+        """For each channel, the full headroom (:func:`deconvolution_gain`) where a short
+        Richardson-Lucy run raises its peaks in any of ``observed`` ((C, ...) arrays in [0, 1])
+        at least :data:`PEAK_RATIO_FOR_HEADROOM` times (points, beads), else none. Each channel
+        decides for itself: room a channel does not need costs it quality (on four blurred
+        real fluorescence images, benchmarks.microscopy deconv, a gain of 3 lost 0.36 dB on the
+        mean and one of 25 lost 0.8 dB), and without any a real bead's in-focus plane came
+        out wider than observed."""
         kernel = np.asarray(kernel, np.float32)  # as the blur holds it: one gain for both
-        ratio = max(peak_ratio(o, kernel) for o in observed)
-        gain = deconvolution_gain(kernel) if ratio >= PEAK_RATIO_FOR_HEADROOM else 1.0
-        return cls(gain, ratio)
+        ratios = np.max([peak_ratios(o, kernel) for o in observed], axis=0)
+        full = deconvolution_gain(kernel)
+        return cls(tuple(full if r >= PEAK_RATIO_FOR_HEADROOM else 1.0 for r in ratios),
+                   tuple(float(r) for r in ratios))
 
 
 class Stabilised(Operator):
@@ -314,11 +352,20 @@ class Stabilised(Operator):
 
     def __init__(self, inner: Operator, anscombe):
         self.inner, self.anscombe = inner, anscombe
-        self.name, self.stop_factor, self.scale = inner.name, inner.stop_factor, inner.scale
+        self.name, self.stop_factor, self.gains = inner.name, inner.stop_factor, inner.gains
 
     @property
     def known(self):
         return getattr(self.inner, "known", None)
+
+    def scaled(self, x):
+        return self.inner.scaled(x)
+
+    def unscaled(self, x):
+        return self.inner.unscaled(x)
+
+    def select(self, channels):
+        return Stabilised(self.inner.select(channels), self.anscombe.select(channels))
 
     def output_size(self, observed_hw):
         return self.inner.output_size(observed_hw)

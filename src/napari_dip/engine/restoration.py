@@ -113,7 +113,7 @@ def _initial_guess(obs: torch.Tensor, op: Operator) -> torch.Tensor:
     upsampled for SR."""
     if isinstance(op, Downsample):
         return F.interpolate(obs, scale_factor=op.factor, mode="bicubic").clamp(0, 1)
-    return obs / op.scale
+    return op.unscaled(obs)
 
 
 def draw_seed() -> int:
@@ -307,7 +307,7 @@ class _Job:
 
     def output(self, x: torch.Tensor, as_float: bool = False) -> np.ndarray:
         """A normalised (C, Y', X') estimate in the caller's units, dtype and layout."""
-        out = self.norm.inverse(unbiased(x.numpy() * self.operator.scale, self.fit_operator),
+        out = self.norm.inverse(unbiased(self.operator.scaled(x.numpy()), self.fit_operator),
                                 as_float=as_float)
         if self.composite and self.known is not None:
             out = np.where(self.known, self.cyx.astype(out.dtype, copy=False), out)
@@ -476,10 +476,8 @@ def _plane_record(group: list[int], outcome) -> dict:
 
 def _group_operator(fit_operator: Operator, group: list[int], n_channels: int) -> Operator:
     """The data term's operator for the channels of one group, of ``n_channels`` (a
-    stabilising transform is per channel)."""
-    if isinstance(fit_operator, Stabilised) and len(group) != n_channels:
-        return Stabilised(fit_operator.inner, fit_operator.anscombe.select(group))
-    return fit_operator
+    stabilising transform and a deconvolution's headroom are per channel)."""
+    return fit_operator if len(group) == n_channels else fit_operator.select(group)
 
 
 def _fit_groups(job: _Job, check: Callable[[], bool] | None, batch: int | None = 1):

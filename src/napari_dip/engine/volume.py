@@ -133,11 +133,11 @@ def restore_volume_iter(
 
     groups = [list(range(len(czyx)))] if channels == "joint" else [[c] for c in range(len(czyx))]
     # what is not fitted stays as observed (in the network's units)
-    fits = _Fits(image=torch.from_numpy(observed) / operator.scale)
+    fits = _Fits(image=operator.unscaled(torch.from_numpy(observed)))
     check = as_cancel_check(cancel)
 
     def output(x: torch.Tensor, as_float: bool = False) -> np.ndarray:
-        out = norm.inverse(unbiased(x.numpy() * operator.scale, fit_operator),
+        out = norm.inverse(unbiased(operator.scaled(x.numpy()), fit_operator),
                            as_float=as_float)
         return np.stack([layout.from_cyx(out[:, i]) for i in range(out.shape[1])])
 
