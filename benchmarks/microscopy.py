@@ -11,8 +11,8 @@ automatic stop (light preset, seed 0, one thread unless ``--threads``); CPU seco
 * ``deconv``: clean real images blurred by a Gaussian (sigma 2 px) with Poisson-Gaussian noise: DIP
   deconvolution against scikit-image Richardson-Lucy at its best iteration count (an oracle).
 * ``channels``: each ``deconv`` image as the second channel beside a channel of synthetic beads
-  under the same blur: its PSNR when each channel decides its own headroom (the default) against
-  one headroom for both (the beads'), channels joint (the default) and separate.
+  under the same blur: its PSNR fitted jointly (one network, one headroom: the beads'), fitted
+  separately with its own headroom (the default for separate channels) and with the beads'.
 * ``beads``: the real bead stack deconvolved in 3-D with its measured PSF, and its in-focus plane in
   2-D with the PSF's in-focus plane (bead widths; no ground truth), beside Richardson-Lucy.
 * ``bead-slices``: the same bead crop restored slice by slice (warm-started) in 2-D with the PSF's
@@ -177,9 +177,10 @@ def bead_channel(shape, sigma: float, peak: float, read: float, seed: int) -> np
 def channels_part(images: dict, sigma=2.0, peak=60.0, read=0.01, max_iters=None,
                   log=print) -> list[dict]:
     """Each clean image, blurred and noisy as in :func:`deconv_part`, restored as the second
-    channel of a two-channel image whose first channel holds beads: per-channel headroom (the
-    default) beside one headroom for both channels (the beads', as before per-channel headroom),
-    with the channels fitted jointly and separately. PSNR of the image's channel."""
+    channel of a two-channel image whose first channel holds beads, with the default settings:
+    the channels fitted jointly (one network: one headroom, the beads') and separately (each
+    channel its own headroom); and separately with the beads' headroom for both (as separate
+    channels were restored before). PSNR of the image's channel."""
     from napari_dip.engine.operators import Headroom
 
     rows = []
@@ -187,20 +188,19 @@ def channels_part(images: dict, sigma=2.0, peak=60.0, read=0.01, max_iters=None,
         noisy, k = blur_and_noise(clean, sigma, peak, read, seed=i)
         both = np.stack([bead_channel(clean.shape, sigma, peak, read, seed=100 + i), noisy])
         row = {"image": name, "shape": list(clean.shape), "sigma": sigma}
-        for channels in ("joint", "separate"):
-            for label, headroom in (("per channel", None), ("one for both", "shared")):
-                if headroom == "shared":
-                    h = Headroom.test([np.clip(both, 0, None)], k)  # the beads' decides
-                    headroom = Headroom((max(h.gain),) * 2, (max(h.peak_ratio),) * 2)
-                result, info = _dip(both, "deconvolve", psf_sigma=sigma, channel_axis=0,
-                                    channels=channels, headroom=headroom, max_iters=max_iters,
-                                    as_float=True)
-                op = result.record["operator"]
-                row[f"{channels}, {label}"] = {
-                    "psnr": psnr(np.clip(result.image[1], 0, 1), clean, 1.0), **info,
-                    "gain": op.get("gain", [1.0, 1.0]), "peak_ratio": op.get("peak_ratio")}
-                log(f"  {name} ({channels}, {label}): {row[f'{channels}, {label}']['psnr']:.2f} dB, "
-                    f"gains {row[f'{channels}, {label}']['gain']}")
+        for label, channels, headroom in (("joint", "joint", None),
+                                          ("separate", "separate", None),
+                                          ("separate, beads' headroom", "separate", "beads")):
+            if headroom == "beads":
+                h = Headroom.test([np.clip(both, 0, None)], k)
+                headroom = Headroom((max(h.gain),) * 2, h.peak_ratio)
+            result, info = _dip(both, "deconvolve", psf_sigma=sigma, channel_axis=0,
+                                channels=channels, headroom=headroom, max_iters=max_iters,
+                                as_float=True)
+            row[label] = {"psnr": psnr(np.clip(result.image[1], 0, 1), clean, 1.0), **info,
+                          "gain": result.record["operator"].get("gain", [1.0, 1.0]),
+                          "peak_ratio": result.record["operator"].get("peak_ratio")}
+            log(f"  {name} ({label}): {row[label]['psnr']:.2f} dB, gains {row[label]['gain']}")
         rows.append(row)
     return rows
 
@@ -560,18 +560,18 @@ def report(results: dict) -> str:
         lines += ["### Deconvolution of two channels: beads beside a blurred real image, PSNR (dB) "
                   "of the image's channel", "",
                   "Channel 0: synthetic beads, channel 1: the image, both blurred by a Gaussian "
-                  f"(sigma {ch[0]['sigma']:g} px) with the noise of the part above. Per channel: "
-                  "each channel's own peak test decides its headroom (the default); one for "
-                  "both: the beads' headroom for both channels (what every channel got before).", "",
-                  "| image | " + " | ".join(keys) + " | gains (per channel) | CPU-s (per channel / one) |",
+                  f"(sigma {ch[0]['sigma']:g} px) with the noise of the part above. Default "
+                  "settings: fitted jointly, both channels get the beads' headroom; separately, "
+                  "each channel its own. The last column gives the image's channel the beads' "
+                  "headroom in a separate fit too.", "",
+                  "| image | " + " | ".join(keys) + " | gains (" + " / ".join(keys)
+                  + ") | CPU-s (" + " / ".join(keys) + ") |",
                   "|---" * (len(keys) + 3) + "|"]
         for r in ch:
             cells = [f"{r[k]['psnr']:.2f}" for k in keys]
-            pc = [k for k in keys if k.endswith("per channel")]
-            gains = r[pc[0]]["gain"]
-            cpu = " ; ".join(f"{r[k]['cpu_s']:.0f}" for k in keys)
-            lines.append(f"| {r['image']} | " + " | ".join(cells)
-                         + f" | {', '.join(f'{g:.0f}' for g in gains)} | {cpu} |")
+            gains = " / ".join(",".join(f"{g:.0f}" for g in r[k]["gain"]) for k in keys)
+            cpu = " / ".join(f"{r[k]['cpu_s']:.0f}" for k in keys)
+            lines.append(f"| {r['image']} | " + " | ".join(cells) + f" | {gains} | {cpu} |")
         means = [np.mean([r[k]["psnr"] for r in ch]) for k in keys]
         lines += ["| **mean** | " + " | ".join(f"{m:.2f}" for m in means) + " | | |", ""]
     bs = results.get("bead-slices")

@@ -270,9 +270,10 @@ def test_microscopy_suite_pipeline_on_tiny_images(one_thread):
     d = results["deconv"][0]
     assert d["RL oracle"]["best_iterations"] in microscopy.RL_ITERATIONS
     assert d["RL oracle"]["psnr"] > d["input"]  # RL at its best count does deblur
-    ch = results["channels"][0]  # the beads need room, the scene does not; forced: both get it
-    assert ch["joint, per channel"]["gain"][0] > 1 == ch["joint, per channel"]["gain"][1]
-    assert ch["separate, one for both"]["gain"][1] == ch["separate, one for both"]["gain"][0] > 1
+    ch = results["channels"][0]  # the beads need room, the scene alone does not
+    assert ch["separate"]["gain"][0] > 1 == ch["separate"]["gain"][1]
+    assert ch["joint"]["gain"][1] == ch["joint"]["gain"][0] > 1
+    assert ch["separate, beads' headroom"]["gain"] == ch["joint"]["gain"]
     st = results["stacks"]
     assert st["warm"]["iterations_per_slice"] == [3, 3, 3] and st["3d"]["iterations"] == 3
     assert st["slices"]["cpu_s"] > 0

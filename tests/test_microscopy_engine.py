@@ -277,9 +277,10 @@ def test_tiles_share_the_plane_s_deconvolution_headroom():
 
 
 @pytest.mark.parametrize("channels", ["joint", "separate"])
-def test_each_channel_decides_its_own_deconvolution_headroom(load, channels):
-    # Beads in one channel, nuclei in the other: only the beads need room above the range, and
-    # the nuclei restored beside them come out as they do alone (room costs extended objects).
+def test_each_channel_fitted_alone_decides_its_own_deconvolution_headroom(load, channels):
+    # Beads in one channel, nuclei in the other: only the beads need room above the range.
+    # Fitted separately, the nuclei come out as they do alone (room costs extended objects);
+    # fitted by one network, both channels share the beads' room.
     from scipy import ndimage
 
     beads, k = _points_and_blur(shape=(64, 64), points=[(12, 12), (40, 20), (20, 44), (50, 50)])
@@ -289,10 +290,13 @@ def test_each_channel_decides_its_own_deconvolution_headroom(load, channels):
     result = restore(both, "deconvolve", psf=k, max_iters=40, stopping="none", as_float=True,
                      channel_axis=0, channels=channels, **FAST)
     op = result.record["operator"]
-    assert op["gain"][0] > 1 and op["gain"][1] == 1.0, op
     assert op["peak_ratio"][0] >= 2 > op["peak_ratio"][1]
+    if channels == "joint":  # one network: one gain, or the beads' errors drown the nuclei's
+        assert op["gain"][0] == op["gain"][1] > 1, op
+        return
+    assert op["gain"][0] > 1 and op["gain"][1] == 1.0, op
     alone = restore(nuclei, "deconvolve", psf=k, max_iters=40, stopping="none", as_float=True,
                     **FAST)
     assert "gain" not in alone.record["operator"]
-    if channels == "separate":  # the same fit as alone, to float rounding
-        np.testing.assert_allclose(result.image[1], alone.image, rtol=1e-4, atol=1e-2)
+    # separate fits: the nuclei's is the same fit as alone, to float rounding
+    np.testing.assert_allclose(result.image[1], alone.image, rtol=1e-4, atol=1e-2)

@@ -381,8 +381,9 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
 
     observed = norm.forward(cyx)
     if isinstance(operator, Blur):
-        operator = operator.with_headroom_for(observed) if headroom is None else \
-            operator.with_headroom(headroom)
+        if headroom is None:
+            headroom = Headroom.test([observed], operator.kernel.numpy())
+        operator = operator.with_headroom(headroom.joint() if channels == "joint" else headroom)
     noise = noise_model if isinstance(noise_model, NoiseModelChoice) else resolve_noise_model(
         noise_model, observed, known, task, name)
     anscombe = noise.anscombe()

@@ -109,7 +109,8 @@ def shared_noise_model(requested: str, planes: list[np.ndarray], known: list, ta
 
 def choices_record(choices: dict) -> dict:
     """The record's ``noise_model`` and (for a deconvolution) ``operator`` entries for the
-    shared ``choices`` (:meth:`PlaneSample.choices`), as a restored plane's record has them."""
+    shared ``choices`` (:meth:`PlaneSample.choices`, among the run's restore_iter keywords),
+    as a restored plane's record has them."""
     from .operators import Blur
 
     rec = {}
@@ -117,5 +118,8 @@ def choices_record(choices: dict) -> dict:
         rec["noise_model"] = choices["noise_model"].to_dict()
     if choices.get("headroom") is not None:
         p = choices["psf"]
-        rec["operator"] = Blur(p.kernel, p.to_dict()).with_headroom(choices["headroom"]).describe()
+        headroom = choices["headroom"]
+        if choices.get("channels", "joint") == "joint":
+            headroom = headroom.joint()
+        rec["operator"] = Blur(p.kernel, p.to_dict()).with_headroom(headroom).describe()
     return rec

@@ -21,7 +21,7 @@ from .fit import fit, start_level
 from .generators import volume_spec
 from .intensity import IntensityMap
 from .noise import estimate_noise
-from .operators import Blur, Identity, Stabilised
+from .operators import Blur, Headroom, Identity, Stabilised
 from .presets import make_config
 from .psf import PSF, make_psf
 from .restoration import (
@@ -112,7 +112,9 @@ def restore_volume_iter(
     if task == "deconvolve" or psf is not None or psf_sigma is not None:
         task = "deconvolve"
         p = psf if isinstance(psf, PSF) else make_psf(psf, psf_sigma, 3, psf_name)
-        operator = Blur(p.kernel, p.to_dict()).with_headroom_for(observed)
+        headroom = Headroom.test([observed], p.kernel)
+        operator = Blur(p.kernel, p.to_dict()).with_headroom(
+            headroom.joint() if channels == "joint" else headroom)
     fit_operator = operator if anscombe is None else Stabilised(operator, anscombe)
 
     dev = resolve_device(device)
