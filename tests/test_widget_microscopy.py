@@ -138,6 +138,11 @@ def test_the_status_says_whether_a_deconvolution_had_room_above_the_input():
     assert "8-bit" in points and "float32" in points  # its peaks stop at 255
     flat = choice_notes(record(peak_ratio=1.1))
     assert "within the input's range" in flat and "1.1x" in flat and "8-bit" not in flat
+    # records hold one value per channel; a separate fit of beads beside nuclei:
+    two = choice_notes(record(gain=[25.0, 1.0], peak_ratio=[2.4, 1.1]))
+    assert "channel 0: room for peaks up to 25x" in two and "2.4x" in two
+    assert "channel 1: within the input's range" in two and "1.1x" in two
+    assert choice_notes(record(gain=[64.0], peak_ratio=[3.6])) == points
     assert "deconvolution" not in choice_notes({"operator": {"name": "identity"}})
 
 
