@@ -300,3 +300,16 @@ def test_each_channel_fitted_alone_decides_its_own_deconvolution_headroom(load, 
     assert "gain" not in alone.record["operator"]
     # separate fits: the nuclei's is the same fit as alone, to float rounding
     np.testing.assert_allclose(result.image[1], alone.image, rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("channels", ["joint", "separate"])
+def test_a_volume_s_channels_get_their_headroom_as_planes_do(channels):
+    # Stack mode '3d', (Z, C, Y, X): points in channel 0, the same points defocused in channel 1.
+    (sharp, k), (soft, _) = _points_and_blur(), _points_and_blur(defocus=3)
+    vol = np.stack([np.stack([sharp, soft])] * 4).astype(np.float32)
+    result = restore_stack(vol, "deconvolve", psf=k, stack_mode="3d", channel_axis=0,
+                           channels=channels, max_iters=2, as_float=True, **FAST)
+    op = result.record["operator"]
+    assert op["peak_ratio"][0] >= 2 > op["peak_ratio"][1]
+    assert op["gain"][0] > 1 and op["gain"][1] == (op["gain"][0] if channels == "joint" else 1)
+    assert result.image.shape == vol.shape and np.isfinite(result.image).all()
