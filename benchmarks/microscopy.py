@@ -560,7 +560,8 @@ def report(results: dict) -> str:
         lines += ["### Deconvolution of two channels: beads beside a blurred real image, PSNR (dB) "
                   "of the image's channel", "",
                   "Channel 0: synthetic beads, channel 1: the image, both blurred by a Gaussian "
-                  f"(sigma {ch[0]['sigma']:g} px) with the noise of the part above. Default "
+                  f"(sigma {ch[0]['sigma']:g} px) with Poisson-Gaussian noise as in the "
+                  "deconvolution part (60 photons at intensity 1, read noise 0.01). Default "
                   "settings: fitted jointly, both channels get the beads' headroom; separately, "
                   "each channel its own. The last column gives the image's channel the beads' "
                   "headroom in a separate fit too.", "",
