@@ -113,14 +113,25 @@ def test_an_interrupted_run_resumes_without_redoing_finished_units(tmp_path, ome
     monkeypatch.setattr(units, "run_unit", real)
     counted = []
     monkeypatch.setattr(units, "run_unit", lambda *a, **k: counted.append(1) or real(*a, **k))
+    real_map = units.shared_map
+
+    def no_pass(*args, **kwargs):
+        raise AssertionError("the resume read the whole input again")
+
+    # The intensity map and the shared choices come from the ledger, not from a new pass.
+    monkeypatch.setattr(units, "shared_map", no_pass)
     assert cli("restore", src, out, "--tile", "24") == 0
+    monkeypatch.setattr(units, "shared_map", real_map)
     assert len(first) == 3 and len(counted) == 12 - 2  # the two finished tiles are kept
     resumed = read_zarr(out)[0]
-    # The same run without an interruption gives the same image.
+    # The same run without an interruption gives the same image and choices.
     again = tmp_path / "again.zarr"
     assert cli("restore", src, again, "--tile", "24") == 0
     np.testing.assert_array_equal(resumed, read_zarr(again)[0])
     record = zarr.open_group(str(out), mode="r").attrs["napari_dip"]
+    assert record["noise_model"] == zarr.open_group(str(again), mode="r").attrs[
+        "napari_dip"]["noise_model"]
+    assert "shared_choices" not in record  # the record says them once, as noise_model
     assert record["stop_reason"] != "user" and record["tile"] == 24
     assert [len(s["tiles"]) for s in record["slices"]] == [4, 4, 4]
 

@@ -86,3 +86,19 @@ def test_poisson_gaussian_asked_for_without_shot_noise_is_a_clear_error():
     est = type(est)(est.variance, (0.0,), est.offset)
     with pytest.raises(ValueError, match="use noise model 'gaussian'"):
         choose_noise_model("poisson-gaussian", est, flat, name="layer 'cells'")
+
+
+def test_a_noise_model_choice_and_a_headroom_read_back_from_their_records(load):
+    # A resumed run takes both from its ledger (JSON) and must restore exactly as before.
+    import json
+
+    from napari_dip.engine.operators import Headroom
+
+    img = _photons(load, 20.0)
+    cyx = img[None] / img.max()
+    choice = choose_noise_model("auto", estimate_noise(cyx), cyx.reshape(1, -1))
+    back = type(choice).from_dict(json.loads(json.dumps(choice.to_dict())))
+    assert back.model == choice.model and back.estimate == choice.estimate
+    np.testing.assert_array_equal(back.anscombe().forward(cyx), choice.anscombe().forward(cyx))
+    room = Headroom((25.1, 1.0), (2.4, 1.1))
+    assert Headroom.from_dict(json.loads(json.dumps(room.to_dict()))) == room

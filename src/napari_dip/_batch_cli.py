@@ -289,11 +289,26 @@ class _FileRun:
 
     def shared_choices(self, options: dict) -> dict:
         """``options`` with the choices every unit shares (the noise model, a deconvolution's
-        headroom: :mod:`.engine.shared`), made from the slices the intensity pass kept."""
-        options = dict(options)
-        shared = self.sample.take_choices(options["task"], self.norm,
-                                          f"input {str(self.inp)!r}", options)
-        return {**options, **shared}
+        headroom: :mod:`.engine.shared`), as :meth:`open` made or found them."""
+        from .engine.shared import CHOICE_KEYS
+
+        return {**{k: v for k, v in options.items() if k not in CHOICE_KEYS}, **self.choices}
+
+    def make_choices(self, sample, saved: dict | None) -> dict:
+        """The shared choices: from the slices of ``sample``, or as a run being resumed
+        ``saved`` them (then ``sample`` saw nothing; the PSF is prepared again)."""
+        from ._cli import engine_options
+        from .engine.operators import Headroom
+        from .engine.shared import CHOICE_KEYS
+        from .engine.vst import NoiseModelChoice
+
+        options = engine_options(self.args)
+        given = {k: options[k] for k in CHOICE_KEYS if k in options}
+        if saved is not None:
+            given["noise_model"] = NoiseModelChoice.from_dict(saved["noise_model"])
+            if saved.get("headroom") is not None:
+                given["headroom"] = Headroom.from_dict(saved["headroom"])
+        return sample.choices(options["task"], self.norm, f"input {str(self.inp)!r}", **given)
 
     def print_plan(self, finished: int) -> None:
         """The dry run's plan: the units, then what one fit needs (as a run in memory says)."""
@@ -342,18 +357,27 @@ class _FileRun:
         if args.dry_run:
             self.print_plan(finished=len(self.ledger.entries()) if old else 0)
             return False
-        # The pass also keeps the slices the shared choices are made from (again on a resume:
-        # the same slices give the same choices).
-        self.sample = PlaneSample(range(self.layout.n_slices),
-                                  brightest=resolve_task(args) == "deconvolve")
-        self.norm = self.fit_map(on_plane=self.sample.see)
+        saved_choices = None if old is None else old.get("shared_choices")
+        if saved_choices is None:
+            # One pass over the input: the intensity map, and the slices the shared choices are
+            # made from (a run started by an older version is read again on a resume).
+            sample = PlaneSample(range(self.layout.n_slices),
+                                 brightest=resolve_task(args) == "deconvolve")
+            self.norm = self.fit_map(on_plane=sample.see)
+        else:  # a resume: what the pass gave is in the ledger, so no slice is read for it
+            sample = PlaneSample([])
         if old is not None:
             saved = old["normalisation"]
             self.norm = IntensityMap(tuple(saved["data_low"]), tuple(saved["data_high"]),
                                      saved["dtype"], saved["outliers"])
+        self.choices = self.make_choices(sample, saved_choices)
         settings["normalisation"] = {"data_low": list(self.norm.data_low),
                                      "data_high": list(self.norm.data_high),
                                      "dtype": self.norm.dtype, "outliers": self.norm.outliers}
+        settings["shared_choices"] = {
+            "noise_model": self.choices["noise_model"].to_dict(),
+            "headroom": None if self.choices.get("headroom") is None
+            else self.choices["headroom"].to_dict()}
         self.seed, self.settings_, self.fp = seed, settings, fingerprint(settings)
         self.sink = self._sink(resume=old is not None)
         if old is None:
@@ -490,7 +514,7 @@ class _FileRun:
         errors = [{"slice": e["slice"], "error": e["error"]} for e in slices if "error" in e]
         fitted = [e for e in slices if e.get("stop_reason")]
         record = {
-            **self.settings_,
+            **{k: v for k, v in self.settings_.items() if k != "shared_choices"},
             **choices_record(self.options),
             "calibration": _io.calibration_record(self.src.calibration()),
             "slices": slices,

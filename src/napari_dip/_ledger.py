@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-#: Settings that may change between a run and its resumption without changing results.
-NOT_COMPARED = ("normalisation", "napari_dip_started")
+#: Settings that may change between a run and its resumption without changing results; the
+#: intensity map and the shared choices are derived from the input, kept for a resumption.
+NOT_COMPARED = ("normalisation", "shared_choices", "napari_dip_started")
 
 
 def fingerprint(settings: dict) -> str:

@@ -342,6 +342,13 @@ class Headroom:
         return cls(tuple(full if r >= PEAK_RATIO_FOR_HEADROOM else 1.0 for r in ratios),
                    tuple(float(r) for r in ratios))
 
+    def to_dict(self) -> dict:
+        return {"gain": list(self.gain), "peak_ratio": list(self.peak_ratio)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Headroom:
+        return cls(tuple(d["gain"]), tuple(d["peak_ratio"]))
+
     def joint(self) -> Headroom:
         """The largest gain for every channel, for channels fitted by one network: a gain
         weighs its channel's errors in the shared data term. Measured beside a channel of beads

@@ -205,6 +205,12 @@ class NoiseModelChoice:
         return {"model": self.model, "requested": self.requested, "reason": self.reason,
                 "std_ratio": round(self.std_ratio, 3), **self.estimate.to_dict()}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> NoiseModelChoice:
+        """The choice :meth:`to_dict` wrote (e.g. kept in a resumable run's ledger)."""
+        estimate = NoiseEstimate(tuple(d["variance"]), tuple(d["gain"]), tuple(d["offset"]))
+        return cls(d["model"], d["requested"], estimate, float(d["std_ratio"]), d["reason"])
+
 
 def std_ratio(estimate: NoiseEstimate, cyx: np.ndarray) -> float:
     """How much the noise standard deviation predicted by the fit grows across the image's
