@@ -221,11 +221,6 @@ class Blur(Operator):
     def unscaled(self, x):
         return x / self._gain_like(x) if self.has_headroom else x
 
-    def with_headroom_for(self, observed: np.ndarray) -> Blur:
-        """This blur with the headroom a deconvolution of ``observed`` ((C, ...) in [0, 1])
-        needs (:meth:`Headroom.test`)."""
-        return self.with_headroom(Headroom.test([observed], self.kernel.cpu().numpy()))
-
     @property
     def ndim(self) -> int:
         return self.kernel.ndim
