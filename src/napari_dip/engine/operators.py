@@ -193,8 +193,12 @@ class Blur(Operator):
         self.gains = gains  # one per channel, or one for all
         self.peak_ratio: tuple[float, ...] | None = None  # the headroom's peak test, if made
 
-    def with_headroom(self, headroom: Headroom) -> Blur:
-        """This blur with ``headroom``'s gains; its peak test goes into the record."""
+    def with_headroom(self, headroom: Headroom, channels: str) -> Blur:
+        """This blur with ``headroom``'s gains for a fit of ``channels``: 'separate', each
+        channel its own; 'joint' (one network), the largest for all (:meth:`Headroom.joint`).
+        Its peak test goes into the record."""
+        if channels == "joint":
+            headroom = headroom.joint()
         blur = Blur(self.kernel.cpu().numpy(), self._info, gain=headroom.gain)
         blur.peak_ratio = headroom.peak_ratio
         return blur

@@ -383,7 +383,7 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
     if isinstance(operator, Blur):
         if headroom is None:
             headroom = Headroom.test([observed], operator.kernel.numpy())
-        operator = operator.with_headroom(headroom.joint() if channels == "joint" else headroom)
+        operator = operator.with_headroom(headroom, channels)
     noise = noise_model if isinstance(noise_model, NoiseModelChoice) else resolve_noise_model(
         noise_model, observed, known, task, name)
     anscombe = noise.anscombe()

@@ -118,8 +118,6 @@ def choices_record(choices: dict) -> dict:
         rec["noise_model"] = choices["noise_model"].to_dict()
     if choices.get("headroom") is not None:
         p = choices["psf"]
-        headroom = choices["headroom"]
-        if choices.get("channels", "joint") == "joint":
-            headroom = headroom.joint()
-        rec["operator"] = Blur(p.kernel, p.to_dict()).with_headroom(headroom).describe()
+        rec["operator"] = Blur(p.kernel, p.to_dict()).with_headroom(
+            choices["headroom"], choices.get("channels", "joint")).describe()
     return rec

@@ -112,9 +112,8 @@ def restore_volume_iter(
     if task == "deconvolve" or psf is not None or psf_sigma is not None:
         task = "deconvolve"
         p = psf if isinstance(psf, PSF) else make_psf(psf, psf_sigma, 3, psf_name)
-        headroom = Headroom.test([observed], p.kernel)
         operator = Blur(p.kernel, p.to_dict()).with_headroom(
-            headroom.joint() if channels == "joint" else headroom)
+            Headroom.test([observed], p.kernel), channels)
     fit_operator = operator if anscombe is None else Stabilised(operator, anscombe)
 
     dev = resolve_device(device)
