@@ -166,11 +166,14 @@ def test_a_resumed_run_with_other_settings_is_refused_and_says_which(tmp_path, o
 def test_a_local_cluster_of_two_workers_gives_the_serial_result(tmp_path, ome_stack):
     src, _ = ome_stack
     serial, parallel = tmp_path / "serial.zarr", tmp_path / "parallel.zarr"
-    assert cli("restore", src, serial) == 0
+    # Workers fit units independently: slice by slice, as the serial run does when asked.
+    assert cli("restore", src, serial, "--stack-mode", "slices") == 0
     assert cli("restore", src, parallel, "--workers", "2") == 0
     np.testing.assert_array_equal(read_zarr(serial)[0], read_zarr(parallel)[0])
     records = [zarr.open_group(str(p), mode="r").attrs["napari_dip"] for p in (serial,
                                                                               parallel)]
+    assert records[1]["stack_mode"] == {"mode": "slices", "requested": None,
+                                        "reason": "dask workers restore units independently"}
     assert [s["best_iteration"] for s in records[0]["slices"]] == \
         [s["best_iteration"] for s in records[1]["slices"]]
 
@@ -268,3 +271,81 @@ def test_a_dry_run_unit_by_unit_says_the_network_and_the_memory_of_a_fit(tmp_pat
     assert "network: preset 'light'" in text  # ... with what one fit needs, as in memory
     assert re.search(r"memory: about \d+ MiB per fit step", text)
     assert not out.exists()
+
+
+def _zyx_tiff(path, data):
+    tifffile.imwrite(path, data, imagej=True, resolution=(4.0, 4.0),
+                     metadata={"axes": "ZYX", "unit": "um", "spacing": 1.0})
+    return path
+
+
+def test_a_tiff_stack_unit_by_unit_is_warm_started_as_in_memory(tmp_path, load, capsys):
+    """Alike slices go warm unit by unit too (the default a stack in memory gets), with the
+    result of the in-memory run; unlike ones go slice by slice; the dry run says so."""
+    from napari_dip.engine import restore_stack
+
+    stack = load("nuclei3d_3x40x40_uint16.tif")
+    src, out = _zyx_tiff(tmp_path / "stack.tif", stack), tmp_path / "out.tif"
+    assert cli("restore", src, out, "--dry-run") == 0
+    assert "stack mode: warm when neighbouring slices are alike" in capsys.readouterr().out
+    assert cli("restore", src, out, "--output-dtype", "float32") == 0
+    assert "stack mode: warm (auto: neighbouring slices correlate" in capsys.readouterr().err
+    record = read_record(out)
+    assert record["stack_mode"]["mode"] == "warm" and record["stack_mode"]["requested"] is None
+    assert record["stack_mode"]["neighbour_correlation"] >= 0.5
+    assert [p["warm_start"] for e in record["slices"] for p in e["planes"]] == [False, True, True]
+    memory = restore_stack(stack, seed=0, preset="light", device="cpu", max_iters=3,
+                           as_float=True)
+    assert memory.record["stack_mode"] == record["stack_mode"]
+    np.testing.assert_array_equal(tifffile.imread(out), memory.image)
+    np.testing.assert_array_equal(tifffile.imread(src), stack)  # the input is untouched
+
+    noise = np.random.default_rng(0).integers(0, 1000, (3, 40, 40)).astype(np.uint16)
+    unlike = tmp_path / "unlike.tif"
+    assert cli("restore", _zyx_tiff(tmp_path / "noise.tif", noise), unlike) == 0
+    record = read_record(unlike)
+    assert record["stack_mode"]["mode"] == "slices"
+    assert all("warm_start" not in p for e in record["slices"] for p in e["planes"])
+
+
+def test_an_interrupted_warm_stack_resumes_from_the_slice_before(tmp_path, load,
+                                                                  monkeypatch):
+    src = _zyx_tiff(tmp_path / "stack.tif", load("nuclei3d_3x40x40_uint16.tif"))
+    calls, real = [], units.run_unit
+
+    def dies_at_the_third(*args, **kwargs):
+        calls.append(kwargs["name"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as if the run were killed while fitting
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(units, "run_unit", dies_at_the_third)
+    out = tmp_path / "out.tif"
+    assert cli("restore", src, out, "--stack-mode", "warm") == 130
+    assert (tmp_path / "out.tif.napari-dip" / "warm_states.pt").is_file()
+    monkeypatch.setattr(units, "run_unit", real)
+    real_map = units.shared_map
+    monkeypatch.setattr(units, "shared_map", lambda *a, **k: pytest.fail("read again"))
+    assert cli("restore", src, out, "--stack-mode", "warm") == 0
+    monkeypatch.setattr(units, "shared_map", real_map)
+    record = read_record(out)
+    assert [p["warm_start"] for e in record["slices"] for p in e["planes"]] == [False, True, True]
+    assert not (tmp_path / "out.tif.napari-dip").exists()  # finished: nothing left to resume
+    again = tmp_path / "again.tif"
+    assert cli("restore", src, again, "--stack-mode", "warm") == 0
+    np.testing.assert_array_equal(tifffile.imread(out), tifffile.imread(again))
+
+
+def test_a_warm_start_is_refused_where_units_are_fitted_independently(tmp_path, load, capsys):
+    src = _zyx_tiff(tmp_path / "stack.tif", load("nuclei3d_3x40x40_uint16.tif"))
+    for extra, why in ((["--tile", "24"], "its slices are restored in tiles"),
+                       (["--batch", "2"], "a batch of 2 units fitted together"),
+                       (["--workers", "1"], "dask workers restore units independently")):
+        assert cli("restore", src, tmp_path / "o.tif", "--stack-mode", "warm", *extra) == 2
+        err = capsys.readouterr().err
+        assert "--stack-mode warm starts each slice from the one before" in err and why in err
+    assert not (tmp_path / "o.tif").exists()
+    # Tiles without asking: slice by slice, and the record says why.
+    assert cli("restore", src, tmp_path / "t.tif", "--tile", "24") == 0
+    assert read_record(tmp_path / "t.tif")["stack_mode"]["reason"] == \
+        "its slices are restored in tiles"

@@ -263,6 +263,29 @@ class _FileRun:
         self.overlap = self.tiling.overlap if self.tiling.tiled else None
         self.units = plan_units(self.layout.n_slices, self.tiling)
 
+    def fixed_stack_mode(self, remote: bool) -> dict | None:
+        """The stack mode where the slices do not decide it: as asked, or 'slices' where units
+        cannot start from the one before (tiles, dask workers, a batch); None: chosen from how
+        alike neighbouring slices are (:class:`~.engine.stacks.NeighbourCorrelation`), as a
+        stack in memory is. ValueError for a warm start these units cannot have."""
+        args = self.args
+        why = ("its slices are restored in tiles" if self.tiling.tiled else
+               "dask workers restore units independently" if remote else
+               f"a batch of {args.batch} units fitted together was asked for"
+               if (args.batch or 1) > 1 else None)
+        if args.stack_mode == "warm" and why:
+            raise ValueError(f"--stack-mode warm starts each slice from the one before, in order; "
+                             f"input {str(self.inp)!r} cannot have it: {why} (--tile, "
+                             "--workers, --scheduler and --batch fit units independently). "
+                             "Use --stack-mode slices, or leave those options out")
+        if args.stack_mode is not None:
+            return {"mode": args.stack_mode, "requested": args.stack_mode, "reason": "asked for"}
+        if self.layout.n_slices < 2:
+            return {"mode": "slices", "requested": None, "reason": "one slice"}
+        if why:
+            return {"mode": "slices", "requested": None, "reason": why}
+        return None
+
     def settings(self, seed: int) -> dict:
         from . import __version__
 
@@ -275,6 +298,7 @@ class _FileRun:
             "axes": self.letters, "input_shape": list(self.src.shape),
             "input_dtype": str(self.src.dtype), "output_dtype": str(self.out_dtype),
             "tile": self.tile, "overlap": self.overlap,
+            **({"stack_mode": a.stack_mode} if a.stack_mode is not None else {}),
         }
 
     def fit_map(self, on_plane=None):
@@ -310,8 +334,9 @@ class _FileRun:
                 given["headroom"] = Headroom.from_dict(saved["headroom"])
         return sample.choices(options["task"], self.norm, f"input {str(self.inp)!r}", **given)
 
-    def print_plan(self, finished: int) -> None:
-        """The dry run's plan: the units, then what one fit needs (as a run in memory says)."""
+    def print_plan(self, finished: int, mode: dict | None = None) -> None:
+        """The dry run's plan: the units, the stack mode (``mode``; None: chosen when the run
+        reads the slices), then what one fit needs (as a run in memory says)."""
         from ._cli import fit_summary
         from .engine.devices import choose_threads, resolve_device
         from .engine.presets import make_config
@@ -327,17 +352,24 @@ class _FileRun:
             f"{len(self.units)} unit(s)"
             + (f" in tiles of {tile} px (overlap {self.overlap})" if tile else "")
             + (f"; {finished} finished before" if finished else ""),
+            *([] if not self.layout.stack else [
+                "stack mode: warm when neighbouring slices are alike, else slices (decided "
+                "when the run reads them)" if mode is None else
+                f"stack mode: {mode['mode']} ({mode['reason']})"]),
             *fit_summary(config, self.preset, device, threads, fit_hw)]))
 
-    def open(self) -> bool:
-        """Plan, check against what an earlier run left, open the output; False: dry run."""
+    def open(self, remote: bool = False) -> bool:
+        """Plan, check against what an earlier run left, open the output; False: dry run.
+        ``remote``: dask workers run the units."""
         from ._ledger import Ledger, fingerprint
         from .engine.intensity import IntensityMap
         from ._cli import resolve_task
         from .engine.shared import PlaneSample
+        from .engine.stacks import NeighbourCorrelation
 
         args, out = self.args, self.out
         self.plan()
+        mode = self.fixed_stack_mode(remote) if self.layout.stack else None
         self.ledger = Ledger(_ledger_folder(out))
         old = self.ledger.settings()
         if old is not None and args.restart:
@@ -355,17 +387,31 @@ class _FileRun:
                     "add --restart to start again with these settings, or choose another "
                     "output")
         if args.dry_run:
-            self.print_plan(finished=len(self.ledger.entries()) if old else 0)
+            self.print_plan(finished=len(self.ledger.entries()) if old else 0, mode=mode)
             return False
         saved_choices = None if old is None else old.get("shared_choices")
         if saved_choices is None:
-            # One pass over the input: the intensity map, and the slices the shared choices are
-            # made from (a run started by an older version is read again on a resume).
+            # One pass over the input: the intensity map, the slices the shared choices are
+            # made from, and how alike neighbours are (a run started by an older version is
+            # read again on a resume).
             sample = PlaneSample(range(self.layout.n_slices),
                                  brightest=resolve_task(args) == "deconvolve")
-            self.norm = self.fit_map(on_plane=sample.see)
+            neighbours = NeighbourCorrelation()
+
+            def see(i, colour, known):
+                sample.see(i, colour, known)
+                neighbours.see(colour)
+
+            self.norm = self.fit_map(on_plane=see)
+            if self.layout.stack and mode is None:
+                mode = neighbours.choice()
         else:  # a resume: what the pass gave is in the ledger, so no slice is read for it
             sample = PlaneSample([])
+            if self.layout.stack and mode is None:
+                # Ledgers before warm starts unit by unit: their units were fitted cold.
+                mode = saved_choices.get("stack_mode") or {
+                    "mode": "slices", "requested": None, "reason": "resumed a run begun so"}
+        self.mode = mode
         if old is not None:
             saved = old["normalisation"]
             self.norm = IntensityMap(tuple(saved["data_low"]), tuple(saved["data_high"]),
@@ -377,11 +423,17 @@ class _FileRun:
         settings["shared_choices"] = {
             "noise_model": self.choices["noise_model"].to_dict(),
             "headroom": None if self.choices.get("headroom") is None
-            else self.choices["headroom"].to_dict()}
+            else self.choices["headroom"].to_dict(),
+            "stack_mode": mode}
         self.seed, self.settings_, self.fp = seed, settings, fingerprint(settings)
         self.sink = self._sink(resume=old is not None)
         if old is None:
             self.ledger.start(settings)
+        # Each warm slice starts from the network the slice before it ended with; a resumed
+        # run, from the one the ledger kept.
+        self.warm_states = None
+        if mode is not None and mode["mode"] == "warm":
+            self.warm_states = (self.ledger.load_states() if old is not None else None) or {}
         return True
 
     def _sink(self, resume: bool):
@@ -407,7 +459,7 @@ class _FileRun:
     def run(self, executor, cancel) -> int:
         from ._cli import engine_options
 
-        if not self.open():
+        if not self.open(remote=executor.remote):
             return 0
         self.entries = self.ledger.entries()
         done = {k for k, e in self.entries.items() if e["status"] in ("done", "skipped")}
@@ -449,8 +501,21 @@ class _FileRun:
                 name += f" slice {self.where(u.slice)}"
             if u.tile is not None:
                 name += f" tile {u.tile.index}"
-            yield u, dict(data=data, mask=mask, options=self.options, normalisation=self.norm,
-                          seed=self.seed, channel_axis=self.cax, name=name)
+            yield u, dict(data=data, mask=mask, options=self.unit_options(),
+                          normalisation=self.norm, seed=self.seed, channel_axis=self.cax,
+                          name=name)
+
+    def unit_options(self) -> dict:
+        """The engine's keywords for the next unit: a warm one starts from the weights the
+        last restored slice ended with (updated in place by the fit), with the smaller steps
+        of a warm start (:data:`~.engine.stacks.WARM_SETTINGS`), as a stack in memory does.
+        Called when the unit is sent, after the one before it has finished."""
+        if self.warm_states is None:
+            return self.options
+        from .engine.stacks import _warm_settings
+
+        return {**self.options, **_warm_settings(self.warm_states, self.options),
+                "warm_states": self.warm_states, "batch": 1}
 
     def handle(self, unit, result: dict) -> None:
         """Write a finished unit (a restored, skipped or failed one) and record it."""
@@ -464,6 +529,8 @@ class _FileRun:
                                 self.factor)
         if unit.tile is None:
             self.write(unit.slice, image)
+            if self.warm_states and result["status"] == "done":
+                self.ledger.save_states(self.warm_states)  # before the unit counts as done
             self.ledger.record(unit.key, entry)
         else:
             self.ledger.save_tile(unit.key, image)
@@ -516,6 +583,7 @@ class _FileRun:
         record = {
             **{k: v for k, v in self.settings_.items() if k != "shared_choices"},
             **choices_record(self.options),
+            **({"stack_mode": self.mode} if self.mode is not None else {}),
             "calibration": _io.calibration_record(self.src.calibration()),
             "slices": slices,
             "slices_done": [e["slice"] for e in slices if e.get("stop_reason") not in (

@@ -86,9 +86,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(e.g. a cleaner channel or a flash photo): the network's input instead of "
                    "noise")
     r.add_argument("--stack-mode", choices=STACK_MODE.values, default=None,
-                   help=f"stacks: {STACK_MODE.describe()} (default: a stack restored in memory "
-                   "is warm-started when neighbouring slices are alike, else done slice by slice; "
-                   "stacks read lazily, tiled or sent to workers go slice by slice)")
+                   help=f"stacks: {STACK_MODE.describe()} (default: warm when neighbouring "
+                   "slices are alike, else slices; tiled stacks, --batch N and stacks sent to "
+                   "workers go slice by slice)")
     r.add_argument("--axes", help="axes of the input, e.g. ZYX, TCYX or YXS; overrides the "
                    "file's (letters other than Y, X, C and S are stacked and done slice by slice)")
     r.add_argument("--threads", type=int, help="CPU threads (default: the cores other processes "
@@ -211,11 +211,12 @@ def engine_options(args: argparse.Namespace) -> dict:
 
 
 def needs_whole_stack(args: argparse.Namespace) -> bool:
-    """Whether the run must hold the stack in memory and go through it in order (--stack-mode
-    warm or 3d, --guide), instead of unit by unit."""
-    if args.stack_mode not in ("warm", "3d") and not args.guide:
+    """Whether the run must hold the stack in memory (--stack-mode 3d, --guide), instead of
+    going unit by unit where it would (a warm start goes either way: each slice starts from
+    the one before)."""
+    if args.stack_mode != "3d" and not args.guide:
         return False
-    what = f"--stack-mode {args.stack_mode}" if args.stack_mode in ("warm", "3d") else "--guide"
+    what = "--stack-mode 3d" if args.stack_mode == "3d" else "--guide"
     if len(args.input) > 1 or args.tile or args.workers or args.scheduler:
         raise ValueError(f"{what} restores one image in memory, in order; it cannot be combined "
                          "with several inputs, --tile, --workers or --scheduler")

@@ -9,6 +9,8 @@ A folder (inside an OME-Zarr output as its subgroup ``napari_dip``; beside a TIF
 - ``units/<key>.json``: one file per finished unit (``s000012`` or ``s000012-t0003``): its
   status (done, skipped, error, partial), its fit's record and the settings' fingerprint.
 - ``tiles/<key>.npy``: tiles restored but not yet blended into their slice.
+- ``warm_states.pt``: for a warm-started stack, the network the last restored slice ended with
+  (the next slice starts from it, after a resumption too).
 
 Every file is written to a temporary name and renamed, so a run killed mid-write leaves
 either the old file or the new one, never half of one.
@@ -94,6 +96,22 @@ class Ledger:
     def drop_tiles(self, keys) -> None:
         for key in keys:
             (self.folder / "tiles" / f"{key}.npy").unlink(missing_ok=True)
+
+    def save_states(self, states: dict) -> None:
+        """The networks a warm-started stack's next slice starts from ({group: weights})."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save({int(k): v for k, v in states.items()}, buffer)
+        _write_atomic(self.folder / "warm_states.pt", buffer.getvalue())
+
+    def load_states(self) -> dict | None:
+        path = self.folder / "warm_states.pt"
+        if not path.is_file():
+            return None
+        import torch
+
+        return torch.load(path, weights_only=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -261,14 +261,41 @@ def _warm_settings(warm_states: dict | None, given: dict) -> dict:
     return {k: v for k, v in WARM_SETTINGS.items() if given.get(k) is None}
 
 
+class NeighbourCorrelation:
+    """How alike neighbouring slices are, seen one slice at a time (so a stack read lazily, or
+    unit by unit, never needs to be held whole): the mean Pearson correlation of consecutive
+    slices after a light smoothing, so that noise does not hide shared structure. What
+    :func:`choose_stack_mode` decides a warm start on."""
+
+    def __init__(self):
+        self._previous: np.ndarray | None = None
+        self.values: list[float] = []
+
+    def see(self, cyx: np.ndarray) -> None:
+        """The next slice's restored channels (C, Y, X)."""
+        from scipy import ndimage
+
+        x = ndimage.gaussian_filter(np.asarray(cyx, np.float64), (0, 1, 1)).ravel()
+        if self._previous is not None and self._previous.std() > 0 and x.std() > 0:
+            self.values.append(float(np.corrcoef(self._previous, x)[0, 1]))
+        self._previous = x
+
+    def choice(self) -> dict:
+        """'warm' when the mean correlation is at least :data:`WARM_MIN_CORRELATION`, else
+        'slices', with the reason (a stack mode record)."""
+        mean_r = float(np.mean(self.values)) if self.values else 0.0
+        mode = "warm" if mean_r >= WARM_MIN_CORRELATION else "slices"
+        sign = ">=" if mode == "warm" else "<"
+        return {"mode": mode, "requested": None, "neighbour_correlation": round(mean_r, 3),
+                "reason": f"neighbouring slices correlate {mean_r:.2f} ({sign} "
+                          f"{WARM_MIN_CORRELATION})"}
+
+
 def choose_stack_mode(requested: str | None, stack: np.ndarray, todo: list[int],
                       layout: arrays.Layout, batch: int | None = None) -> dict:
     """The stack mode to use, and why: as asked, or (None) 'warm' when neighbouring slices
-    are alike (mean correlation of consecutive slices >= WARM_MIN_CORRELATION, after a light
-    smoothing so that noise does not hide shared structure), else 'slices'. A batch of
-    several slices asked for means 'slices' (warm slices run one after another)."""
-    from scipy import ndimage
-
+    are alike (:class:`NeighbourCorrelation`), else 'slices'. A batch of several slices asked
+    for means 'slices' (warm slices run one after another)."""
     if requested is not None:
         return {"mode": STACK_MODE.check(requested), "requested": requested, "reason": "asked for"}
     if len(todo) < 2:
@@ -276,18 +303,10 @@ def choose_stack_mode(requested: str | None, stack: np.ndarray, todo: list[int],
     if batch is not None and batch > 1:
         return {"mode": "slices", "requested": None,
                 "reason": f"a batch of {batch} slices fitted together was asked for"}
-    r = []
-    for a, b in zip(todo, todo[1:]):
-        x, y = (ndimage.gaussian_filter(_colour(stack[i], layout).astype(np.float64),
-                                        (0, 1, 1)).ravel() for i in (a, b))
-        if x.std() > 0 and y.std() > 0:
-            r.append(float(np.corrcoef(x, y)[0, 1]))
-    mean_r = float(np.mean(r)) if r else 0.0
-    mode = "warm" if mean_r >= WARM_MIN_CORRELATION else "slices"
-    sign = ">=" if mode == "warm" else "<"
-    return {"mode": mode, "requested": None, "neighbour_correlation": round(mean_r, 3),
-            "reason": f"neighbouring slices correlate {mean_r:.2f} ({sign} "
-                      f"{WARM_MIN_CORRELATION})"}
+    neighbours = NeighbourCorrelation()
+    for i in todo:
+        neighbours.see(_colour(stack[i], layout))
+    return neighbours.choice()
 
 
 def _restore_3d(stack, task, mode, *, mask, slices, layout, factor, seed, cancel, reference,

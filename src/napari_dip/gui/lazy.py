@@ -67,7 +67,7 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     from ..engine import arrays, axes
     from ..engine.restoration import Result, as_cancel_check, draw_seed, restore_iter
     from ..engine.shared import PlaneSample, deconvolves
-    from ..engine.stacks import StackRecord, _warm_settings
+    from ..engine.stacks import NeighbourCorrelation, StackRecord, _warm_settings
     from ..engine.units import passthrough, shared_map, skip_reason
 
     layout, task = plan.layout, plan.task
@@ -83,11 +83,6 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     folded = (n, *(layout.shape[a] for a in plan._plane_axes()))  # the stack, as the engine's
     per_slice_guide = guide is not None and np.ndim(guide) >= 3 and \
         np.shape(guide)[:3] == folded[:3]
-    mode = ({"mode": requested_mode, "requested": requested_mode, "reason": "asked for"}
-            if requested_mode else
-            {"mode": "slices", "requested": None,
-             "reason": "a lazy layer is read one slice at a time"})
-    warm_states = {} if mode["mode"] == "warm" else None
     check = as_cancel_check(cancel)
     out_plane = tuple(plan.output_shape[a] for a in plan._plane_axes())
 
@@ -97,13 +92,24 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     def pass_through(i: int, plane: np.ndarray) -> None:  # the input, in the output's shape
         write(i, passthrough(plane, cax, plan.factor if task == "sr" else 1))
 
-    # One pass over the slices, one at a time: the shared intensity map, and the few slices
-    # that the choices every slice shares (noise model, a deconvolution's headroom) are made from.
+    # One pass over the slices, one at a time: the shared intensity map, the few slices that
+    # the choices every slice shares (noise model, a deconvolution's headroom) are made from,
+    # and how alike neighbouring slices are (the stack mode, unless asked for).
     sample = PlaneSample(todo, brightest=deconvolves(task, kwargs))
+    neighbours = NeighbourCorrelation()
+
+    def see(i, colour, known):
+        sample.see(i, colour, known)
+        neighbours.see(colour)
+
     norm = shared_map(plan.read_slice, todo, masks, cax, task, layout.colour, name,
-                      on_plane=sample.see)
+                      on_plane=see)
     shared = sample.take_choices(task, norm, name, kwargs)
-    del sample
+    sample = None  # its planes are not needed any more
+    mode = ({"mode": requested_mode, "requested": requested_mode, "reason": "asked for"}
+            if requested_mode else neighbours.choice() if len(todo) > 1 else
+            {"mode": "slices", "requested": None, "reason": "one slice"})
+    warm_states = {} if mode["mode"] == "warm" else None
 
     log, cancelled, restored_order = StackRecord(task, seed, norm), False, []
     for i in todo:
