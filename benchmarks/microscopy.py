@@ -241,9 +241,6 @@ def bead_widths(vol: np.ndarray) -> dict:
             "peak_share": float(near.clip(0).sum() / max((v - bg).clip(0).sum(), 1e-12))}
 
 
-#: The 3-D bead run's iteration cap: a 3-D fit costs about Z times a 2-D one per iteration, and
-#: on a CPU the preset's 3000 would take most of an hour.
-BEAD_MAX_ITERS = 600
 
 
 def _bead_crop(data: Path, crop):
@@ -268,14 +265,15 @@ def bead_part(data: Path, crop=(16, 48, 48), max_iters=None, rl_iterations=(10, 
 
     stack, psf, box, (z, y, x) = _bead_crop(data, crop)
     vol = stack[box]
-    row = {"crop": [[s.start, s.stop] for s in box], "voxel_um": [0.125, 0.022, 0.022],
-           "psf_shape": list(psf.kernel.shape), "input": bead_widths(vol)}
+    row = {"crop": [[int(s.start), int(s.stop)] for s in box], "voxel_um": [0.125, 0.022, 0.022],
+           "psf_shape": list(psf.kernel.shape), "input": bead_widths(vol),
+           "max_iters": max_iters}
     row.update(_rl_rows(vol, psf.kernel, rl_iterations))
     t0, c0 = time.perf_counter(), time.process_time()
     # as_float: the restored bead peaks far above the 8-bit input's 255 (RL's output is float too)
     result = restore_stack(vol, "deconvolve", psf=psf, stack_mode="3d",
                            voxel_size=(0.125, 0.022, 0.022), as_float=True,
-                           max_iters=max_iters or BEAD_MAX_ITERS, **DIP)
+                           max_iters=max_iters, **DIP)
     row["DIP 3-D"] = {**bead_widths(result.image), "iterations": result.record["iterations"],
                       "stop_reason": result.record["stop_reason"],
                       "model": result.record["noise_model"]["model"],
@@ -531,8 +529,11 @@ def report(results: dict) -> str:
     if bead:
         lines += ["### Deconvolution in 3-D: real bead stack, measured PSF (no ground truth)", "",
                   f"Crop {bead['crop']} (Z, Y, X) around the brightest bead, voxel 0.125 × 0.022 × "
-                  f"0.022 µm, PSF {bead['psf_shape']} after preparation; DIP capped at "
-                  f"{bead['DIP 3-D']['iterations']} iterations. FWHM in voxels through the "
+                  f"0.022 µm, PSF {bead['psf_shape']} after preparation; DIP "
+                  + (f"capped at {bead['max_iters']} iterations" if bead.get("max_iters") else
+                     "with its defaults and automatic stop")
+                  + f" ({bead['DIP 3-D']['iterations']} iterations, "
+                  f"{bead['DIP 3-D']['stop_reason']}). FWHM in voxels through the "
                   "brightest voxel; peak share = intensity above background within 2 voxels of it.",
                   "", "| method | FWHM Z | FWHM Y | FWHM X | peak share | CPU-s |",
                   "|---|---|---|---|---|---|"]
