@@ -218,3 +218,31 @@ def test_an_8_bit_deconvolution_keeps_peaks_above_255_in_a_float32_result(tmp_pa
     from PIL import Image  # auto keeps the input's type where the format holds no float32
 
     assert np.asarray(Image.open(tmp_path / "out.png")).dtype == np.uint8
+
+
+def test_a_3d_psf_for_2d_fits_is_named_in_the_plan_and_the_summary(tmp_path, cli, capsys,
+                                                                      load):
+    """A 3-D PSF file given for a stack fitted slice by slice (or for one plane): the dry run
+    and the summary say that only its in-focus plane is used, and how to use it whole."""
+    from napari_dip.engine.psf import gaussian_psf
+
+    psf = tmp_path / "psf.tif"
+    tifffile.imwrite(psf, gaussian_psf((1.5, 1.5, 1.5)).kernel.astype(np.float32))
+    stack = load("nuclei3d_3x40x40_uint16.tif")
+    src, plane = tmp_path / "stack.tif", tmp_path / "plane.tif"
+    tifffile.imwrite(src, stack, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(plane, stack[1])
+    whole = "--stack-mode 3d deconvolves the stack with the whole PSF"
+    assert cli("restore", src, tmp_path / "o.tif", "--psf", psf, "--dry-run") == 0
+    assert f"PSF: 3-D; the fits will use its in-focus plane, slice by slice ({whole})" in \
+        capsys.readouterr().out
+    assert cli("restore", src, tmp_path / "o.tif", "--psf", psf, "--max-iters", "2") == 0
+    assert f"PSF: the fits used the 3-D PSF's in-focus plane, slice by slice ({whole})" in \
+        capsys.readouterr().err
+    assert cli("restore", plane, tmp_path / "p.tif", "--psf", psf, "--max-iters", "2") == 0
+    assert "PSF: the fits used the 3-D PSF's in-focus plane (the input is one plane)" in \
+        capsys.readouterr().err
+    # Used whole in 3-D, or a 2-D PSF: nothing to say.
+    assert cli("restore", src, tmp_path / "v.tif", "--psf", psf, "--stack-mode", "3d",
+               "--max-iters", "2") == 0
+    assert "PSF:" not in capsys.readouterr().err

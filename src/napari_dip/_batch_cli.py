@@ -337,7 +337,7 @@ class _FileRun:
     def print_plan(self, finished: int, mode: dict | None = None) -> None:
         """The dry run's plan: the units, the stack mode (``mode``; None: chosen when the run
         reads the slices), then what one fit needs (as a run in memory says)."""
-        from ._cli import fit_summary
+        from ._cli import fit_summary, psf_plan_line
         from .engine.devices import choose_threads, resolve_device
         from .engine.presets import make_config
 
@@ -356,6 +356,7 @@ class _FileRun:
                 "stack mode: warm when neighbouring slices are alike, else slices (decided "
                 "when the run reads them)" if mode is None else
                 f"stack mode: {mode['mode']} ({mode['reason']})"]),
+            *psf_plan_line(args, bool(self.layout.stack)),
             *fit_summary(config, self.preset, device, threads, fit_hw)]))
 
     def open(self, remote: bool = False) -> bool:
@@ -605,6 +606,7 @@ class _FileRun:
         return 1 if errors else 0
 
     def _report(self, record, slices, interrupted) -> None:
+        from ._cli import psf_note
         from .formatting import choice_notes
 
         units = self.entries.values()
@@ -614,7 +616,7 @@ class _FileRun:
               f"{len(self.units)} unit(s); {record['iterations']} iterations, "
               f"{record['seconds']:.0f} s fitting ({cpu:.0f} CPU-s) on "
               f"{', '.join(devices) or 'no device'}, seed {self.seed}", file=sys.stderr)
-        for line in choice_notes(record).split("\n")[1:]:
+        for line in choice_notes(record).split("\n")[1:] + psf_note(record, bool(self.layout.stack)):
             print(f"  {line}", file=sys.stderr)
         for e in slices:
             at = self.where(e["slice"])

@@ -185,7 +185,7 @@ def run_restore(args: argparse.Namespace) -> int:
         f"({_cpu_seconds(rec):.0f} CPU-s) on {rec.get('device')}{threads}, seed {rec['seed']}",
         file=sys.stderr,
     )
-    for line in choice_notes(rec).split("\n")[1:]:
+    for line in choice_notes(rec).split("\n")[1:] + psf_note(rec, layout.is_stack):
         print(f"  {line}", file=sys.stderr)
     for entry in rec.get("slices", []):
         where = layout.slice_position(entry["slice"])
@@ -264,6 +264,33 @@ def _psf_options(args: argparse.Namespace) -> tuple[str, dict]:
     return task, {}
 
 
+def _psf_use(stack: bool) -> str:
+    if stack:
+        return "in-focus plane, slice by slice (--stack-mode 3d deconvolves the stack " \
+            "with the whole PSF)"
+    return "in-focus plane (the input is one plane)"
+
+
+def psf_plan_line(args: argparse.Namespace, stack: bool) -> list[str]:
+    """The dry run's line on a 3-D PSF file that 2-D fits will use: only its in-focus plane
+    (``stack``: the input is a stack, whose stack mode '3d' would use it whole)."""
+    if not args.psf or args.stack_mode == "3d":
+        return []
+    import numpy as np
+
+    if np.squeeze(read_image(args.psf, role="PSF").data).ndim != 3:
+        return []
+    return [f"PSF: 3-D; the fits will use its {_psf_use(stack)}"]
+
+
+def psf_note(record: dict, stack: bool) -> list[str]:
+    """The summary's line on a 3-D PSF that 2-D fits used: its in-focus plane, and how to use
+    it whole."""
+    if not ((record.get("operator") or {}).get("psf") or {}).get("note"):
+        return []
+    return [f"PSF: the fits used the 3-D PSF's {_psf_use(stack)}"]
+
+
 def _read_guide(args: argparse.Namespace, layout):
     """The guide: one plane for every slice, or one per slice (the input's stack axes)."""
     data = read_image(args.guide, role="guide").data
@@ -324,6 +351,7 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str,
         return _volume_summary(args, (planes.shape[0], in_h, in_w), channels, task, preset,
                                device, voxel_size, threads)
     lines = [f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({task})",
+             *psf_plan_line(args, layout.is_stack),
              *fit_summary(config, preset, device, threads, (h, w),
                           _tiling_note(in_h, in_w, f, config.net, device))]
     units = n * (channels if args.channels == "separate" else 1)
