@@ -270,6 +270,7 @@ def test_a_dry_run_unit_by_unit_says_the_network_and_the_memory_of_a_fit(tmp_pat
     assert "3 slice(s) of 40x40" in text  # the unit-by-unit plan ...
     assert "network: preset 'light'" in text  # ... with what one fit needs, as in memory
     assert re.search(r"memory: about \d+ MiB per fit step", text)
+    assert re.search(r"time: ~[\d.e-]+ s/iteration · .* at most 3 per fit, 3 fits: ≤ ", text)
     assert not out.exists()
 
 

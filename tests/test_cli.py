@@ -243,3 +243,21 @@ def test_console_script_runs_as_a_process(tmp_path, data_dir):
     )
     assert proc.returncode == 0, proc.stderr
     assert tifffile.imread(out).dtype == np.uint16
+
+
+def test_a_dry_run_says_the_memory_and_a_measured_bound_on_the_time(tmp_path, cli, capsys):
+    """Before hours of compute: the memory of a fit step and its time, measured here, with
+    the bound the iteration cap sets (a stopping rule decides the rest); nothing is written."""
+    import re
+
+    out = tmp_path / "o.tif"
+    assert cli("restore", "@nuclei_64_uint16.tif", out, "--dry-run") == 0
+    text = capsys.readouterr().out
+    assert re.search(r"memory: about \d+ MiB per fit step", text)
+    assert re.search(r"time: ~[\d.e-]+ s/iteration · the automatic stop \(noise\) decides how "
+                     r"many iterations; at most 3000: ≤ .+ \(a fit step measured here\)", text)
+    assert cli("restore", "@nuclei_64_uint16.tif", out, "--dry-run", "--stopping", "none",
+               "--max-iters", "50") == 0
+    assert re.search(r"time: ~[\d.e-]+ s/iteration · runs 50 iterations: ≈ ",
+                     capsys.readouterr().out)
+    assert not out.exists()

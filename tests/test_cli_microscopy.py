@@ -145,6 +145,7 @@ def test_dry_run_in_3d_plans_one_fit_of_the_whole_stack(tmp_path, cli, capsys, l
             if mode == "3d":
                 assert f"stack mode 3d, one 3-D fit of the whole {name}x40x40 stack" in text
                 assert "voxel size (Z, Y, X) 1 x 0.25 x 0.25" in text
+                assert re.search(r"time: ~[\d.e-]+ s/iteration .* at most 3000: ≤ ", text)
             else:
                 assert re.search(rf"{name} (plane|slice)\(s\) of 40x40", text)
     assert not (tmp_path / "o.tif").exists()

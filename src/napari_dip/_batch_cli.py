@@ -337,7 +337,7 @@ class _FileRun:
     def print_plan(self, finished: int, mode: dict | None = None) -> None:
         """The dry run's plan: the units, the stack mode (``mode``; None: chosen when the run
         reads the slices), then what one fit needs (as a run in memory says)."""
-        from ._cli import fit_summary, psf_plan_line
+        from ._cli import fit_summary, psf_plan_line, time_line
         from .engine.devices import choose_threads, resolve_device
         from .engine.presets import make_config
 
@@ -347,6 +347,9 @@ class _FileRun:
                              max_iters=args.max_iters, stopping=args.stopping)
         threads = args.threads or choose_threads() if device.type == "cpu" else None
         fit_hw = (min(tile or h, h) * f, min(tile or w, w) * f)
+        lay = self.layout
+        channels = 1 if lay.channel is None else self.src.shape[lay.channel]
+        separate = args.channels == "separate"
         print("\n".join([
             f"input {str(self.inp)!r}: {self.layout.n_slices} slice(s) of {h}x{w}, "
             f"{len(self.units)} unit(s)"
@@ -357,7 +360,10 @@ class _FileRun:
                 "when the run reads them)" if mode is None else
                 f"stack mode: {mode['mode']} ({mode['reason']})"]),
             *psf_plan_line(args, bool(self.layout.stack)),
-            *fit_summary(config, self.preset, device, threads, fit_hw)]))
+            *fit_summary(config, self.preset, device, threads, fit_hw),
+            time_line(args, args.task, (h, w), 1 if separate else channels,
+                      self.layout.n_slices * (channels if separate else 1), self.preset,
+                      device, threads)]))
 
     def open(self, remote: bool = False) -> bool:
         """Plan, check against what an earlier run left, open the output; False: dry run.

@@ -99,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
                    "(default: several on CUDA as memory allows, 1 elsewhere; --workers and "
                    "--scheduler send one unit at a time)")
     r.add_argument("--dry-run", action="store_true", help="check the input and print the planned "
-                   "work and its memory need, then exit without restoring")
+                   "work, its memory need and a fit step's time measured here (with the bound "
+                   "the iteration cap sets), then exit without restoring")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     from ._batch_cli import add_arguments
 
@@ -350,11 +351,14 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str,
     if layout.is_stack and args.stack_mode == "3d":
         return _volume_summary(args, (planes.shape[0], in_h, in_w), channels, task, preset,
                                device, voxel_size, threads)
+    separate = args.channels == "separate"
+    units = n * (channels if separate else 1)
     lines = [f"input {args.input!r}: {n} plane(s) of {h}x{w} to restore ({task})",
              *psf_plan_line(args, layout.is_stack),
              *fit_summary(config, preset, device, threads, (h, w),
-                          _tiling_note(in_h, in_w, f, config.net, device))]
-    units = n * (channels if args.channels == "separate" else 1)
+                          _tiling_note(in_h, in_w, f, config.net, device)),
+             time_line(args, task, (in_h, in_w), 1 if separate else channels, units, preset,
+                       device, threads)]
     if units > 1:
         from .engine.batched import default_batch, unit_memory
 
@@ -364,6 +368,22 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str,
             f" (grouped convolutions, about {unit_memory((h, w), config, per_unit) / 2**20:.0f}"
             " MiB per fit)" if batch > 1 else " (one at a time)"))
     return "\n".join(lines)
+
+
+def time_line(args: argparse.Namespace, task: str, in_hw: tuple[int, int], channels: int,
+              fits: int, preset: str, device, threads: int | None, **volume) -> str:
+    """The dry run's line on time: a fit step of the run's network, measured here on data of
+    its size, and the bound that the iteration cap sets on ``fits`` fits of ``channels``
+    channels (``volume``: stack mode '3d' keywords of
+    :func:`~napari_dip.engine.cost.estimate_run`)."""
+    from .engine.cost import estimate_run
+
+    est = estimate_run(*in_hw, task, preset=preset, device=device, factor=args.factor,
+                       channels=channels, fits=fits, max_iters=args.max_iters,
+                       stopping=args.stopping, threads=threads, **volume)
+    if est.seconds_per_iteration is None:
+        return "time: not measured (the fit would not fit the device)"
+    return "time: " + " · ".join(est.time_parts()) + " (a fit step measured here)"
 
 
 def fit_summary(config, preset: str, device, threads: int | None, out_hw: tuple[int, int],
@@ -411,6 +431,9 @@ def _volume_summary(args: argparse.Namespace, zyx: tuple[int, int, int], channel
         f"{est.stopping!r}, at most {est.max_iterations} iterations",
         f"device {device}" + (f", {threads} thread(s)" if threads else ""),
         memory,
+        *([] if est.too_big else [time_line(
+            args, task, (h, w), channels // groups, groups, preset, device, threads,
+            stack_mode="3d", planes=z, voxel_size=voxel_size)]),
     ])
 
 

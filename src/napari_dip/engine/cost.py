@@ -84,6 +84,13 @@ class RunEstimate:
                          "stack mode 'slices' or 'warm'")
         if self.tile is not None:
             parts.append(f"too big for one fit: {self.tiles} tiles of {self.tile} px per plane")
+        return " · ".join(parts + self.time_parts())
+
+    def time_parts(self) -> list[str]:
+        """The time per iteration (when measured) and the iterations: a bound when a stopping
+        rule decides them, e.g. ['~0.05 s/iteration', 'the automatic stop (noise) decides how
+        many iterations; at most 3000 per fit, 21 fits: ≤ 52 min 30 s']."""
+        parts = []
         if self.seconds_per_iteration is not None:
             parts.append(f"~{self.seconds_per_iteration:.2g} s/iteration")
         each = "" if self.fits == 1 else f" per fit, {self.fits} fits"
@@ -95,7 +102,7 @@ class RunEstimate:
             text = (f"the automatic stop ({self.stopping}) decides how many iterations; at most "
                     f"{self.max_iterations}{each}")
             parts.append(text if total is None else f"{text}: ≤ {format_duration(total)}")
-        return " · ".join(parts)
+        return parts
 
 
 def estimate_run(
