@@ -350,3 +350,20 @@ def test_a_warm_start_is_refused_where_units_are_fitted_independently(tmp_path, 
     assert cli("restore", src, tmp_path / "t.tif", "--tile", "24") == 0
     assert read_record(tmp_path / "t.tif")["stack_mode"]["reason"] == \
         "its slices are restored in tiles"
+
+
+def test_a_dim_tiff_stack_unit_by_unit_is_restored_into_float32(tmp_path, load, capsys):
+    nuclei = load("nuclei3d_3x40x40_uint16.tif").astype(float)
+    lam = (nuclei - nuclei.min()) / (nuclei.max() - nuclei.min()) * 12 + 0.5
+    src = _zyx_tiff(tmp_path / "dim.tif",
+                    np.random.default_rng(0).poisson(lam).astype(np.uint16))
+    out = tmp_path / "out.tif"
+    assert cli("restore", src, out, "--dry-run") == 0
+    assert "or float32 if the input spans fewer than 64 integer levels" in \
+        capsys.readouterr().out
+    assert cli("restore", src, out) == 0
+    assert "result type: float32 (auto: the input spans only" in capsys.readouterr().err
+    back = tifffile.imread(out)
+    assert back.dtype == np.float32 and back.shape == lam.shape
+    record = read_record(out)
+    assert record["output_dtype"] == "float32" and record["result_type"]["input_levels"] < 64

@@ -261,3 +261,43 @@ def test_a_dry_run_says_the_memory_and_a_measured_bound_on_the_time(tmp_path, cl
     assert re.search(r"time: ~[\d.e-]+ s/iteration · runs 50 iterations: ≈ ",
                      capsys.readouterr().out)
     assert not out.exists()
+
+
+def _dim_pair(load, peak=12.0):
+    """A real nuclei crop at a few photons (Poisson, seed 0): the noisy uint16 counts and the
+    mean they were drawn from."""
+    nuclei = load("nuclei_64_uint16.tif").astype(float)
+    lam = (nuclei - nuclei.min()) / (nuclei.max() - nuclei.min()) * peak + 0.5
+    return np.random.default_rng(0).poisson(lam).astype(np.uint16), lam
+
+
+def test_an_input_of_few_integer_levels_is_restored_into_float32(tmp_path, cli, capsys, load):
+    """Rounded back to the ~20 levels of a dim image, a restoration loses much of its gain:
+    'auto' keeps float32 there (and says why); 'input' keeps the input's type."""
+    from benchmarks.metrics import psnr
+
+    noisy, lam = _dim_pair(load)
+    src = tmp_path / "dim.tif"
+    tifffile.imwrite(src, noisy)
+    auto, kept = tmp_path / "auto.tif", tmp_path / "kept.tif"
+    assert cli("restore", src, auto, "--dry-run") == 0
+    assert "result type: float32 (auto: the input spans only" in capsys.readouterr().out
+    assert cli("restore", src, auto) == 0
+    assert "result type: float32 (auto: the input spans only" in capsys.readouterr().err
+    assert cli("restore", src, kept, "--output-dtype", "input") == 0
+    as_float, rounded = tifffile.imread(auto), tifffile.imread(kept)
+    assert as_float.dtype == np.float32 and rounded.dtype == np.uint16
+    record = _io.read_record(auto)
+    assert record["output_dtype"] == "float32" and record["result_type"]["requested"] == "auto"
+    assert record["result_type"]["input_levels"] < 64
+    np.testing.assert_array_equal(rounded, np.clip(np.rint(as_float), 0, 65535))  # same fit
+    assert psnr(as_float, lam, lam.max()) > psnr(rounded.astype(float), lam, lam.max()) + 0.3
+    # A PNG cannot hold float32: 'auto' keeps its integers there.
+    png = tmp_path / "dim.png"
+    assert cli("restore", src, png, "--max-iters", "3") == 0
+    assert np.asarray(__import__("PIL.Image").Image.open(png)).dtype == np.uint16
+    # Many levels: the input's type, as before.
+    tifffile.imwrite(tmp_path / "bright_in.tif", (noisy * 40).astype(np.uint16))
+    assert cli("restore", tmp_path / "bright_in.tif", tmp_path / "bright.tif", "--max-iters",
+               "3") == 0
+    assert tifffile.imread(tmp_path / "bright.tif").dtype == np.uint16

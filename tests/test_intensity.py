@@ -80,3 +80,22 @@ def test_slices_combine_into_one_scale_and_a_constant_slice_is_harmless():
     assert m.data_low == (0.0,) and m.data_high == (1.0,)
     f = IntensityMap.fit(flat)
     assert np.allclose(f.inverse(f.forward(flat), as_float=True), 0.5)
+
+
+def test_integer_range_counts_the_levels_an_integer_image_spans(load):
+    from napari_dip.engine.intensity import FEW_LEVELS, IntegerRange
+
+    rng = np.random.default_rng(0)
+    nuclei = load("nuclei_64_uint16.tif").astype(float)
+    clean = (nuclei - nuclei.min()) / (nuclei.max() - nuclei.min())
+    dim = rng.poisson(clean * 12 + 0.5)[None]  # a few photons: about 20 levels
+    span = IntegerRange.of(dim.astype(np.uint16))
+    assert span.few and span.levels == int(dim.max() - dim.min()) < FEW_LEVELS
+    hot = dim.copy()
+    hot[0, 30, 30] = 60000  # an isolated hot pixel does not widen it
+    assert IntegerRange.of(hot.astype(np.uint16)).levels == span.levels
+    assert not IntegerRange.of(load("f16_64.png").transpose(2, 0, 1)[:3]).few  # 8-bit photo
+    assert IntegerRange.of(dim.astype(np.float32)) is None  # float: nothing is rounded
+    both = IntegerRange.combine([IntegerRange.of(dim.astype(np.uint16)),
+                                 IntegerRange.of((dim + 200).astype(np.uint16))])
+    assert both.levels == span.levels + 200 and not both.few

@@ -371,3 +371,21 @@ def test_plan_folds_a_per_slice_guide_and_rejects_misfits():
         make_plan(layer, task="inpaint", psf_sigma=1.0)
     plane = make_plan(Image(data[0]), task="denoise", stack_mode="warm")
     assert "stack_mode" not in plane.engine_kwargs()  # a single plane has no stack mode
+
+
+def test_a_dim_integer_layer_is_restored_into_float32_and_the_status_says_why(viewer_widget,
+                                                                               gui):
+    viewer, widget = viewer_widget
+    data = (photon_image(seed=3) / 8).round().astype(np.uint16)  # about 25 levels
+    image = viewer.add_image(data, name="dim")
+    gui.configure(widget, image, **FAST)
+    run_to_end(widget, gui)
+    out = viewer.layers["dim" + SUFFIX]
+    assert out.data.dtype == np.float32 and np.array_equal(image.data, data)
+    record = out.metadata["napari_dip"]
+    assert record["output_dtype"] == "float32" and record["result_type"]["input_levels"] < 64
+    assert record["widget"]["output_dtype"] == "auto (float32)"
+    assert "result type: float32 (auto: the input spans only" in widget.status.value
+    gui.configure(widget, image, output_dtype="input", **FAST)  # the integers, when asked
+    run_to_end(widget, gui)
+    assert viewer.layers[-1].name != out.name and viewer.layers[-1].data.dtype == np.uint16

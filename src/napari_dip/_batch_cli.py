@@ -337,8 +337,9 @@ class _FileRun:
     def print_plan(self, finished: int, mode: dict | None = None) -> None:
         """The dry run's plan: the units, the stack mode (``mode``; None: chosen when the run
         reads the slices), then what one fit needs (as a run in memory says)."""
-        from ._cli import fit_summary, psf_plan_line, time_line
+        from ._cli import fit_summary, levels_decide, psf_plan_line, time_line
         from .engine.devices import choose_threads, resolve_device
+        from .engine.intensity import FEW_LEVELS
         from .engine.presets import make_config
 
         args, (h, w), tile, f = self.args, self.layout.yx_shape, self.tile, self.factor
@@ -360,6 +361,9 @@ class _FileRun:
                 "when the run reads them)" if mode is None else
                 f"stack mode: {mode['mode']} ({mode['reason']})"]),
             *psf_plan_line(args, bool(self.layout.stack)),
+            *([f"result type: {self.out_dtype}, or float32 if the input spans fewer than "
+               f"{FEW_LEVELS} integer levels (decided when the run reads it)"]
+              if levels_decide(args, self.src.dtype) else [f"result type: {self.out_dtype}"]),
             *fit_summary(config, self.preset, device, threads, fit_hw),
             time_line(args, args.task, (h, w), 1 if separate else channels,
                       self.layout.n_slices * (channels if separate else 1), self.preset,
@@ -372,6 +376,7 @@ class _FileRun:
         from .engine.intensity import IntensityMap
         from ._cli import resolve_task
         from .engine.shared import PlaneSample
+        from .engine.intensity import IntegerRange
         from .engine.stacks import NeighbourCorrelation
 
         args, out = self.args, self.out
@@ -403,22 +408,34 @@ class _FileRun:
             # read again on a resume).
             sample = PlaneSample(range(self.layout.n_slices),
                                  brightest=resolve_task(args) == "deconvolve")
-            neighbours = NeighbourCorrelation()
+            neighbours, ranges = NeighbourCorrelation(), []
 
             def see(i, colour, known):
                 sample.see(i, colour, known)
                 neighbours.see(colour)
+                ranges.append(IntegerRange.of(colour, known))
 
             self.norm = self.fit_map(on_plane=see)
             if self.layout.stack and mode is None:
                 mode = neighbours.choice()
+            span = IntegerRange.combine(ranges)
+            levels = None if span is None else span.levels
         else:  # a resume: what the pass gave is in the ledger, so no slice is read for it
             sample = PlaneSample([])
             if self.layout.stack and mode is None:
                 # Ledgers before warm starts unit by unit: their units were fitted cold.
                 mode = saved_choices.get("stack_mode") or {
                     "mode": "slices", "requested": None, "reason": "resumed a run begun so"}
-        self.mode = mode
+            levels = saved_choices.get("input_levels")
+        self.mode, self.levels = mode, levels
+        # The result's type may depend on the levels the input spans, known only now (a run
+        # begun by an older version has none saved: its type stays as it began).
+        from ._cli import levels_decide, result_dtype
+        from ._lazy_io import check_output
+
+        if levels_decide(args, self.src.dtype):
+            self.out_dtype = result_dtype(args, self.src.dtype, levels)
+            check_output(out, self.out_dtype, self.out_shape, self.letters)
         if old is not None:
             saved = old["normalisation"]
             self.norm = IntensityMap(tuple(saved["data_low"]), tuple(saved["data_high"]),
@@ -431,7 +448,7 @@ class _FileRun:
             "noise_model": self.choices["noise_model"].to_dict(),
             "headroom": None if self.choices.get("headroom") is None
             else self.choices["headroom"].to_dict(),
-            "stack_mode": mode}
+            "stack_mode": mode, "input_levels": levels}
         self.seed, self.settings_, self.fp = seed, settings, fingerprint(settings)
         self.sink = self._sink(resume=old is not None)
         if old is None:
@@ -574,6 +591,7 @@ class _FileRun:
 
     def finish(self, cancel) -> int:
         """The output's record, the summary and the exit code."""
+        from .choices import result_type_record
         from .engine.shared import choices_record
         from .engine.stopping import combine_stop_reasons
 
@@ -591,6 +609,9 @@ class _FileRun:
             **{k: v for k, v in self.settings_.items() if k != "shared_choices"},
             **choices_record(self.options),
             **({"stack_mode": self.mode} if self.mode is not None else {}),
+            "output_dtype": str(self.out_dtype),
+            "result_type": result_type_record(self.args.output_dtype, self.args.task,
+                                              self.out_dtype, self.levels),
             "calibration": _io.calibration_record(self.src.calibration()),
             "slices": slices,
             "slices_done": [e["slice"] for e in slices if e.get("stop_reason") not in (

@@ -14,7 +14,7 @@ from dataclasses import replace
 from ._io import (FORMATS_HELP, ImageFile, calibration_record, check_output_path,
                   read_image, write_image)
 from .choices import (CHANNELS, NOISE_MODEL, OUTPUT_DTYPE, PRESET, SR_FACTOR, STACK_MODE,
-                      STOPPING, TASK, result_is_float)
+                      STOPPING, TASK, result_is_float, result_type_record)
 from .formatting import choice_notes
 from .engine.axes import from_letters
 
@@ -146,15 +146,26 @@ def run_restore(args: argparse.Namespace) -> int:
     if args.task == "sr":
         out_shape[layout.y] *= args.factor
         out_shape[layout.x] *= args.factor
-    out_dtype = result_dtype(args, src.data.dtype)
-    check_output_path(args.output, out_dtype, tuple(out_shape), axes)
+    check_output_path(args.output, result_dtype(args, src.data.dtype), tuple(out_shape), axes)
     planes = layout.fold(src.data)
     if mask is not None:
         mask = layout.fold_mask(mask, f"mask {args.mask!r}", f"input {args.input!r}")
+    levels = None
+    if levels_decide(args, src.data.dtype):
+        from .engine.axes import slice_masks
+        from .engine.units import integer_levels
+
+        n = planes.shape[0] if layout.is_stack else 1
+        levels = integer_levels((lambda i: planes[i]) if layout.is_stack else (lambda i: planes),
+                                range(n), slice_masks(mask, n, layout.yx_shape),
+                                layout.plane_channel_axis, options["task"],
+                                f"input {args.input!r}")
+    out_dtype = result_dtype(args, src.data.dtype, levels)
 
     stack = _stack_options(args, src, layout, axes)
     if args.dry_run:
         print(_plan_summary(args, planes, layout, options["task"], stack.get("voxel_size")))
+        print(result_type_line(args, options["task"], out_dtype, levels))
         return 0
     from .engine import restore, restore_stack
 
@@ -177,7 +188,9 @@ def run_restore(args: argparse.Namespace) -> int:
     resolution = src.resolution
     if resolution is not None and args.task == "sr":
         resolution = (resolution[0] * args.factor, resolution[1] * args.factor)
-    rec = {**result.record, "calibration": calibration_record(src.calibration())}
+    rec = {**result.record, "calibration": calibration_record(src.calibration()),
+           "result_type": result_type_record(args.output_dtype, options["task"], out_dtype,
+                                             levels)}
     write_image(args.output, replace(src, data=out, axes=axes, resolution=resolution), rec)
     threads = "" if rec.get("threads") is None else f" with {rec['threads']} thread(s)"
     print(
@@ -237,19 +250,42 @@ def resolve_task(args: argparse.Namespace) -> str:
     return "deconvolve" if has_psf else args.task
 
 
-def result_dtype(args: argparse.Namespace, dtype):
+def result_dtype(args: argparse.Namespace, dtype, levels: int | None = None):
     """The result's dtype: the input's ``dtype``, or float32 (--output-dtype; 'auto': for a
-    deconvolution, where the output's format holds float32)."""
+    deconvolution, or an integer input spanning few ``levels``
+    (:func:`~napari_dip.choices.result_is_float`), where the output's format holds float32)."""
+    import numpy as np
+    from pathlib import Path
+
+    from ._io import PIL_SUFFIXES
+    from .engine.intensity import FEW_LEVELS
+
+    few = levels is not None and levels < FEW_LEVELS
+    if result_is_float(args.output_dtype, resolve_task(args), few) and (
+            args.output_dtype == "float32"
+            or Path(args.output).suffix.lower() not in PIL_SUFFIXES):
+        return np.dtype(np.float32)
+    return np.dtype(dtype)
+
+
+def result_type_line(args: argparse.Namespace, task: str, dtype, levels: int | None) -> str:
+    """The dry run's line on the result's type (and why 'auto' chose float32)."""
+    reason = result_type_record(args.output_dtype, task, dtype, levels).get("reason")
+    return f"result type: {dtype}" + (f" ({args.output_dtype}: {reason})" if reason else "")
+
+
+def levels_decide(args: argparse.Namespace, dtype) -> bool:
+    """Whether the result's type depends on how many integer levels the input spans: 'auto',
+    an integer input, a task other than deconvolution (always float32) and an output format
+    that holds float32."""
     import numpy as np
     from pathlib import Path
 
     from ._io import PIL_SUFFIXES
 
-    if result_is_float(args.output_dtype, resolve_task(args)) and (
-            args.output_dtype == "float32"
-            or Path(args.output).suffix.lower() not in PIL_SUFFIXES):
-        return np.dtype(np.float32)
-    return np.dtype(dtype)
+    return (args.output_dtype == "auto" and np.issubdtype(dtype, np.integer)
+            and resolve_task(args) != "deconvolve"
+            and Path(args.output).suffix.lower() not in PIL_SUFFIXES)
 
 
 def _psf_options(args: argparse.Namespace) -> tuple[str, dict]:

@@ -99,15 +99,35 @@ def resolve_preset(preset: str, device_type: str) -> str:
 
 
 OUTPUT_DTYPE = Option("result type", (
-    ("auto", "float32 for a deconvolution, else the input's type"),
+    ("auto", "float32 for a deconvolution or an integer input of few levels, else the "
+             "input's type"),
     ("input", "the input's type (integers rounded and clipped to its range)"),
     ("float32", "float32, in the input's units"),
 ), default="auto")
 
 
-def result_is_float(output_dtype: str, task: str) -> bool:
+def result_is_float(output_dtype: str, task: str, few_levels: bool = False) -> bool:
     """Whether a run's result is float32 (in the input's units) instead of the input's type:
     asked for, or ('auto') a deconvolution, whose restored peaks may rise above the input's
-    range (an 8-bit result's would stop at 255)."""
+    range (an 8-bit result's would stop at 255), or an integer input whose data span so few
+    levels that rounding the result back to them would lose much of it (``few_levels``:
+    :attr:`napari_dip.engine.intensity.IntegerRange.few`)."""
     choice = OUTPUT_DTYPE.check(output_dtype)
-    return choice == "float32" or (choice == "auto" and task == "deconvolve")
+    return choice == "float32" or (choice == "auto" and (task == "deconvolve" or few_levels))
+
+
+def result_type_record(output_dtype: str, task: str, dtype, levels: int | None) -> dict:
+    """The record's ``result_type``: what was asked, the result's dtype and, where 'auto'
+    chose float32, why (``levels``: the integer levels the input spans, None for float)."""
+    from .engine.intensity import FEW_LEVELS  # numpy only
+
+    rec = {"requested": output_dtype, "dtype": str(dtype)}
+    if levels is not None:
+        rec["input_levels"] = int(levels)
+    if output_dtype == "auto" and str(dtype) == "float32":
+        if task == "deconvolve":
+            rec["reason"] = "a deconvolution's peaks may rise above the input's range"
+        elif levels is not None and levels < FEW_LEVELS:
+            rec["reason"] = (f"the input spans only {levels} integer levels (< {FEW_LEVELS}): "
+                             "rounding the result back to them would lose much of it")
+    return rec

@@ -116,6 +116,20 @@ def shared_map(read: Callable, slices, masks, channel_axis: int | None, task: st
     return IntensityMap.combine(maps)
 
 
+def integer_levels(read: Callable, slices, masks, channel_axis: int | None, task: str,
+                   name: str) -> int | None:
+    """The integer levels the slices that are restored span (:class:`.intensity.IntegerRange`;
+    one slice read at a time, as :func:`shared_map` reads them), None for float data. What the
+    'auto' result type decides on before a run (:func:`napari_dip.choices.result_is_float`)."""
+    from .intensity import IntegerRange
+
+    ranges = []
+    shared_map(read, slices, masks, channel_axis, task, False, name,
+               on_plane=lambda i, colour, known: ranges.append(IntegerRange.of(colour, known)))
+    levels = IntegerRange.combine(ranges)
+    return None if levels is None else levels.levels
+
+
 def _worker_device(device: str) -> str:
     """On a dask worker of a machine with several GPUs, spread workers over them: worker
     ``n`` of a LocalCluster takes GPU ``n % count`` (elsewhere the device stays as asked)."""

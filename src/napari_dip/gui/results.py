@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..choices import result_type_record
 from ..formatting import choice_notes, format_duration
 from .plan import ALL, CURRENT, METADATA_KEY, Plan
 
@@ -77,6 +78,7 @@ def run_record(plan: Plan, record: dict, outcome: Outcome) -> dict:
     result layer holds."""
     record = dict(record)
     record["stop_iteration"] = record.get("iterations")
+    record["result_type"] = result_type(plan)
     record["widget"] = {
         "input_layers": [s.name for s in plan.sources],
         "mask_layer": plan.mask_name,
@@ -133,8 +135,15 @@ def describe_outcome(plan: Plan, record: dict, estimate_shown: bool) -> Outcome:
     3-D PSF layer (:func:`psf_note`)."""
     outcome = _outcome(plan, record, estimate_shown)
     if outcome.keeps_result:
-        outcome.text += choice_notes(record) + psf_note(plan, record)
+        outcome.text += choice_notes({**record, "result_type": result_type(plan)}) + \
+            psf_note(plan, record)
     return outcome
+
+
+def result_type(plan: Plan) -> dict:
+    """The record's ``result_type``: what was asked, the result's dtype and why 'auto' chose
+    float32 (:func:`napari_dip.choices.result_type_record`)."""
+    return result_type_record(plan.output_dtype, plan.task, plan.result_dtype, plan.levels)
 
 
 def psf_note(plan: Plan, record: dict) -> str:
