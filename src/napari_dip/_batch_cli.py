@@ -377,6 +377,7 @@ class _FileRun:
         from ._cli import resolve_task
         from .engine.shared import PlaneSample
         from .engine.intensity import IntegerRange
+        from .engine.shared import spread
         from .engine.stacks import NeighbourCorrelation
 
         args, out = self.args, self.out
@@ -409,11 +410,13 @@ class _FileRun:
             sample = PlaneSample(range(self.layout.n_slices),
                                  brightest=resolve_task(args) == "deconvolve")
             neighbours, ranges = NeighbourCorrelation(), []
+            sampled = set(spread(range(self.layout.n_slices)))  # as units.integer_levels
 
             def see(i, colour, known):
                 sample.see(i, colour, known)
                 neighbours.see(colour)
-                ranges.append(IntegerRange.of(colour, known))
+                if i in sampled:
+                    ranges.append(IntegerRange.of(colour, known))
 
             self.norm = self.fit_map(on_plane=see)
             if self.layout.stack and mode is None:

@@ -21,11 +21,12 @@ OUTLIER_SIGMAS = 8.0
 
 def _neighbour_extremes(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Max and min over the 8 neighbours of each pixel (edges replicated)."""
-    p = np.pad(plane, 1, mode="edge")
-    h, w = plane.shape
-    shifts = [p[i : i + h, j : j + w] for i in range(3) for j in range(3) if (i, j) != (1, 1)]
-    stack = np.stack(shifts)
-    return stack.max(axis=0), stack.min(axis=0)
+    from scipy import ndimage
+
+    ring = np.ones((3, 3), bool)
+    ring[1, 1] = False
+    return (ndimage.maximum_filter(plane, footprint=ring, mode="nearest"),
+            ndimage.minimum_filter(plane, footprint=ring, mode="nearest"))
 
 
 def noise_sigma_from_differences(plane: np.ndarray) -> float:

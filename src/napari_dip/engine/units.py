@@ -118,15 +118,25 @@ def shared_map(read: Callable, slices, masks, channel_axis: int | None, task: st
 
 def integer_levels(read: Callable, slices, masks, channel_axis: int | None, task: str,
                    name: str) -> int | None:
-    """The integer levels the slices that are restored span (:class:`.intensity.IntegerRange`;
-    one slice read at a time, as :func:`shared_map` reads them), None for float data. What the
-    'auto' result type decides on before a run (:func:`napari_dip.choices.result_is_float`)."""
+    """The integer levels the input spans (:class:`.intensity.IntegerRange`), None for float
+    data: over the slices :func:`.shared.spread` picks (at most 8, those the noise model is
+    chosen from), one read at a time, so that asking before a run costs little. What the
+    'auto' result type decides on (:func:`napari_dip.choices.result_is_float`); None too when
+    every slice picked has nothing to restore."""
+    from . import tiles
     from .intensity import IntegerRange
+    from .shared import spread
 
     ranges = []
-    shared_map(read, slices, masks, channel_axis, task, False, name,
-               on_plane=lambda i, colour, known: ranges.append(IntegerRange.of(colour, known)))
-    levels = IntegerRange.combine(ranges)
+    for i in spread(slices):
+        plane = read(i)
+        lay = arrays.infer_layout(plane, channel_axis)
+        colour, _ = arrays.split_alpha(lay.to_cyx(plane), lay)
+        if tiles.skip_reason(colour, masks[i], task):  # as shared_map skips it
+            continue
+        ranges.append(IntegerRange.of(colour, None if masks[i] is None
+                                      else ~arrays.fill_of(masks[i])))
+    levels = IntegerRange.combine(ranges)  # None: float data, or nothing to restore here
     return None if levels is None else levels.levels
 
 
