@@ -93,18 +93,26 @@ def test_a_tiff_stack_into_ome_zarr_keeps_its_pixel_size_and_z_spacing(tmp_path,
     assert meta["coordinateTransformations"][0][0]["scale"] == [2.5, 0.125, 0.125]
 
 
+def _killed_at_unit(monkeypatch, n: int) -> list:
+    """Make the run die at its ``n``-th unit, as if killed while fitting; the names of the
+    units started are collected in the list returned."""
+    calls, real = [], units.run_unit
+
+    def dies(*args, **kwargs):
+        calls.append(kwargs["name"])
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(units, "run_unit", dies)
+    return calls
+
+
 def test_an_interrupted_run_resumes_without_redoing_finished_units(tmp_path, ome_stack,
                                                                    monkeypatch, capsys):
     src, _ = ome_stack
-    calls, real = [], units.run_unit
-
-    def dies_at_the_third(*args, **kwargs):
-        calls.append(kwargs["name"])
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # as if the run were killed while fitting
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(units, "run_unit", dies_at_the_third)
+    real = units.run_unit
+    calls = _killed_at_unit(monkeypatch, 3)
     out = tmp_path / "out.zarr"
     assert cli("restore", src, out, "--tile", "24") == 130  # 3 slices x 4 tiles
     assert "run the same command to resume" in capsys.readouterr().err
@@ -312,15 +320,8 @@ def test_a_tiff_stack_unit_by_unit_is_warm_started_as_in_memory(tmp_path, load, 
 def test_an_interrupted_warm_stack_resumes_from_the_slice_before(tmp_path, load,
                                                                   monkeypatch):
     src = _zyx_tiff(tmp_path / "stack.tif", load("nuclei3d_3x40x40_uint16.tif"))
-    calls, real = [], units.run_unit
-
-    def dies_at_the_third(*args, **kwargs):
-        calls.append(kwargs["name"])
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # as if the run were killed while fitting
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(units, "run_unit", dies_at_the_third)
+    real = units.run_unit
+    _killed_at_unit(monkeypatch, 3)
     out = tmp_path / "out.tif"
     assert cli("restore", src, out, "--stack-mode", "warm") == 130
     assert (tmp_path / "out.tif.napari-dip" / "warm_states.pt").is_file()
