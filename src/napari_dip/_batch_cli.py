@@ -372,13 +372,11 @@ class _FileRun:
     def open(self, remote: bool = False) -> bool:
         """Plan, check against what an earlier run left, open the output; False: dry run.
         ``remote``: dask workers run the units."""
+        from ._cli import levels_decide, result_dtype
+        from ._lazy_io import check_output
         from ._ledger import Ledger, fingerprint
         from .engine.intensity import IntensityMap
-        from ._cli import resolve_task
         from .engine.shared import PlaneSample
-        from .engine.intensity import IntegerRange
-        from .engine.shared import spread
-        from .engine.stacks import NeighbourCorrelation
 
         args, out = self.args, self.out
         self.plan()
@@ -404,39 +402,16 @@ class _FileRun:
             return False
         saved_choices = None if old is None else old.get("shared_choices")
         if saved_choices is None:
-            # One pass over the input: the intensity map, the slices the shared choices are
-            # made from, and how alike neighbours are (a run started by an older version is
-            # read again on a resume).
-            sample = PlaneSample(range(self.layout.n_slices),
-                                 brightest=resolve_task(args) == "deconvolve")
-            neighbours, ranges = NeighbourCorrelation(), []
-            sampled = set(spread(range(self.layout.n_slices)))  # as units.integer_levels
-
-            def see(i, colour, known):
-                sample.see(i, colour, known)
-                neighbours.see(colour)
-                if i in sampled:
-                    ranges.append(IntegerRange.of(colour, known))
-
-            self.norm = self.fit_map(on_plane=see)
-            if self.layout.stack and mode is None:
-                mode = neighbours.choice()
-            span = IntegerRange.combine(ranges)
-            levels = None if span is None else span.levels
+            sample, mode, levels = self._first_pass(mode)
         else:  # a resume: what the pass gave is in the ledger, so no slice is read for it
             sample = PlaneSample([])
             if self.layout.stack and mode is None:
                 # Ledgers before warm starts unit by unit: their units were fitted cold.
                 mode = saved_choices.get("stack_mode") or {
                     "mode": "slices", "requested": None, "reason": "resumed a run begun so"}
-            levels = saved_choices.get("input_levels")
+            levels = saved_choices.get("input_levels")  # none saved by older versions
         self.mode, self.levels = mode, levels
-        # The result's type may depend on the levels the input spans, known only now (a run
-        # begun by an older version has none saved: its type stays as it began).
-        from ._cli import levels_decide, result_dtype
-        from ._lazy_io import check_output
-
-        if levels_decide(args, self.src.dtype):
+        if levels_decide(args, self.src.dtype):  # the result's type, known only now
             self.out_dtype = result_dtype(args, self.src.dtype, levels)
             check_output(out, self.out_dtype, self.out_shape, self.letters)
         if old is not None:
@@ -462,6 +437,31 @@ class _FileRun:
         if mode is not None and mode["mode"] == "warm":
             self.warm_states = (self.ledger.load_states() if old is not None else None) or {}
         return True
+
+    def _first_pass(self, mode: dict | None):
+        """One pass over the input, a slice at a time: the intensity map, the slices the
+        shared choices are made from, how alike neighbours are (the stack ``mode``, where not
+        fixed) and the integer levels the input spans. Returns (sample, mode, levels)."""
+        from ._cli import resolve_task
+        from .engine.intensity import IntegerRange
+        from .engine.shared import PlaneSample, spread
+        from .engine.stacks import NeighbourCorrelation
+
+        n = self.layout.n_slices
+        sample = PlaneSample(range(n), brightest=resolve_task(self.args) == "deconvolve")
+        neighbours, ranges, sampled = NeighbourCorrelation(), [], set(spread(range(n)))
+
+        def see(i, colour, known):
+            sample.see(i, colour, known)
+            neighbours.see(colour)
+            if i in sampled:  # the slices units.integer_levels looks at
+                ranges.append(IntegerRange.of(colour, known))
+
+        self.norm = self.fit_map(on_plane=see)
+        if self.layout.stack and mode is None:
+            mode = neighbours.choice()
+        span = IntegerRange.combine(ranges)
+        return sample, mode, None if span is None else span.levels
 
     def _sink(self, resume: bool):
         from ._lazy_io import MemorySink, TiffSink
