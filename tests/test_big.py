@@ -353,7 +353,8 @@ def test_a_warm_start_is_refused_where_units_are_fitted_independently(tmp_path, 
         "its slices are restored in tiles"
 
 
-def test_a_dim_tiff_stack_unit_by_unit_is_restored_into_float32(tmp_path, load, capsys):
+def test_a_dim_tiff_stack_unit_by_unit_is_restored_into_float32(tmp_path, load, capsys,
+                                                               monkeypatch):
     nuclei = load("nuclei3d_3x40x40_uint16.tif").astype(float)
     lam = (nuclei - nuclei.min()) / (nuclei.max() - nuclei.min()) * 12 + 0.5
     src = _zyx_tiff(tmp_path / "dim.tif",
@@ -368,3 +369,11 @@ def test_a_dim_tiff_stack_unit_by_unit_is_restored_into_float32(tmp_path, load, 
     assert back.dtype == np.float32 and back.shape == lam.shape
     record = read_record(out)
     assert record["output_dtype"] == "float32" and record["result_type"]["input_levels"] < 64
+    # Interrupted and resumed: the same type (kept in the ledger) and the same image.
+    real = units.run_unit
+    _killed_at_unit(monkeypatch, 2)
+    resumed = tmp_path / "resumed.tif"
+    assert cli("restore", src, resumed) == 130
+    monkeypatch.setattr(units, "run_unit", real)
+    assert cli("restore", src, resumed) == 0
+    np.testing.assert_array_equal(tifffile.imread(resumed), back)
