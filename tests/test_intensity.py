@@ -99,3 +99,8 @@ def test_integer_range_counts_the_levels_an_integer_image_spans(load):
     both = IntegerRange.combine([IntegerRange.of(dim.astype(np.uint16)),
                                  IntegerRange.of((dim + 200).astype(np.uint16))])
     assert both.levels == span.levels + 200 and not both.few
+    # A constant channel (the empty red and blue of a green image stored as RGB) has nothing to
+    # lose: the levels are those of the channels that vary.
+    green = np.zeros((3, 40, 40), np.uint8)
+    green[1] = np.arange(40 * 40).reshape(40, 40) % 200
+    assert IntegerRange.of(green).levels == 199

@@ -102,3 +102,16 @@ def test_a_noise_model_choice_and_a_headroom_read_back_from_their_records(load):
     np.testing.assert_array_equal(back.anscombe().forward(cyx), choice.anscombe().forward(cyx))
     room = Headroom((25.1, 1.0), (2.4, 1.1))
     assert Headroom.from_dict(json.loads(json.dumps(room.to_dict()))) == room
+
+
+def test_auto_says_gaussian_because_a_channel_has_no_shot_noise_not_because_it_is_flat():
+    """A channel without shot noise (fitted gain 0) keeps the Gaussian data term; the reason
+    names it instead of calling a 30x growth 'about constant'."""
+    from napari_dip.engine.noise import NoiseEstimate
+    from napari_dip.engine.vst import choose_noise_model
+
+    ramp = np.broadcast_to(np.linspace(0.05, 0.95, 64), (2, 64, 64))
+    estimate = NoiseEstimate(variance=(1e-3, 1e-3), gain=(0.0, 0.01), offset=(1e-3, 1e-6))
+    choice = choose_noise_model("auto", estimate, ramp)
+    assert choice.model == "gaussian" and choice.std_ratio > 1.5
+    assert choice.reason == "the noise does not grow with intensity in channel(s) 0 (fitted gain 0)"

@@ -93,8 +93,10 @@ class IntegerRange:
 
     @property
     def levels(self) -> int:
-        """The fewest integer levels a channel spans."""
-        return int(min(h - lo for lo, h in zip(self.low, self.high)))
+        """The fewest integer levels a channel spans, among those that vary (a constant
+        channel, e.g. the empty red of a green image stored as RGB, has nothing to lose)."""
+        spans = [h - lo for lo, h in zip(self.low, self.high) if h > lo]
+        return int(min(spans)) if spans else 0
 
     @property
     def few(self) -> bool:

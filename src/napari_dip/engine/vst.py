@@ -245,7 +245,12 @@ def choose_noise_model(requested: str, estimate: NoiseEstimate, cyx: np.ndarray,
                 "Poisson-Gaussian model to stabilise; use noise model 'gaussian' or 'auto'"
             )
         return NoiseModelChoice("poisson-gaussian", requested, estimate, ratio, "asked for")
-    if positive and ratio >= SIGNAL_DEPENDENT_STD_RATIO:
+    if not positive:
+        flat = [c for c, g in enumerate(estimate.gain) if g <= 0]
+        where = f" in channel(s) {', '.join(map(str, flat))}" if len(estimate.gain) > 1 else ""
+        reason = f"the noise does not grow with intensity{where} (fitted gain 0)"
+        return NoiseModelChoice("gaussian", requested, estimate, ratio, reason)
+    if ratio >= SIGNAL_DEPENDENT_STD_RATIO:
         reason = (f"noise std grows {ratio:.2f}x from dark to bright "
                   f"(>= {SIGNAL_DEPENDENT_STD_RATIO}): signal-dependent")
         return NoiseModelChoice("poisson-gaussian", requested, estimate, ratio, reason)
