@@ -301,3 +301,17 @@ def test_an_input_of_few_integer_levels_is_restored_into_float32(tmp_path, cli, 
     assert cli("restore", tmp_path / "bright_in.tif", tmp_path / "bright.tif", "--max-iters",
                "3") == 0
     assert tifffile.imread(tmp_path / "bright.tif").dtype == np.uint16
+
+
+def test_an_unnamed_axis_is_stacked_and_the_run_says_how_to_name_it(tmp_path, cli, capsys,
+                                                                     load):
+    src = tmp_path / "five.tif"
+    stack = load("nuclei3d_3x40x40_uint16.tif")
+    tifffile.imwrite(src, np.concatenate([stack, stack[:2]]))  # no axes: read as QYX
+    assert cli("restore", src, tmp_path / "o.tif", "--max-iters", "2") == 0
+    err = capsys.readouterr().err
+    assert "does not say what its axis of length 5 is (read as 'QYX')" in err
+    assert "restored as a stack of 5 slices. If it holds channels, add --axes CYX" in err
+    assert cli("restore", src, tmp_path / "c.tif", "--max-iters", "2", "--axes", "CYX") == 0
+    assert "does not say" not in capsys.readouterr().err
+    assert _io.read_record(tmp_path / "c.tif").get("slices") is None  # one plane of channels

@@ -126,7 +126,15 @@ def _layout(src: ImageFile, axes: str | None, path: str):
             f"{letters!r}: the repeated {', '.join(map(repr, unknown))} marks axes of unknown "
             f"meaning); name them with --axes" + (f", e.g. --axes {example}" if example else "")
         )
-    return letters, from_letters(letters, src.data.shape)
+    layout = from_letters(letters, src.data.shape)
+    generic = [a for a in letters if a in "QI"]  # tifffile's axes of unknown meaning
+    if axes is None and len(generic) == 1:  # stacked, and said so
+        n = src.data.shape[letters.index(generic[0])]
+        named = letters.replace(generic[0], "C")
+        print(f"note: input {path!r} does not say what its axis of length {n} is (read as "
+              f"{letters!r}); it is restored as a stack of {n} slices. If it holds channels, "
+              f"add --axes {named}", file=sys.stderr)
+    return letters, layout
 
 
 def run_restore(args: argparse.Namespace) -> int:
