@@ -377,3 +377,19 @@ def test_a_dim_tiff_stack_unit_by_unit_is_restored_into_float32(tmp_path, load, 
     monkeypatch.setattr(units, "run_unit", real)
     assert cli("restore", src, resumed) == 0
     np.testing.assert_array_equal(tifffile.imread(resumed), back)
+
+
+def test_invert_mask_unit_by_unit_is_recorded_and_fills_the_unkept_pixels(tmp_path, load):
+    stack = load("nuclei3d_3x40x40_uint16.tif")
+    src = _zyx_tiff(tmp_path / "stack.tif", stack)
+    keep = np.ones((40, 40), np.uint8)
+    keep[10:14, :] = 0  # a scratch: the only pixels not kept
+    tifffile.imwrite(tmp_path / "keep.tif", keep)
+    out = tmp_path / "out.tif"
+    assert cli("restore", src, out, "--task", "inpaint", "--mask", tmp_path / "keep.tif",
+               "--invert-mask") == 0
+    record = read_record(out)
+    assert record["mask"]["inverted"] is True
+    back = tifffile.imread(out)
+    np.testing.assert_array_equal(back[:, keep > 0], stack[:, keep > 0])  # kept exactly
+    assert not np.array_equal(back[:, 10:14], stack[:, 10:14])  # the scratch is filled

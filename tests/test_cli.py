@@ -315,3 +315,28 @@ def test_an_unnamed_axis_is_stacked_and_the_run_says_how_to_name_it(tmp_path, cl
     assert cli("restore", src, tmp_path / "c.tif", "--max-iters", "2", "--axes", "CYX") == 0
     assert "does not say" not in capsys.readouterr().err
     assert _io.read_record(tmp_path / "c.tif").get("slices") is None  # one plane of channels
+
+
+def test_a_mask_that_marks_the_pixels_to_keep_is_flagged_and_invert_mask_reads_it(
+        tmp_path, cli, capsys, load):
+    """The DIP repository's masks mark the pixels to keep: given as they are, most of the image
+    would be filled, and the run says how to read them; --invert-mask fills the right ones."""
+    import re
+
+    from PIL import Image
+
+    keep = tmp_path / "keep.png"  # the convention of the DIP repository's masks
+    Image.fromarray(np.where(load("kate_64_fill_mask.png") > 0, 0, 255).astype(np.uint8)).save(
+        keep)
+    assert cli("restore", "@kate_64.png", tmp_path / "wrong.png", "--task", "inpaint", "--mask",
+               keep, "--max-iters", "2") == 0
+    err = capsys.readouterr().err
+    assert re.search(r"note: mask .* marks \d+ % of the pixels to fill \(non-zero = fill\); if "
+                     r"its non-zero pixels are the ones to keep, .* add --invert-mask", err)
+    out, ref = tmp_path / "right.png", tmp_path / "ref.png"
+    assert cli("restore", "@kate_64.png", out, "--task", "inpaint", "--mask", keep,
+               "--invert-mask", "--max-iters", "3") == 0
+    assert "note: mask" not in capsys.readouterr().err
+    assert cli("restore", "@kate_64.png", ref, "--task", "inpaint", "--mask",
+               "@kate_64_fill_mask.png", "--max-iters", "3") == 0
+    np.testing.assert_array_equal(_io.read_image(out).data, _io.read_image(ref).data)

@@ -216,10 +216,14 @@ class _FileRun:
             return None, None
         import hashlib
 
+        from ._cli import mask_to_fill
+
         raw = _io.read_image(args.mask, role="mask").data
-        mask = self.layout.fold_mask(raw, f"mask {args.mask!r}", f"input {str(self.inp)!r}")
+        mask = self.layout.fold_mask(mask_to_fill(raw, args), f"mask {args.mask!r}",
+                                     f"input {str(self.inp)!r}")
         info = {"path": str(args.mask), "shape": list(raw.shape),
-                "sha1": hashlib.sha1(np.ascontiguousarray(raw)).hexdigest()[:12]}
+                "sha1": hashlib.sha1(np.ascontiguousarray(raw)).hexdigest()[:12],
+                **({"inverted": True} if args.invert_mask else {})}
         return info, mask
 
     # -- pixels -----------------------------------------------------------------------

@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"{TASK.describe()} (default: %(default)s)")
     r.add_argument("--mask", help="for --task inpaint: image of the input's height and width "
                    "(or one per slice) whose non-zero pixels are the ones to fill")
+    r.add_argument("--invert-mask", action="store_true",
+                   help="for --task inpaint: the mask's non-zero pixels are the ones to keep "
+                   "(as in the DIP repository's masks); the others are filled")
     r.add_argument("--no-composite", dest="composite", action="store_false",
                    help="for --task inpaint: return the network's output everywhere (default: "
                    "known pixels are kept exactly, only masked ones are filled)")
@@ -115,6 +118,31 @@ def _positive(text: str) -> int:
     return value
 
 
+#: A mask that marks more than this share of the pixels to fill is probably inverted: the run
+#: says how to read it the other way round (--invert-mask).
+MOST_FILLED = 0.75
+
+
+def mask_to_fill(raw, args: argparse.Namespace):
+    """The mask as the engine takes it (non-zero = fill): as read, or inverted with
+    --invert-mask. A mask that leaves little known gets a note on --invert-mask."""
+    from .engine.arrays import fill_of
+
+    fill = fill_of(raw)
+    if args.invert_mask:
+        fill = ~fill
+    share = float(fill.mean()) if fill.size else 0.0
+    if share > MOST_FILLED and args.invert_mask:
+        print(f"note: mask {args.mask!r}, inverted, leaves {100 * share:.0f} % of the pixels to "
+              "fill; if its non-zero pixels are the ones to fill, leave out --invert-mask",
+              file=sys.stderr)
+    elif share > MOST_FILLED:
+        print(f"note: mask {args.mask!r} marks {100 * share:.0f} % of the pixels to fill "
+              "(non-zero = fill); if its non-zero pixels are the ones to keep, as in the DIP "
+              "repository's masks, add --invert-mask", file=sys.stderr)
+    return fill if args.invert_mask else raw
+
+
 def _layout(src: ImageFile, axes: str | None, path: str):
     """The input's axis roles; a file that does not name its axes is sent to --axes."""
     letters = (axes or src.axes).upper()
@@ -149,6 +177,8 @@ def run_restore(args: argparse.Namespace) -> int:
         raise ValueError("--task inpaint needs --mask (non-zero pixels = pixels to fill)")
     options = engine_options(args)  # checks the PSF options before the run
     axes, layout = _layout(src, args.axes, args.input)
+    if mask is not None:
+        mask = mask_to_fill(mask, args)
     guide = _read_guide(args, layout) if args.guide else None
     out_shape = list(src.data.shape)
     if args.task == "sr":
