@@ -143,6 +143,10 @@ def test_the_status_says_whether_a_deconvolution_had_room_above_the_input():
     assert "channel 0: room for peaks up to 25x" in two and "2.4x" in two
     assert "channel 1: within the input's range" in two and "1.1x" in two
     assert choice_notes(record(gain=[64.0], peak_ratio=[3.6])) == points
+    # channels fitted jointly share one room: said once, with the range of the peak test
+    rgb = choice_notes(record(gain=[14.0] * 3, peak_ratio=[1.7, 1.9, 2.8]))
+    assert "room for peaks up to 14x the input's range in every channel" in rgb
+    assert "1.7-2.8x" in rgb and "channel 0" not in rgb
     assert "deconvolution" not in choice_notes({"operator": {"name": "identity"}})
 
 

@@ -66,6 +66,14 @@ def _headroom_note(op: dict, dtype) -> str:
 
     if len(ratios) == 1:
         return f"deconvolution: {room(gains[0], ratios[0])}{clipped}"
+    if len(set(gains)) == 1:  # channels fitted jointly share one room: say it once
+        lo, hi = min(ratios), max(ratios)
+        span = f"{lo:.1f}x" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f}-{hi:.1f}x"
+        test = f"a short Richardson-Lucy run raised the channels' peaks {span}"
+        if gains[0] == 1.0:
+            return f"deconvolution: within the input's range ({test}){clipped}"
+        return (f"deconvolution: room for peaks up to {gains[0]:.0f}x the input's range in "
+                f"every channel ({test}){clipped}")
     return "deconvolution: " + "; ".join(
         f"channel {c}: {room(g, r, ' there')}" for c, (g, r) in enumerate(zip(gains, ratios))
     ) + clipped
