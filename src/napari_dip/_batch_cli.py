@@ -282,13 +282,9 @@ class _FileRun:
                              f"input {str(self.inp)!r} cannot have it: {why} (--tile, "
                              "--workers, --scheduler and --batch fit units independently). "
                              "Use --stack-mode slices, or leave those options out")
-        if args.stack_mode is not None:
-            return {"mode": args.stack_mode, "requested": args.stack_mode, "reason": "asked for"}
-        if self.layout.n_slices < 2:
-            return {"mode": "slices", "requested": None, "reason": "one slice"}
-        if why:
-            return {"mode": "slices", "requested": None, "reason": why}
-        return None
+        from .engine.stacks import fixed_stack_mode
+
+        return fixed_stack_mode(args.stack_mode, self.layout.n_slices, why)
 
     def settings(self, seed: int) -> dict:
         from . import __version__

@@ -190,14 +190,9 @@ def run_restore(args: argparse.Namespace) -> int:
         mask = layout.fold_mask(mask, f"mask {args.mask!r}", f"input {args.input!r}")
     levels = None
     if levels_decide(args, src.data.dtype):
-        from .engine.axes import slice_masks
-        from .engine.units import integer_levels
+        from .engine.units import folded_levels
 
-        n = planes.shape[0] if layout.is_stack else 1
-        levels = integer_levels((lambda i: planes[i]) if layout.is_stack else (lambda i: planes),
-                                range(n), slice_masks(mask, n, layout.yx_shape),
-                                layout.plane_channel_axis, options["task"],
-                                f"input {args.input!r}")
+        levels = folded_levels(planes, layout, mask, options["task"], f"input {args.input!r}")
     out_dtype = result_dtype(args, src.data.dtype, levels)
 
     stack = _stack_options(args, src, layout, axes)
@@ -296,10 +291,8 @@ def result_dtype(args: argparse.Namespace, dtype, levels: int | None = None):
     from pathlib import Path
 
     from ._io import PIL_SUFFIXES
-    from .engine.intensity import FEW_LEVELS
 
-    few = levels is not None and levels < FEW_LEVELS
-    if result_is_float(args.output_dtype, resolve_task(args), few) and (
+    if result_is_float(args.output_dtype, resolve_task(args), levels) and (
             args.output_dtype == "float32"
             or Path(args.output).suffix.lower() not in PIL_SUFFIXES):
         return np.dtype(np.float32)

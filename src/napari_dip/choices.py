@@ -106,20 +106,23 @@ OUTPUT_DTYPE = Option("result type", (
 ), default="auto")
 
 
-def result_is_float(output_dtype: str, task: str, few_levels: bool = False) -> bool:
+def result_is_float(output_dtype: str, task: str, levels: int | None = None) -> bool:
     """Whether a run's result is float32 (in the input's units) instead of the input's type:
     asked for, or ('auto') a deconvolution, whose restored peaks may rise above the input's
     range (an 8-bit result's would stop at 255), or an integer input whose data span so few
-    levels that rounding the result back to them would lose much of it (``few_levels``:
-    :attr:`napari_dip.engine.intensity.IntegerRange.few`)."""
+    ``levels`` that rounding the result back to them would lose much of it
+    (:func:`napari_dip.engine.intensity.few_levels`; None: a float input or not known)."""
+    from .engine.intensity import few_levels  # numpy only
+
     choice = OUTPUT_DTYPE.check(output_dtype)
-    return choice == "float32" or (choice == "auto" and (task == "deconvolve" or few_levels))
+    return choice == "float32" or (choice == "auto" and (task == "deconvolve"
+                                                         or few_levels(levels)))
 
 
 def result_type_record(output_dtype: str, task: str, dtype, levels: int | None) -> dict:
     """The record's ``result_type``: what was asked, the result's dtype and, where 'auto'
     chose float32, why (``levels``: the integer levels the input spans, None for float)."""
-    from .engine.intensity import FEW_LEVELS  # numpy only
+    from .engine.intensity import FEW_LEVELS, few_levels  # numpy only
 
     rec = {"requested": output_dtype, "dtype": str(dtype)}
     if levels is not None:
@@ -127,7 +130,7 @@ def result_type_record(output_dtype: str, task: str, dtype, levels: int | None) 
     if output_dtype == "auto" and str(dtype) == "float32":
         if task == "deconvolve":
             rec["reason"] = "a deconvolution's peaks may rise above the input's range"
-        elif levels is not None and levels < FEW_LEVELS:
+        elif few_levels(levels):
             rec["reason"] = (f"the input spans only {levels} integer levels (< {FEW_LEVELS}): "
                              "rounding the result back to them would lose much of it")
     return rec

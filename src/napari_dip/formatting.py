@@ -29,8 +29,9 @@ def format_bytes(n: float) -> str:
 
 def choice_notes(record: dict) -> str:
     """The noise model, a deconvolution's headroom, a float32 result chosen for an input of few
-    integer levels and the stack mode a run used, and why where it chose them itself, one per line, e.g. '\\nnoise model: poisson-gaussian (auto: noise std grows
-    3.10x ...)'; '' for records without them."""
+    integer levels and the stack mode a run used, and why where it chose them itself, one per
+    line, e.g. '\\nnoise model: poisson-gaussian (auto: noise std grows 3.10x ...)'; '' for
+    records without them."""
     lines = []
     noise = record.get("noise_model")
     if isinstance(noise, dict) and noise.get("model"):
@@ -41,7 +42,7 @@ def choice_notes(record: dict) -> str:
     if isinstance(op, dict) and op.get("peak_ratio") is not None:
         lines.append(_headroom_note(op, record.get("output_dtype", record.get("input_dtype"))))
     result = record.get("result_type")
-    if isinstance(result, dict) and "levels" in str(result.get("reason", "")):
+    if isinstance(result, dict) and result.get("reason") and "input_levels" in result:
         lines.append(f"result type: {result['dtype']} (auto: {result['reason']})")
     mode = record.get("stack_mode")
     if isinstance(mode, dict) and mode.get("mode"):

@@ -100,8 +100,14 @@ class IntegerRange:
 
     @property
     def few(self) -> bool:
-        """Fewer levels than :data:`FEW_LEVELS`: round a result to them and it loses much."""
-        return self.levels < FEW_LEVELS
+        """Fewer levels than :data:`FEW_LEVELS` (:func:`few_levels`)."""
+        return few_levels(self.levels)
+
+
+def few_levels(levels: int | None) -> bool:
+    """Whether an input spanning ``levels`` integer levels (None: a float input) has fewer
+    than :data:`FEW_LEVELS`: round a result back to them and it loses much."""
+    return levels is not None and levels < FEW_LEVELS
 
 
 def _channel_ranges(cyx: np.ndarray, known: np.ndarray | None = None):

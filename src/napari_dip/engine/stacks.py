@@ -291,18 +291,29 @@ class NeighbourCorrelation:
                           f"{WARM_MIN_CORRELATION})"}
 
 
+def fixed_stack_mode(requested: str | None, n_slices: int,
+                     independent: str | None = None) -> dict | None:
+    """The stack mode where the slices need not be looked at: as asked, or 'slices' for one
+    slice or where they are fitted independently (``independent`` says why); None: decided by
+    how alike neighbours are (:class:`NeighbourCorrelation`)."""
+    if requested is not None:
+        return {"mode": STACK_MODE.check(requested), "requested": requested, "reason": "asked for"}
+    if n_slices < 2:
+        return {"mode": "slices", "requested": None, "reason": "one slice"}
+    if independent:
+        return {"mode": "slices", "requested": None, "reason": independent}
+    return None
+
+
 def choose_stack_mode(requested: str | None, stack: np.ndarray, todo: list[int],
                       layout: arrays.Layout, batch: int | None = None) -> dict:
     """The stack mode to use, and why: as asked, or (None) 'warm' when neighbouring slices
     are alike (:class:`NeighbourCorrelation`), else 'slices'. A batch of several slices asked
     for means 'slices' (warm slices run one after another)."""
-    if requested is not None:
-        return {"mode": STACK_MODE.check(requested), "requested": requested, "reason": "asked for"}
-    if len(todo) < 2:
-        return {"mode": "slices", "requested": None, "reason": "one slice"}
-    if batch is not None and batch > 1:
-        return {"mode": "slices", "requested": None,
-                "reason": f"a batch of {batch} slices fitted together was asked for"}
+    fixed = fixed_stack_mode(requested, len(todo), f"a batch of {batch} slices fitted "
+                             "together was asked for" if batch is not None and batch > 1 else None)
+    if fixed is not None:
+        return fixed
     neighbours = NeighbourCorrelation()
     for i in todo:
         neighbours.see(_colour(stack[i], layout))

@@ -140,6 +140,20 @@ def integer_levels(read: Callable, slices, masks, channel_axis: int | None, task
     return None if levels is None else levels.levels
 
 
+def folded_levels(planes: np.ndarray, layout, mask, task: str, name: str,
+                  slices=None) -> int | None:
+    """:func:`integer_levels` of an input held in memory: ``planes`` folded by ``layout`` (an
+    :class:`~.axes.AxisLayout`; a stack, or one plane), with its folded ``mask``; ``slices``
+    of a stack (None: all)."""
+    from .axes import slice_masks
+
+    n = planes.shape[0] if layout.is_stack else 1
+    read = (lambda i: planes[i]) if layout.is_stack else (lambda i: planes)
+    todo = range(n) if slices is None or not layout.is_stack else slices
+    return integer_levels(read, todo, slice_masks(mask, n, layout.yx_shape),
+                          layout.plane_channel_axis, task, name)
+
+
 def _worker_device(device: str) -> str:
     """On a dask worker of a machine with several GPUs, spread workers over them: worker
     ``n`` of a LocalCluster takes GPU ``n % count`` (elsewhere the device stays as asked)."""

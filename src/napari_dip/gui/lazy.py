@@ -67,7 +67,8 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     from ..engine import arrays, axes
     from ..engine.restoration import Result, as_cancel_check, draw_seed, restore_iter
     from ..engine.shared import PlaneSample, deconvolves
-    from ..engine.stacks import NeighbourCorrelation, StackRecord, _warm_settings
+    from ..engine.stacks import (NeighbourCorrelation, StackRecord, _warm_settings,
+                                 fixed_stack_mode)
     from ..engine.units import passthrough, shared_map, skip_reason
 
     layout, task = plan.layout, plan.task
@@ -106,9 +107,7 @@ def restore_lazy_iter(plan: Plan, store, cancel):
                       on_plane=see)
     shared = sample.take_choices(task, norm, name, kwargs)
     sample = None  # its planes are not needed any more
-    mode = ({"mode": requested_mode, "requested": requested_mode, "reason": "asked for"}
-            if requested_mode else neighbours.choice() if len(todo) > 1 else
-            {"mode": "slices", "requested": None, "reason": "one slice"})
+    mode = fixed_stack_mode(requested_mode, len(todo)) or neighbours.choice()
     warm_states = {} if mode["mode"] == "warm" else None
 
     log, cancelled, restored_order = StackRecord(task, seed, norm), False, []

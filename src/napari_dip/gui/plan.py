@@ -16,7 +16,6 @@ from functools import cached_property
 import numpy as np
 
 from ..choices import OUTPUT_DTYPE, result_is_float
-from ..engine.intensity import FEW_LEVELS
 from ..engine.axes import AxisLayout, from_indices
 
 CURRENT, ALL = "current slice", "all slices"
@@ -64,8 +63,7 @@ class Plan:
     @property
     def as_float(self) -> bool:
         """Whether the result is float32 in the input's units rather than the input's type."""
-        few = self.levels is not None and self.levels < FEW_LEVELS
-        return result_is_float(self.output_dtype, self.task, few)
+        return result_is_float(self.output_dtype, self.task, self.levels)
 
     @cached_property
     def levels(self) -> int | None:
@@ -75,17 +73,11 @@ class Plan:
         if self.output_dtype != "auto" or self.task == "deconvolve" or self.lazy or \
                 not np.issubdtype(self.data.dtype, np.integer):
             return None
-        from ..engine.axes import slice_masks
-        from ..engine.units import integer_levels
+        from ..engine.units import folded_levels
 
-        work, lay = self.work, self.layout
-        n = work.shape[0] if self.is_stack else 1
-        slices = range(n) if self.slice_index is None or not self.is_stack else \
-            [self.slice_index]
-        return integer_levels((lambda i: work[i]) if self.is_stack else (lambda i: work),
-                              slices, slice_masks(self.mask, n, lay.yx_shape),
-                              lay.plane_channel_axis, self.task,
-                              f"layer {self.sources[0].name!r}")
+        return folded_levels(self.work, self.layout, self.mask, self.task,
+                             f"layer {self.sources[0].name!r}",
+                             None if self.slice_index is None else [self.slice_index])
 
     @property
     def result_dtype(self) -> np.dtype:
