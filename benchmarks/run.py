@@ -639,6 +639,9 @@ def main(argv=None) -> int:
                    help="peers: CPU seconds at which a preset's curve ends if its cap has not come first "
                         "(0: no limit; default: the suite's)")
     p.add_argument("--curve-every", type=int, metavar="N", help="peers: score the curves every N iterations")
+    p.add_argument("--no-curves", action="store_true",
+                   help="peers: no time-vs-PSNR curves (they follow the fit alone, without the stop or the "
+                        "second stage: a change to those leaves them as they were)")
     p.add_argument("--zsn2n-steps", type=int, metavar="N", help="peers: ZS-N2N steps (default 2000, the paper's)")
     p.add_argument("--preset", choices=("auto", "light", "paper"), default=None,
                    help="napari-dip's preset instead of the suite's (e.g. the paper suite with the defaults "
@@ -693,6 +696,8 @@ def main(argv=None) -> int:
             cfg["curves"]["cpu_budget_s"] = args.curve_cpu_budget or None
         if args.curve_every:
             cfg["curves"]["every"] = args.curve_every
+        if args.no_curves:
+            cfg["curves"]["images"] = []
         if args.zsn2n_steps:
             cfg["zsn2n_steps"] = args.zsn2n_steps
         peer_cases = build_peer_cases(cfg, args.data)

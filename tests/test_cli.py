@@ -9,7 +9,7 @@ import tifffile
 
 from napari_dip import _io
 from napari_dip._cli import _parser, main
-from napari_dip.choices import PRESET, SR_FACTOR, STOPPING, TASK
+from napari_dip.choices import PRESET, REFINE, SR_FACTOR, STOPPING, TASK
 
 
 @pytest.fixture
@@ -231,6 +231,7 @@ def test_cli_options_come_from_the_shared_choices():
     assert tuple(actions["task"].choices) == TASK.values
     assert tuple(actions["preset"].choices) == PRESET.values
     assert tuple(actions["stopping"].choices) == STOPPING.values
+    assert tuple(actions["refine"].choices) == REFINE.values
     assert tuple(actions["factor"].choices) == SR_FACTOR.values
 
 
@@ -340,3 +341,17 @@ def test_a_mask_that_marks_the_pixels_to_keep_is_flagged_and_invert_mask_reads_i
     assert cli("restore", "@kate_64.png", ref, "--task", "inpaint", "--mask",
                "@kate_64_fill_mask.png", "--max-iters", "3") == 0
     np.testing.assert_array_equal(_io.read_image(out).data, _io.read_image(ref).data)
+
+
+def test_the_second_stage_is_said_before_the_run_and_can_be_turned_off(tmp_path, cli, capsys):
+    out = tmp_path / "o.tif"
+    assert cli("restore", "@nuclei_64_uint16.tif", out, "--dry-run") == 0
+    assert "then the wiener second stage" in capsys.readouterr().out
+    assert cli("restore", "@nuclei_64_uint16.tif", out, "--max-iters", "5") == 0
+    assert _io.read_record(out)["planes"][0]["refinement"]["method"] == "wiener"
+    assert cli("restore", "@nuclei_64_uint16.tif", out, "--max-iters", "5", "--refine",
+               "none") == 0
+    record = _io.read_record(out)
+    assert record["config"]["refine"] == "none" and "refinement" not in record["planes"][0]
+    assert cli("restore", "@nuclei_64_uint16.tif", out, "--dry-run", "--refine", "none") == 0
+    assert "second stage" not in capsys.readouterr().out

@@ -115,3 +115,11 @@ def test_auto_says_gaussian_because_a_channel_has_no_shot_noise_not_because_it_i
     choice = choose_noise_model("auto", estimate, ramp)
     assert choice.model == "gaussian" and choice.std_ratio > 1.5
     assert choice.reason == "the noise does not grow with intensity in channel(s) 0 (fitted gain 0)"
+
+
+def test_the_algebraic_inverse_undoes_the_transform_below_the_floor_too():
+    import torch
+
+    a = Anscombe((0.01, 0.002), (1e-4, -2e-4))  # read noise, and a black level
+    x = torch.linspace(-0.2, 1.5, 200, dtype=torch.float64).expand(1, 2, 200).contiguous()
+    assert torch.allclose(a.inverse_torch(a.forward_torch(x)), x, atol=1e-9)

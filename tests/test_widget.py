@@ -358,3 +358,23 @@ def test_stack_keeps_finished_slices_when_one_fails(viewer_widget, gui):
     assert record["outcome"]["state"] == "partial" and out.name.endswith("(1 of 2 slices "
                                                                          "restored)")
     assert "passed through (constant)" in widget.status.value
+
+
+def test_the_second_stage_is_the_task_default_unless_chosen(viewer_widget, camera, gui):
+    viewer, widget = viewer_widget
+    layer = viewer.add_image(camera[:48, :48], name="cam")
+    combo = widget.refine.native
+    labels = lambda: [combo.itemText(i) for i in range(combo.count())]  # noqa: E731
+    assert widget.refine.value is None and "task default (wiener)" in labels()
+    records = []
+    for choice in (None, "none"):
+        gui.configure(widget, layer, max_iters=10, stopping="none", refine=choice)
+        widget.run()
+        gui.wait_done(widget)
+        records.append(gui.dip_layers(viewer)[-1].metadata["napari_dip"])
+    assert records[0]["config"]["refine"] == "wiener"
+    assert records[0]["planes"][0]["refinement"]["method"] == "wiener"
+    assert records[1]["config"]["refine"] == "none"
+    assert "refinement" not in records[1]["planes"][0]
+    widget.task.value = "inpaint"  # a task without the stage names its own default
+    assert "task default (none)" in labels() and "task default (wiener)" not in labels()

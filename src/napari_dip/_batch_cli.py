@@ -294,6 +294,7 @@ class _FileRun:
             "napari_dip": __version__, "task": a.task, "preset": self.preset,
             "factor": a.factor if a.task == "sr" else None, "seed": seed,
             "max_iters": a.max_iters, "stopping": a.stopping, "patience": a.patience,
+            **({"refine": a.refine} if a.refine is not None else {}),
             "channels": a.channels, "composite": a.composite, "mask": self.mask_info,
             "axes": self.letters, "input_shape": list(self.src.shape),
             "input_dtype": str(self.src.dtype), "output_dtype": str(self.out_dtype),
@@ -345,7 +346,8 @@ class _FileRun:
         args, (h, w), tile, f = self.args, self.layout.yx_shape, self.tile, self.factor
         device = resolve_device(args.device)
         config = make_config(args.task, self.preset, f if args.task == "sr" else None,
-                             max_iters=args.max_iters, stopping=args.stopping)
+                             max_iters=args.max_iters, stopping=args.stopping,
+                             refine=args.refine)
         threads = args.threads or choose_threads() if device.type == "cpu" else None
         fit_hw = (min(tile or h, h) * f, min(tile or w, w) * f)
         lay = self.layout

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from ._io import (FORMATS_HELP, ImageFile, calibration_record, check_output_path,
                   read_image, write_image)
-from .choices import (CHANNELS, NOISE_MODEL, OUTPUT_DTYPE, PRESET, SR_FACTOR, STACK_MODE,
+from .choices import (CHANNELS, NOISE_MODEL, OUTPUT_DTYPE, PRESET, REFINE, SR_FACTOR, STACK_MODE,
                       STOPPING, TASK, result_is_float, result_type_record)
 from .formatting import choice_notes
 from .engine.axes import from_letters
@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"automatic stopping rule: {STOPPING.describe()} (default: the task's: "
                    f"{STOPPING.default} to denoise or deconvolve, none for inpaint, sr and jpeg, "
                    "which run the paper's iteration counts)")
+    r.add_argument("--refine", choices=REFINE.values,
+                   help=f"second stage on the fit's estimate: {REFINE.describe()} (default: the "
+                   "task's: wiener to denoise without a guide, none otherwise)")
     r.add_argument("--patience", type=int, help="iterations without improvement before stopping "
                    "(default: the task's preset)")
     r.add_argument("--channels", choices=CHANNELS.values, default=CHANNELS.default,
@@ -252,7 +255,7 @@ def engine_options(args: argparse.Namespace) -> dict:
     task, psf = _psf_options(args)
     return dict(task=task, factor=args.factor, max_iters=args.max_iters,
                 preset=args.preset, device=args.device, stopping=args.stopping,
-                patience=args.patience, channels=args.channels, composite=args.composite,
+                refine=args.refine, patience=args.patience, channels=args.channels, composite=args.composite,
                 threads=args.threads, batch=args.batch, mask_name=f"mask {args.mask!r}",
                 noise_model=args.noise_model, **psf)
 
@@ -405,7 +408,8 @@ def _plan_summary(args: argparse.Namespace, planes, layout, task: str,
     device = resolve_device(args.device)
     preset = resolve_preset(args.preset, device.type)
     config = make_config(task, preset, args.factor if task == "sr" else None,
-                         max_iters=args.max_iters, stopping=args.stopping)
+                         max_iters=args.max_iters, stopping=args.stopping,
+                         refine=args.refine or ("none" if args.guide else None))
     plane = planes[0] if layout.is_stack else planes
     y, x = layout.folded_yx_axes(plane.ndim)
     h, w = plane.shape[y], plane.shape[x]
@@ -462,8 +466,9 @@ def fit_summary(config, preset: str, device, threads: int | None, out_hw: tuple[
 
     params = count_parameters(build_generator(config.net, config.input_channels, 1))
     memory = estimate_memory(*out_hw, config.net)
+    stage = "" if config.refine == "none" else f"; then the {config.refine} second stage"
     return [f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
-            f"{config.stopping!r}, at most {config.max_iters} iterations per plane",
+            f"{config.stopping!r}, at most {config.max_iters} iterations per plane{stage}",
             f"device {device}" + (f", {threads} thread(s)" if threads else ""),
             f"memory: about {memory / 2**20:.0f} MiB per fit step{note}"]
 

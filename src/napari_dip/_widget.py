@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _CONTROLS = ("image", "task", "factor", "mask", "composite", "psf", "psf_sigma", "guide",
              "channel_axis", "channel_note", "channel_layers", "channels", "slices",
              "stack_mode", "noise_model", "output_dtype", "preset")
-_ADVANCED = ("stopping", "max_iters", "patience", "seed", "preview_every", "keep_snapshots",
+_ADVANCED = ("stopping", "refine", "max_iters", "patience", "seed", "preview_every", "keep_snapshots",
              "device", "restore_defaults_button")
 
 
@@ -74,7 +74,8 @@ class DIPWidget(Container):
 
         self.advanced = QCollapsible("Advanced")
         self.advanced.addWidget(self.advanced_controls.native)
-        self.advanced.setToolTip("seed, stopping rule, iteration cap, previews, device")
+        self.advanced.setToolTip("seed, stopping rule, second stage, iteration cap, previews, "
+                                 "device")
         self._estimate = EstimateView(self._estimate_settings)
         self.estimate = self._estimate.label
         self.run_button = PushButton(text="Run")

@@ -67,6 +67,11 @@ STOPPING = Option("stopping rule", (
     ("none", "none: run to the iteration cap"),
 ), default="noise")
 
+REFINE = Option("second stage", (
+    ("wiener", "Wiener filter of the image with the fit's estimate as pilot (denoising)"),
+    ("none", "none: the fit's estimate as it is"),
+), default="none")
+
 SR_FACTOR = Option("super-resolution factor", (
     (2, "×2"), (3, "×3"), (4, "×4"), (8, "×8"),
 ), default=4)

@@ -33,8 +33,8 @@ from torch import nn
 
 from .fit import (
     CHECKPOINT_EVERY, FitOutcome, FitStep, LossReader, autocast_context, ema_decay, ema_lag,
-    initial_network, precision_name, resolve_precision, resolve_sync_every, stop_variance,
-    stopping_rule,
+    finish_estimate, initial_network, precision_name, resolve_precision, resolve_sync_every,
+    stop_variance, stopping_rule,
 )
 from .generators import build_generator, padded_size
 from .operators import Identity, Operator, psnr
@@ -341,18 +341,17 @@ def fit_batch(
                 picked = it
         else:
             image = best[k]
-        image = image.clamp(0, 1)
-        oracle = None
-        if refs is not None:
-            oracle = {"best_iteration": u.oracle_best[0], "best_psnr": u.oracle_best[1],
-                      "returned_psnr": psnr(ops[k].scaled(image), refs[k])}
+        image, refinement, oracle = finish_estimate(
+            config, image, y[k], ops[k],
+            None if refs is None else refs[k], u.oracle_best)
         return FitOutcome(
-            image=image.cpu(), iterations=it, best_iteration=picked, returned_iteration=best_at,
+            image=image, iterations=it, best_iteration=picked, returned_iteration=best_at,
             stop_reason=stop_reason, backtracks=u.reader.backtracks,
             lr_drops=u.reader.lr_drops, steps=it, seconds=u.seconds,
             cpu_seconds=u.cpu_seconds, seed=u.seed, parameters=per_unit_parameters,
             precision=precision_name(autocast_dtype),
             stopping=rule.describe(), history=u.reader.history, oracle=oracle,
+            refinement=refinement,
         )
 
     def final_outputs():

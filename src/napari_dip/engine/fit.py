@@ -67,6 +67,7 @@ class FitOutcome:
     history: list[tuple[int, float, float | None]] = field(default_factory=list)
     oracle: dict | None = None
     state: dict | None = None  # the network's final weights, when asked for (warm starts)
+    refinement: dict | None = None  # the second stage's record (config.refine), if any
 
 
 def _make_input(config: FitConfig, hw: tuple[int, int], gen: torch.Generator) -> torch.Tensor:
@@ -451,14 +452,7 @@ def fit(
         best_at = it
         if picked is None:
             picked = it
-    image = best.clamp(0, 1).cpu()
-    oracle = None
-    if ref is not None:
-        oracle = {
-            "best_iteration": oracle_best[0],
-            "best_psnr": oracle_best[1],
-            "returned_psnr": psnr(op.scaled(image.to(device)), ref),
-        }
+    image, refinement, oracle = finish_estimate(config, best, y[0], op, ref, oracle_best)
     return FitOutcome(
         image=image,
         iterations=it,
@@ -478,7 +472,25 @@ def fit(
         oracle=oracle,
         state={k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
         if return_state else None,
+        refinement=refinement,
     )
+
+
+def finish_estimate(config: FitConfig, estimate: torch.Tensor, observation: torch.Tensor,
+                    operator: Operator, reference: torch.Tensor | None, oracle_best: tuple):
+    """What a fit returns from its kept ``estimate`` (C, ...): clamped to the network's range,
+    then ``config.refine``'s second stage against the ``observation`` (C, ...) it was fitted
+    to. Returns (image on the CPU, the stage's record or None, the oracle's figures or None)."""
+    image, refinement = estimate.clamp(0, 1), None
+    if config.refine != "none":
+        from .wiener import second_stage
+
+        image, refinement = second_stage(image, observation, operator)
+    oracle = None
+    if reference is not None:
+        oracle = {"best_iteration": oracle_best[0], "best_psnr": oracle_best[1],
+                  "returned_psnr": psnr(operator.scaled(image), reference)}
+    return image.cpu(), refinement, oracle
 
 
 def run_fit(*args, **kwargs) -> FitOutcome:

@@ -171,6 +171,23 @@ class Anscombe:
         f = 2 / a * _sqrt(a * x + 0.375 * a * a + b, 0.375 * a * a, torch)
         return (f - lo) / (hi - lo)
 
+    def inverse_torch(self, s):
+        """The algebraic inverse of :meth:`forward_torch` on an (N, C, ...) tensor: the
+        intensities whose transform is ``s`` (with f's linear continuation below the floor)."""
+        import torch
+
+        c = s.shape[1]
+        shape = (1, c) + (1,) * (s.ndim - 2)
+        a = torch.tensor(self.gain, dtype=s.dtype, device=s.device).reshape(shape)
+        b = torch.tensor(self.offset, dtype=s.dtype, device=s.device).reshape(shape)
+        lo, hi = (torch.tensor(v, dtype=s.dtype, device=s.device).reshape(shape)
+                  for v in self._ends())
+        floor = 0.375 * a * a
+        root = (s * (hi - lo) + lo) * a / 2  # the square root _sqrt returned
+        u = torch.where(root >= floor.sqrt(), root * root,
+                        floor + (root - floor.sqrt()) * 2 * floor.sqrt())
+        return (u - floor - b) / a
+
     def unbiased_inverse(self, cyx: np.ndarray) -> np.ndarray:
         """Scaled stabilised values, taken as E[f(z)], back to normalised intensities E[z]."""
         if not self._tables:

@@ -15,7 +15,7 @@ from magicgui.widgets import (
     CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, Select, SpinBox,
 )
 
-from ..choices import (CHANNELS, NOISE_MODEL, OUTPUT_DTYPE, PRESET, SR_FACTOR, STACK_MODE,
+from ..choices import (CHANNELS, NOISE_MODEL, OUTPUT_DTYPE, PRESET, REFINE, SR_FACTOR, STACK_MODE,
                        STOPPING, TASK)
 from .plan import (
     ALL, CURRENT, PSF_TASKS, axis_choice_text, default_channel_axis, guide_fits, is_dip_output,
@@ -355,6 +355,7 @@ class AdvancedControls(Container):
         self._task = task
         self.stopping = ComboBox(label="stopping rule", choices=self._stopping_choices,
                                  value=None)
+        self.refine = ComboBox(label="second stage", choices=self._refine_choices, value=None)
         self.max_iters = SpinBox(label="iteration cap", min=0, max=1_000_000, value=0)
         self.patience = SpinBox(label="patience", min=0, max=1_000_000, value=0)
         self.seed = SpinBox(
@@ -375,7 +376,8 @@ class AdvancedControls(Container):
                                tooltip="auto: CUDA, then Apple MPS, then the CPU")
         self.restore_defaults_button = PushButton(text="Restore defaults")
         self.extend([
-            self.stopping, self.max_iters, self.patience, self.seed, self.preview_every,
+            self.stopping, self.refine, self.max_iters, self.patience, self.seed,
+            self.preview_every,
             self.keep_snapshots, self.device, self.restore_defaults_button,
         ])
         on_change(self.stopping, self.update_visibility)
@@ -385,6 +387,10 @@ class AdvancedControls(Container):
     def _stopping_choices(self, widget=None):
         rule = _task_config(self._task.value).stopping
         return [(f"task default ({rule})", None), *[(v, v) for v in STOPPING.values]]
+
+    def _refine_choices(self, widget=None):
+        stage = _task_config(self._task.value).refine
+        return [(f"task default ({stage})", None), *[(v, v) for v in REFINE.values]]
 
     @staticmethod
     def _device_choices():
@@ -399,6 +405,11 @@ class AdvancedControls(Container):
         self.stopping.tooltip = "\n".join([
             f"when to stop; 'task default' uses the task's rule ({config.stopping})",
             *(f"{v}: {label}" for v, label in STOPPING.items)])
+        self.refine.reset_choices()
+        self.refine.tooltip = "\n".join([
+            "what is done with the fit's estimate; 'task default' uses the task's "
+            f"({config.refine}; none when a guide is chosen: the guide's detail would be lost)",
+            *(f"{v}: {label}" for v, label in REFINE.items)])
         self.max_iters.tooltip = (
             f"0 = the task's cap ({config.max_iters} iterations). The automatic stop usually "
             "ends a run well before the cap; the cap only bounds it")
@@ -416,6 +427,7 @@ class AdvancedControls(Container):
 
     def restore_defaults(self):
         self.stopping.value = None
+        self.refine.value = None
         self.max_iters.value = 0
         self.patience.value = 0
         self.seed.value = -1
@@ -430,6 +442,7 @@ class AdvancedControls(Container):
             "seed": None if self.seed.value < 0 else int(self.seed.value),
             "max_iters": self.max_iters.value or None,
             "stopping": self.stopping.value,
+            "refine": self.refine.value,
             "patience": self.patience.value or None,
             "preview_every": int(self.preview_every.value),
         }

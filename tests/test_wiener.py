@@ -1,0 +1,82 @@
+"""The Wiener second stage: what it adds to a denoising fit, where it applies, and its filter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_dip.engine import restore
+from napari_dip.engine.wiener import empirical_wiener
+from napari_dip.metrics import psnr
+
+FAST = dict(preset="light", device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def photon_nuclei(load):
+    """Real 16-bit nuclei at 1-21 photons (Poisson), and the truth."""
+    clean = load("nuclei_64_uint16.tif").astype(np.float64)
+    photons = 1 + 20 * (clean - clean.min()) / np.ptp(clean)
+    noisy = (np.random.default_rng(1).poisson(photons) * 50).astype(np.uint16)
+    return noisy, photons * 50
+
+
+@pytest.mark.parametrize("case", ["photon_nuclei", "noisy_f16"])
+def test_the_second_stage_adds_psnr_to_a_denoising_fit(case, request, load, gaussian_noise):
+    if case == "photon_nuclei":
+        noisy, truth = request.getfixturevalue("photon_nuclei")
+        peak = truth.max()
+    else:  # a colour image, filtered in the opponent-colour basis
+        truth = load("f16_64.png")
+        noisy, peak = gaussian_noise(truth, 25), 255
+    plain = restore(noisy, "denoise", refine="none", **FAST)
+    refined = restore(noisy, "denoise", **FAST)
+    # the same fit, then the stage: only the returned image differs
+    assert refined.record["iterations"] == plain.record["iterations"]
+    stage = refined.record["planes"][0]["refinement"]
+    assert stage["method"] == "wiener" and stage["colour"] == (noisy.ndim == 3)
+    assert refined.record["config"]["refine"] == "wiener"
+    assert plain.record["planes"][0].get("refinement") is None
+    assert refined.image.dtype == noisy.dtype and refined.image.shape == noisy.shape
+    gain = psnr(truth, refined.image, peak) - psnr(truth, plain.image, peak)
+    assert gain > 0.3, gain
+
+
+def test_a_task_with_another_forward_model_refuses_the_stage_before_fitting(load):
+    img = load("kate_64.png")
+    fill = load("kate_64_fill_mask.png") > 0
+    with pytest.raises(ValueError, match="refine 'none'"):
+        restore(img, "inpaint", mask=fill, refine="wiener", max_iters=1, **FAST)
+    with pytest.raises(ValueError, match="second stage"):
+        restore(img, "denoise", refine="median", max_iters=1, **FAST)
+
+
+def test_a_guided_fit_keeps_its_estimate_by_default(photon_nuclei, load):
+    noisy, _ = photon_nuclei
+    guided = restore(noisy, guide=load("nuclei_64_uint16.tif"), max_iters=5, **FAST)
+    assert guided.record["config"]["refine"] == "none"
+    asked = restore(noisy, guide=load("nuclei_64_uint16.tif"), max_iters=5, refine="wiener",
+                    **FAST)
+    assert asked.record["planes"][0]["refinement"]["method"] == "wiener"
+
+
+def test_the_filter_keeps_what_the_pilot_calls_signal_and_drops_the_rest():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :40]
+    clean = torch.tensor(0.5 + 0.3 * np.sin(xx / 3.0) * np.cos(yy / 5.0), dtype=torch.float32)
+    noisy = clean + torch.tensor(rng.normal(0, 0.1, clean.shape), dtype=torch.float32)
+    err = lambda x: float(((x - clean) ** 2).mean())  # noqa: E731
+    with_truth = empirical_wiener(noisy[None], clean[None], [0.01])[0]
+    flat_pilot = empirical_wiener(noisy[None], torch.full_like(clean, 0.5)[None], [0.01])[0]
+    assert err(with_truth) < err(noisy) / 5  # an oracle pilot: most of the noise goes
+    assert abs(float(flat_pilot.mean()) - float(noisy.mean())) < 0.01  # the mean stays
+    assert err(flat_pilot) > err(with_truth) * 3  # a pilot without the signal loses it
+    # no grid of block edges: steps across block boundaries are like the others
+    steps = (with_truth[1:] - with_truth[:-1]).abs().mean(1)
+    on_edge = steps[1::2].mean() / steps[0::2].mean()
+    assert 0.9 < float(on_edge) < 1.1
+    tiny = torch.rand(2, 5, 7)
+    assert empirical_wiener(tiny, tiny, [0.01, 0.02]).shape == (2, 5, 7)
+    with pytest.raises(ValueError, match="one noise variance per channel"):
+        empirical_wiener(tiny, tiny, [0.01])
