@@ -421,10 +421,12 @@ def markdown_tables(rows: list[dict]) -> str:
             for h in head[1:]]
         out += ["| " + " | ".join(mean_cells) + " |", "", comparisons(trows, base_names), ""]
     every = sorted({r["napari_dip"].get("oracle_every") for r in rows} - {None})
-    out.append("DIP auto = what the automatic stop returned (kept iter = the iterate it kept). Oracle best = the "
-               "best of the same run's outputs, scored against the ground truth in the same metric as the "
-               f"other columns of its table, every {'/'.join(map(str, every)) or '?'} iteration(s); it never "
-               "steers the run. Gap = oracle best − DIP auto. Stop reason from the engine's record "
+    out.append("DIP auto = what the automatic stop returned (kept iter = the iterate it kept), after the task's "
+               "second stage (denoising: the Wiener filter with that iterate as pilot). Oracle best = the "
+               "best of the same run's fit outputs (before any second stage), scored against the ground truth "
+               f"in the same metric as the other columns of its table, every {'/'.join(map(str, every)) or '?'} "
+               "iteration(s); it never steers the run. Gap = oracle best − DIP auto (negative where the second "
+               "stage took the result above every iterate). Stop reason from the engine's record "
                "(`minimum`: the rule found one; `no-minimum`: it ran but found none; `cap`: the iteration "
                "cap came first; `user`: cancelled); per-plane reasons in brackets where several planes were "
                "fitted. Means of PSNR in dB are arithmetic over the images shown (mean of SSIM not shown).")

@@ -23,6 +23,7 @@ _EXPORTS = {
     "stacks": ("restore_stack", "restore_stack_iter"),
     "volume": ("restore_volume_iter",),
     "vst": ("Anscombe", "choose_noise_model"),
+    "wiener": ("empirical_wiener", "second_stage"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
