@@ -341,6 +341,12 @@ def test_a_mask_that_marks_the_pixels_to_keep_is_flagged_and_invert_mask_reads_i
     assert cli("restore", "@kate_64.png", ref, "--task", "inpaint", "--mask",
                "@kate_64_fill_mask.png", "--max-iters", "3") == 0
     np.testing.assert_array_equal(_io.read_image(out).data, _io.read_image(ref).data)
+    # a mask non-zero everywhere, inverted, fills nothing: the error names the option
+    full = tmp_path / "full.tif"
+    tifffile.imwrite(full, np.ones((64, 64), np.uint8))
+    assert cli("restore", "@kate_64.png", out, "--task", "inpaint", "--mask", full,
+               "--invert-mask", "--max-iters", "3") == 2
+    assert "leave out --invert-mask" in capsys.readouterr().err.lower()
 
 
 def test_the_second_stage_is_said_before_the_run_and_can_be_turned_off(tmp_path, cli, capsys):

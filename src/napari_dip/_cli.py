@@ -135,6 +135,10 @@ def mask_to_fill(raw, args: argparse.Namespace):
     if args.invert_mask:
         fill = ~fill
     share = float(fill.mean()) if fill.size else 0.0
+    if args.invert_mask and fill.size and not fill.any():
+        raise ValueError(f"mask {args.mask!r}, inverted (--invert-mask), leaves no pixel to fill: "
+                         "every pixel of it is non-zero. Leave out --invert-mask if its non-zero "
+                         "pixels are the ones to fill")
     if share > MOST_FILLED and args.invert_mask:
         print(f"note: mask {args.mask!r}, inverted, leaves {100 * share:.0f} % of the pixels to "
               "fill; if its non-zero pixels are the ones to fill, leave out --invert-mask",
