@@ -184,3 +184,22 @@ def test_lazy_layers_refuse_what_needs_the_whole_stack_and_small_ones_stay_eager
     np.testing.assert_array_equal(plan.work, data[0])
     eager = make_plan(other, task="denoise", slices=ALL)  # numpy layers: as before
     assert not eager.lazy and eager.work.shape == (3, 16, 16)
+
+
+def test_a_mask_of_pixels_to_keep_is_read_the_other_way_round_when_asked():
+    import pytest
+
+    img = Image(np.random.default_rng(0).random((16, 16)).astype(np.float32), name="img")
+    keep = np.zeros((16, 16), np.uint8)
+    keep[:, :10] = 1  # the DIP repository's masks: 1 = known
+    plan = make_plan(img, task="inpaint", mask_layer=Labels(keep, name="kept"), invert_mask=True)
+    np.testing.assert_array_equal(plan.mask, keep == 0)
+    assert plan.mask_inverted
+    plain = make_plan(img, task="inpaint", mask_layer=Labels(keep, name="kept"))
+    np.testing.assert_array_equal(plain.mask, keep > 0)
+    assert not plain.mask_inverted
+    with pytest.raises(ValueError, match="read as the pixels to keep, leaves nothing to fill"):
+        make_plan(img, task="inpaint", mask_layer=Labels(np.ones((16, 16), np.uint8), name="all"),
+                  invert_mask=True)
+    # only inpainting reads a mask
+    assert not make_plan(img, task="denoise", invert_mask=True).mask_inverted

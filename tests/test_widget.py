@@ -378,3 +378,25 @@ def test_the_second_stage_is_the_task_default_unless_chosen(viewer_widget, camer
     assert "refinement" not in records[1]["planes"][0]
     widget.task.value = "inpaint"  # a task without the stage names its own default
     assert "task default (none)" in labels() and "task default (wiener)" not in labels()
+
+
+def test_the_mask_can_mark_the_pixels_to_keep(viewer_widget, camera, gui):
+    viewer, widget = viewer_widget
+    image = viewer.add_image(camera[:48, :48], name="cam")
+    keep = np.ones((48, 48), np.uint8)
+    keep[20:28, 20:28] = 0  # a hole to fill, as the DIP repository's masks mark it
+    labels = viewer.add_labels(keep, name="keep")
+    gui.configure(widget, image, task="inpaint", max_iters=5)
+    assert gui.shown(widget, widget.invert_mask)
+    widget.mask.value, widget.invert_mask.value = labels, True
+    widget.run()
+    gui.wait_done(widget)
+    out = viewer.layers["cam" + SUFFIX]
+    assert out.metadata["napari_dip"]["widget"]["mask_inverted"] is True
+    # known pixels come back as they were; only the hole was filled
+    np.testing.assert_array_equal(out.data[keep > 0], camera[:48, :48][keep > 0])
+    assert not np.array_equal(out.data[keep == 0], camera[:48, :48][keep == 0])
+    widget.task.value = "denoise"
+    assert not gui.shown(widget, widget.invert_mask)
+    widget.restore_defaults()
+    assert widget.invert_mask.value is False

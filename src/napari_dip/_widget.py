@@ -40,11 +40,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 #: Settings reachable as attributes of the dock widget (``widget.task.value = "sr"``).
-_CONTROLS = ("image", "task", "factor", "mask", "composite", "psf", "psf_sigma", "guide",
+_CONTROLS = ("image", "task", "factor", "mask", "invert_mask", "composite", "psf", "psf_sigma",
+             "guide",
              "channel_axis", "channel_note", "channel_layers", "channels", "slices",
              "stack_mode", "noise_model", "output_dtype", "preset")
-_ADVANCED = ("stopping", "refine", "max_iters", "patience", "seed", "preview_every", "keep_snapshots",
-             "device", "restore_defaults_button")
+_ADVANCED = ("stopping", "refine", "max_iters", "patience", "seed", "preview_every",
+             "keep_snapshots", "device", "restore_defaults_button")
 
 
 def _holder(qt_widget) -> Container:

@@ -77,6 +77,11 @@ class Controls(Container):
             tooltip="Labels layer; pixels with a label > 0 are filled. 2-D masks apply to every "
             "slice. Chosen for you when exactly one Labels layer has the image's shape.",
         )
+        self.invert_mask = CheckBox(
+            text="mask marks the pixels to keep", value=False,
+            tooltip="on: labels > 0 are the pixels to keep and every other pixel is filled (as in "
+            "the DIP repository's masks); off: labels > 0 are the pixels to fill",
+        )
         self.composite = CheckBox(
             text="keep known pixels", value=True,
             tooltip="on: pixels outside the mask come back exactly as they were; off: the "
@@ -148,7 +153,8 @@ class Controls(Container):
             tooltip="\n".join(f"{v}: {lab}" for v, lab in PRESET.items),
         )
         self.extend([
-            self.image, self.task, self.factor, self.mask, self.composite, self.psf,
+            self.image, self.task, self.factor, self.mask, self.invert_mask, self.composite,
+            self.psf,
             self.psf_sigma, self.guide, self.channel_axis, self.channel_note,
             self.channel_layers, self.channels, self.slices, self.stack_mode, self.noise_model,
             self.output_dtype, self.preset,
@@ -296,6 +302,7 @@ class Controls(Container):
         has_channels = rgb or axis is not None or bool(self.channel_layers.value)
         self.factor.visible = task == "sr"
         self.mask.visible = task == "inpaint"
+        self.invert_mask.visible = task == "inpaint"
         self.composite.visible = task == "inpaint"
         self.channel_axis.visible = axis_row
         self.channel_note.visible = axis_row and bool(self.channel_note.value)
@@ -315,6 +322,7 @@ class Controls(Container):
         self.preset.value = PRESET.default
         self.channels.value = CHANNELS.default
         self.composite.value = True
+        self.invert_mask.value = False
         self.slices.value = CURRENT
         self.stack_mode.value = AUTO_STACK_MODE
         self.noise_model.value = NOISE_MODEL.default
@@ -342,6 +350,7 @@ class Controls(Container):
             "psf_layer": self.psf.value if psf_task else None,
             "psf_sigma": float(self.psf_sigma.value) if psf_task else 0.0,
             "guide_layer": self.guide.value,
+            "invert_mask": bool(self.invert_mask.value),
             "stack_mode": None if mode == AUTO_STACK_MODE else mode,
             "output_dtype": self.output_dtype.value,
         }

@@ -51,6 +51,7 @@ class Plan:
     guide_name: str | None = None
     stack_mode: str | None = None  # 'slices', 'warm', '3d'; None: chosen by the engine
     output_dtype: str = "auto"  # the result's type (:data:`napari_dip.choices.OUTPUT_DTYPE`)
+    mask_inverted: bool = False  # the mask's labels were read as the pixels to keep
     voxel_size: tuple | None = None  # (Z, Y, X) from the layer's scale, for stack mode '3d'
     #: ``data`` is the layer's own lazy array (dask, zarr; never copied nor read whole): the
     #: run reads one slice at a time (:meth:`read_slice`) and writes into a store on disk.
@@ -392,6 +393,7 @@ def make_plan(
     guide_layer=None,
     stack_mode: str | None = None,
     output_dtype: str = "auto",
+    invert_mask: bool = False,
 ) -> Plan:
     """Capture the arrays of a run; raises ValueError with a message for the user.
 
@@ -399,7 +401,8 @@ def make_plan(
     ``guide_layer`` is the network's input (one plane, or one per slice of a stack);
     ``stack_mode`` ('slices', 'warm', '3d'; None: the engine chooses) applies to stacks only,
     and '3d' takes its voxel size from the layer's scale. ``output_dtype``: the result's type
-    (:data:`napari_dip.choices.OUTPUT_DTYPE`; 'auto': float32 for a deconvolution)."""
+    (:data:`napari_dip.choices.OUTPUT_DTYPE`; 'auto': float32 for a deconvolution).
+    ``invert_mask``: the mask's labels are the pixels to keep, and the rest is filled."""
     if layer is None:
         raise ValueError("choose an Image layer to restore")
     layer, mask_layer = unwrap(layer), unwrap(mask_layer)
@@ -454,13 +457,20 @@ def make_plan(
     if task == "inpaint":
         if mask_layer is None:
             raise ValueError("inpainting needs a Labels layer as the mask (label > 0 = fill)")
-        mask = layout.fold_mask(layer_array(mask_layer) > 0, f"the mask {mask_layer.name!r}",
-                                f"the image {layer.name!r}")
+        fill = np.asarray(layer_array(mask_layer)) > 0
+        if invert_mask:
+            fill = ~fill
+            if not fill.any():
+                raise ValueError(f"the mask {mask_layer.name!r}, read as the pixels to keep, leaves "
+                                 "nothing to fill: every pixel has a label. Untick 'mask marks the "
+                                 "pixels to keep' if its labels are the pixels to fill")
+        mask = layout.fold_mask(fill, f"the mask {mask_layer.name!r}", f"the image {layer.name!r}")
         mask_name = mask_layer.name
     names = axis_names(layer)
     plan = Plan(sources, task, factor, layout, data, mask, slice_index, mask_name,
                 mask_layer if task == "inpaint" else None, (None, *names) if extra else names,
-                lazy=lazy, output_dtype=output_dtype)
+                lazy=lazy, output_dtype=output_dtype,
+                mask_inverted=bool(invert_mask) and task == "inpaint")
     if psf_layer is not None:
         plan.psf = np.array(layer_array(psf_layer), dtype=np.float64, copy=True)
         plan.psf_name = psf_layer.name

@@ -82,6 +82,7 @@ def run_record(plan: Plan, record: dict, outcome: Outcome) -> dict:
     record["widget"] = {
         "input_layers": [s.name for s in plan.sources],
         "mask_layer": plan.mask_name,
+        "mask_inverted": plan.mask_inverted,
         "channel_axis": None if plan.layout.colour else plan.layout.channel,
         "stack": None if not plan.is_stack else (ALL if plan.slice_index is None else CURRENT),
         "slice_index": None if plan.slice_index is None
