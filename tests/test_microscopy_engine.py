@@ -112,6 +112,9 @@ def test_warm_start_needs_fewer_iterations_for_the_same_quality(noisy_stack):
     assert sum(it_warm[1:]) < 0.6 * sum(it_cold[1:]), (it_cold, it_warm)
     assert [p["warm_start"] for e in warm.record["slices"] for p in e["planes"]] == \
         [False, True, True]
+    # every slice, warm or cold, goes through the Wiener stage
+    assert all(p.get("refinement") for r in (cold, warm) for e in r.record["slices"]
+               for p in e["planes"])
     p_cold, p_warm = (psnr(truth, r.image, truth.max()) for r in (cold, warm))
     assert p_warm > p_cold - 0.3, (p_cold, p_warm)
     assert warm.record["stack_mode"]["mode"] == "warm"
