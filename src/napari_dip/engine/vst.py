@@ -158,16 +158,20 @@ class Anscombe:
             out[i] = (ch.raw(cyx[i].astype(np.float64)) - lo[i]) / (hi[i] - lo[i])
         return out
 
+    def _torch_constants(self, like):
+        """gain, offset, f(0) and f(1) per channel, shaped to broadcast over an (N, C, ...)
+        tensor ``like``, in its dtype and on its device."""
+        import torch
+
+        shape = (1, like.shape[1]) + (1,) * (like.ndim - 2)
+        return tuple(torch.tensor(v, dtype=like.dtype, device=like.device).reshape(shape)
+                     for v in (self.gain, self.offset, *self._ends()))
+
     def forward_torch(self, x):
         """The same on an (N, C, ...) tensor, differentiable (the data term's transform)."""
         import torch
 
-        c = x.shape[1]
-        shape = (1, c) + (1,) * (x.ndim - 2)
-        a = torch.tensor(self.gain, dtype=x.dtype, device=x.device).reshape(shape)
-        b = torch.tensor(self.offset, dtype=x.dtype, device=x.device).reshape(shape)
-        lo, hi = (torch.tensor(v, dtype=x.dtype, device=x.device).reshape(shape)
-                  for v in self._ends())
+        a, b, lo, hi = self._torch_constants(x)
         f = 2 / a * _sqrt(a * x + 0.375 * a * a + b, 0.375 * a * a, torch)
         return (f - lo) / (hi - lo)
 
@@ -176,12 +180,7 @@ class Anscombe:
         intensities whose transform is ``s`` (with f's linear continuation below the floor)."""
         import torch
 
-        c = s.shape[1]
-        shape = (1, c) + (1,) * (s.ndim - 2)
-        a = torch.tensor(self.gain, dtype=s.dtype, device=s.device).reshape(shape)
-        b = torch.tensor(self.offset, dtype=s.dtype, device=s.device).reshape(shape)
-        lo, hi = (torch.tensor(v, dtype=s.dtype, device=s.device).reshape(shape)
-                  for v in self._ends())
+        a, b, lo, hi = self._torch_constants(s)
         floor = 0.375 * a * a
         root = (s * (hi - lo) + lo) * a / 2  # the square root _sqrt returned
         u = torch.where(root >= floor.sqrt(), root * root,
