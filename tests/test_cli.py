@@ -355,6 +355,7 @@ def test_the_second_stage_is_said_before_the_run_and_can_be_turned_off(tmp_path,
     assert "then the wiener second stage" in capsys.readouterr().out
     assert cli("restore", "@nuclei_64_uint16.tif", out, "--max-iters", "5") == 0
     assert _io.read_record(out)["planes"][0]["refinement"]["method"] == "wiener"
+    assert "second stage: wiener (a filter of the image" in capsys.readouterr().err
     assert cli("restore", "@nuclei_64_uint16.tif", out, "--max-iters", "5", "--refine",
                "none") == 0
     record = _io.read_record(out)

@@ -29,8 +29,8 @@ def format_bytes(n: float) -> str:
 
 def choice_notes(record: dict) -> str:
     """The noise model, a deconvolution's headroom, a float32 result chosen for an input of few
-    integer levels and the stack mode a run used, and why where it chose them itself, one per
-    line, e.g. '\\nnoise model: poisson-gaussian (auto: noise std grows 3.10x ...)'; '' for
+    integer levels, the stack mode and the second stage a run used, and why where it chose them
+    itself, one per line, e.g. '\\nnoise model: poisson-gaussian (auto: noise std grows 3.10x ...)'; '' for
     records without them."""
     lines = []
     noise = record.get("noise_model")
@@ -48,6 +48,14 @@ def choice_notes(record: dict) -> str:
     if isinstance(mode, dict) and mode.get("mode"):
         auto = mode.get("requested") is None and mode.get("reason")
         lines.append(f"stack mode: {mode['mode']}" + (f" (auto: {mode['reason']})" if auto else ""))
+    fits = [p for r in (record, *(record.get("slices") or [])) if isinstance(r, dict)
+            for p in r.get("planes") or [] if isinstance(p, dict)]
+    stages = {p["refinement"]["method"] for p in fits if isinstance(p.get("refinement"), dict)}
+    if stages:
+        done = sum(isinstance(p.get("refinement"), dict) for p in fits)
+        where = "" if done == len(fits) else f" on {done} of {len(fits)} fits"
+        lines.append(f"second stage: {', '.join(sorted(stages))}{where} (a filter of the image "
+                     "with the fit's estimate as pilot)")
     return "".join("\n" + line for line in lines)
 
 
