@@ -30,8 +30,8 @@ def format_bytes(n: float) -> str:
 def choice_notes(record: dict) -> str:
     """The noise model, a deconvolution's headroom, a float32 result chosen for an input of few
     integer levels, the stack mode and the second stage a run used, and why where it chose them
-    itself, one per line, e.g. '\\nnoise model: poisson-gaussian (auto: noise std grows 3.10x ...)'; '' for
-    records without them."""
+    itself, one per line, e.g. '\\nnoise model: poisson-gaussian (auto: noise std grows
+    3.10x ...)'; '' for records without them."""
     lines = []
     noise = record.get("noise_model")
     if isinstance(noise, dict) and noise.get("model"):

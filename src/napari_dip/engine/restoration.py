@@ -26,6 +26,7 @@ from .masks import classify_mask
 from .noise import estimate_noise
 from .operators import Blur, Downsample, Headroom, Identity, Mask, Operator, Stabilised
 from .presets import FitConfig, make_config
+from .wiener import check as check_refine
 from .psf import PSF, make_psf
 from .stopping import combine_stop_reasons
 from .vst import NoiseModelChoice, choose_noise_model
@@ -359,7 +360,7 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
     norm = normalisation or IntensityMap.fit(cyx, joint=layout.kind == "channels_last",
                                              known=known)
     out_hw = operator.output_size(spatial)
-    check_refine(config, operator, task)
+    check_refine(config.refine, operator, task)
     check_fits(*out_hw, config.net, dev, preset)
 
     ref = None
@@ -403,15 +404,6 @@ def _prepare(image, task, *, mask, factor, preset, device, seed, channel_axis, c
         data=torch.from_numpy(data)[None], noise=noise, reference=ref, net_input=z_in,
         threads=threads, mask_kind=mask_kind, guide=guide_info,
     )
-
-
-def check_refine(config: FitConfig, operator: Operator, task: str) -> None:
-    """Refuse a second stage the task's forward model cannot have, before any fitting."""
-    from .wiener import filters
-
-    if config.refine != "none" and not filters(operator):
-        raise ValueError(f"the {config.refine!r} second stage filters a noisy image; task "
-                         f"{task!r} has another forward model: use refine 'none'")
 
 
 def resolve_noise_model(requested: str, observed: np.ndarray, known: np.ndarray | None,

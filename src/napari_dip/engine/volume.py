@@ -25,10 +25,10 @@ from .operators import Blur, Headroom, Identity, Stabilised
 from .presets import make_config
 from .psf import PSF, make_psf
 from .restoration import (
-    Progress, Result, _Fits, _group_operator, as_cancel_check, check_refine, draw_seed,
-    fit_progress,
+    Progress, Result, _Fits, _group_operator, as_cancel_check, draw_seed, fit_progress,
     overall_stop_reason, unbiased,
 )
+from .wiener import check as check_refine
 from .vst import NoiseModelChoice, choose_noise_model
 
 #: Whether a volume's fit keeps freed memory (:func:`.devices.keep_freed_memory`): not, since
@@ -123,7 +123,7 @@ def restore_volume_iter(
                          patience=patience, preview_every=preview_every, **overrides)
     z, h, w = czyx.shape[1:]
     config = replace(config, net=volume_spec(config.net, z, voxel_size))
-    check_refine(config, operator, task)
+    check_refine(config.refine, operator, task)
     check_fits(h, w, config.net.base, dev, preset, planes=z)
     seed = draw_seed() if seed is None else seed
     gen = torch.Generator().manual_seed(seed)

@@ -139,6 +139,15 @@ def filters(operator) -> bool:
     return isinstance(inner, Identity)
 
 
+def check(refine: str, operator, task: str | None = None) -> None:
+    """Refuse a second stage that ``operator``'s forward model cannot have (call it before
+    fitting: the stage runs after the fit)."""
+    if refine != "none" and not filters(operator):
+        what = f"task {task!r}" if task else f"forward model {operator.name!r}"
+        raise ValueError(f"the {refine!r} second stage filters a noisy image; {what} has "
+                         "another forward model: use refine 'none'")
+
+
 def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator) -> tuple[torch.Tensor, dict]:
     """A fit's (C, *spatial) ``estimate`` (network units, [0, 1]) refined against ``data``, the
     observation the fit compared with (stabilised under the Poisson-Gaussian model); a volume's
@@ -146,9 +155,7 @@ def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator) -> tuple[
     from .noise import estimate_noise
     from .operators import Stabilised
 
-    if not filters(operator):
-        raise ValueError(f"the Wiener second stage needs a denoising forward model, not "
-                         f"{operator.name!r}; use refine='none'")
+    check("wiener", operator)
     t0 = time.perf_counter()
     with torch.no_grad():
         pilot = operator.forward(estimate[None])[0]
