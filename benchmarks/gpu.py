@@ -1,13 +1,15 @@
 """Issue 8's GPU figures in one short run: ``python -m benchmarks.gpu [--data D] [--out-dir D]``.
 
-Sized for a lent GPU of a few minutes. Parts, in order (each is skipped once ``--budget`` seconds
-have gone, and the JSON is rewritten after each, so a run cut short keeps what it measured):
+Sized for a lent GPU of a few minutes. Parts, in order; once ``--budget`` seconds have gone no
+further part, image or variant starts, and the JSON is rewritten after each part, so a run cut
+short keeps what it measured:
 
 * ``goal``: the 512² RGB denoise of the issue (F16, sigma 25, the paper suite's noise), napari-dip's
   defaults end to end (``restore`` from the noisy array to the restored one: the paper net, bf16,
-  the automatic stop, the second stage), first in a fresh process (``cold``: CUDA set-up and kernel
-  choice included) and again (``warm``); then single changes to the defaults: float32 (does bf16
-  keep the quality?), no channels_last, cuDNN's autotuner, the light net.
+  CUDA graphs, the automatic stop, the second stage), first in a fresh process (``cold``: CUDA
+  set-up, kernel choice and graph capture included) and again (``warm``); then single changes to
+  the defaults: no CUDA graphs, the light net, float32 (does bf16 keep the quality?), no
+  channels_last.
 * ``colour``: the other images of the paper's colour set at full size, defaults, warm.
 * ``batch``: 64 slices of 256² (``benchmarks.batch_suite``'s paper setting), batched against one at
   a time (rate over the first 8 slices), each in a fresh process.
@@ -25,7 +27,6 @@ step); PSNR is computed afterwards. Wall time is measured around the call after 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -39,6 +40,8 @@ from . import datasets
 
 HERE = Path(__file__).resolve().parent
 GOAL_IMAGE = "F16"
+#: perf_counter time after which a part starts no further run (set by :func:`main`).
+DEADLINE = float("inf")
 
 
 def _log(msg: str) -> None:
@@ -48,16 +51,6 @@ def _log(msg: str) -> None:
 def _sync(device: str) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-
-
-@contextlib.contextmanager
-def _cudnn_benchmark(on: bool):
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = on
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
 
 
 def timed_restore(case, device: str, **overrides) -> dict:
@@ -97,18 +90,19 @@ def _describe(r: dict) -> str:
 def part_goal(data: Path, device: str, log) -> dict:
     (case,) = datasets.denoise_cases(data, None, [GOAL_IMAGE])
     runs = {}
-    variants = [
-        ("cold", {}, False),
-        ("warm", {}, False),
-        ("warm again", {}, False),
-        ("float32", {"precision": "float32"}, False),
-        ("no channels_last", {"channels_last": False}, False),
-        ("cudnn.benchmark", {}, True),
-        ("light preset", {"preset": "light"}, False),
+    variants = [  # most wanted first: a run past the deadline leaves the rest out
+        ("cold", {}),
+        ("warm", {}),
+        ("no CUDA graphs", {"cuda_graphs": False}),
+        ("light preset", {"preset": "light"}),
+        ("float32", {"precision": "float32"}),
+        ("no channels_last", {"channels_last": False}),
+        ("warm again", {}),
     ]
-    for name, overrides, bench in variants:
-        with _cudnn_benchmark(bench):
-            runs[name] = timed_restore(case, device, **overrides)
+    for name, overrides in variants:
+        if time.perf_counter() > DEADLINE:
+            break
+        runs[name] = timed_restore(case, device, **overrides)
         log(f"goal/{name}: {_describe(runs[name])}")
     return {"image": case.name, "runs": runs}
 
@@ -116,7 +110,7 @@ def part_goal(data: Path, device: str, log) -> dict:
 def part_colour(data: Path, device: str, log) -> dict:
     rows = []
     for case in datasets.denoise_cases(data, None):
-        if case.name == GOAL_IMAGE:
+        if case.name == GOAL_IMAGE or time.perf_counter() > DEADLINE:
             continue
         rows.append(timed_restore(case, device))
         log(f"colour: {_describe(rows[-1])}")
@@ -138,6 +132,8 @@ def part_peers(data: Path, device: str, log) -> dict:
     cfg = SUITES["peers"]["peers"]
     rows = []
     for case in build_cases(cfg, data):
+        if time.perf_counter() > DEADLINE:
+            break
         dip = timed_restore(case, device)
         zs = peers.measure_case(case, steps=cfg["zsn2n_steps"], device=device, methods=("ZS-N2N",),
                                 log=log)["methods"]["ZS-N2N"]
@@ -151,6 +147,8 @@ def part_fluo(data: Path, device: str, log) -> dict:
 
     rows = []
     for case in datasets.fluo_cases(data, 128, HELD_OUT):
+        if time.perf_counter() > DEADLINE:
+            break
         r = timed_restore(case, device)  # scored as the suites score fluorescence (affine fit)
         rows.append(r)
         log(f"fluo: {_describe(r)}")
@@ -285,8 +283,13 @@ def main(argv=None) -> int:
     p.add_argument("--parts", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
     p.add_argument("--budget", type=float, default=420.0,
                    help="seconds after which no further part starts")
+    p.add_argument("--batch-slices", type=int, nargs=2, metavar=("N", "BASELINE"),
+                   help="batch: N slices batched, the first BASELINE one at a time (default: the paper "
+                        "suite's 64 and 8)")
     args = p.parse_args(argv)
+    global DEADLINE
     t0 = time.perf_counter()
+    DEADLINE = t0 + args.budget
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     res = {"date": stamp, "machine": machine(args.device), "parts": {}}
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -294,12 +297,19 @@ def main(argv=None) -> int:
     from .run import _json_default
 
     for name in [n.strip() for n in args.parts.split(",") if n.strip()]:
-        if time.perf_counter() - t0 > args.budget:
+        if time.perf_counter() > DEADLINE:
             res["parts"][name] = {"skipped": f"not started: the {args.budget:.0f} s budget was spent"}
         else:
             _log(f"part {name}")
             try:
-                res["parts"][name] = PARTS[name](args.data, args.device, _log)
+                if name == "batch" and args.batch_slices:
+                    from .run import SUITES
+
+                    cfg = {**SUITES["paper"]["batch"], "slices": args.batch_slices[0],
+                           "baseline_slices": args.batch_slices[1]}
+                    res["parts"][name] = part_batch(args.data, args.device, _log, cfg)
+                else:
+                    res["parts"][name] = PARTS[name](args.data, args.device, _log)
             except Exception as exc:  # noqa: BLE001 - one broken part must not lose the others
                 import traceback
 

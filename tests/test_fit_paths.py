@@ -116,3 +116,56 @@ def test_output_level_sets_where_a_network_starts():
         np.testing.assert_allclose(levels[1].numpy(), [0.01, 0.05], rtol=0.5)
     with pytest.raises(ValueError, match="output level needs 1 or 2 values"):
         initial_network(config, 2, (20, 24), 0, torch.rand(1, 32, 20, 24), output_level=[0.1] * 3)
+
+
+def test_cuda_graphs_and_fused_adam_are_for_cuda_only():
+    from napari_dip.engine.fit import make_optimizer, use_cuda_graphs
+
+    config = make_config("denoise", "light")
+    assert config.cuda_graphs is None  # the default: on where there is CUDA
+    assert not use_cuda_graphs(config, CPU)
+    assert use_cuda_graphs(config, torch.device("cuda"))
+    assert not use_cuda_graphs(make_config("denoise", "light", cuda_graphs=False), torch.device("cuda"))
+    # a compiled network is not also captured
+    assert not use_cuda_graphs(make_config("denoise", "light", compile=True), torch.device("cuda"))
+    opt = make_optimizer(torch.nn.Linear(2, 2), 0.01, CPU)
+    assert not opt.defaults.get("fused")
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@CUDA
+def test_cuda_graphs_give_the_eager_fit(noisy_f16):
+    obs, clean = noisy_f16
+    dev = torch.device("cuda")
+    runs = {}
+    for graphs in (False, True):
+        config = make_config("denoise", "light", max_iters=300, stopping="none", cuda_graphs=graphs,
+                             precision="float32")
+        runs[graphs] = run_fit(obs, Identity(), config, device=dev, seed=0, reference=clean[None])
+    eager, graphed = runs[False], runs[True]
+    first, last = eager.history[0][1], eager.history[-1][1]
+    assert graphed.history[0][1] == pytest.approx(first, rel=1e-3)  # the same start
+    assert graphed.history[-1][1] == pytest.approx(last, rel=0.15) and last < 0.2 * first
+    assert abs(graphed.oracle["best_psnr"] - eager.oracle["best_psnr"]) < 0.3  # same quality (dB)
+
+
+@CUDA
+def test_cuda_graphs_keep_backtracking_and_the_plain_output():
+    class Spiky(Identity):
+        calls = 0
+
+        def data_term(self, x, y):
+            self.calls += 1
+            loss = super().data_term(x, y)
+            return loss * 100 if self.calls == 33 else loss
+
+    obs = torch.rand(1, 1, 32, 32)
+    config = make_config("denoise", "light", max_iters=60, stopping="none", ema=0.0,
+                         precision="bfloat16")
+    outcome = run_fit(obs, Spiky(), config, device=torch.device("cuda"), seed=0)
+    assert outcome.backtracks == 1
+    losses = [h[1] for h in outcome.history]
+    assert losses[-1] < losses[0]
+    assert torch.isfinite(outcome.image).all() and outcome.image.shape == (1, 32, 32)

@@ -152,9 +152,8 @@ class _Checkpoint:
         live = self._tensors()
         if not self.saved or len(live) != len(self._copy):
             self._copy = [t.detach().clone() for t in live]
-        else:
-            for c, t in zip(self._copy, live):
-                c.copy_(t.detach())
+        else:  # one call for every tensor: a few kernel launches on a GPU, not hundreds
+            torch._foreach_copy_(self._copy, [t.detach() for t in live])
         if ema is None:
             self.ema = None
         elif self.ema is None or self.ema.shape != ema.shape:
@@ -173,8 +172,7 @@ class _Checkpoint:
             self.opt.state.clear()
             live = live[:n_model]
         with torch.no_grad():
-            for c, t in zip(self._copy, live):
-                t.copy_(c)
+            torch._foreach_copy_(live, self._copy[:len(live)])
             if ema is not None and self.ema is not None:
                 ema.copy_(self.ema)
         return self.loss
@@ -239,10 +237,42 @@ def resolve_sync_every(config: FitConfig, device: torch.device, every_output: bo
     return sync_every
 
 
-def autocast_context(device: torch.device, dtype: torch.dtype | None):
-    """Autocast to ``dtype`` on ``device`` (:func:`resolve_precision`); nothing for None."""
-    return (torch.autocast(device.type, dtype=dtype) if dtype is not None
+def autocast_context(device: torch.device, dtype: torch.dtype | None, cache: bool = True):
+    """Autocast to ``dtype`` on ``device`` (:func:`resolve_precision`); nothing for None.
+    ``cache`` False: no cache of cast weights (what a captured CUDA graph needs)."""
+    return (torch.autocast(device.type, dtype=dtype, cache_enabled=cache) if dtype is not None
             else contextlib.nullcontext())
+
+
+def make_optimizer(net: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam; on CUDA its fused form (a few kernels per step instead of several per tensor)."""
+    return torch.optim.Adam(net.parameters(), lr=lr, fused=device.type == "cuda" or None)
+
+
+def use_cuda_graphs(config: FitConfig, device: torch.device) -> bool:
+    """Whether the network's steps are replayed as CUDA graphs (``config.cuda_graphs``, None: on
+    CUDA unless the network is compiled)."""
+    if config.compile or device.type != "cuda":
+        return False
+    return config.cuda_graphs is not False
+
+
+def graph_network(net: torch.nn.Module, z: torch.Tensor, autocast) -> bool:
+    """Capture ``net``'s forward and backward on inputs like ``z`` as CUDA graphs, in place
+    (:func:`torch.cuda.make_graphed_callables`): a step then costs two launches instead of one
+    per layer, which is what bounds a DIP step on a fast GPU. Returns False, leaving ``net`` as
+    it was, where capture fails."""
+    try:
+        with autocast:
+            # A copy: the graph's input is overwritten at every step, and z must stay fixed.
+            torch.cuda.make_graphed_callables(net, (z.clone(memory_format=torch.preserve_format),))
+        return True
+    except (RuntimeError, TypeError, AssertionError) as exc:  # pragma: no cover - CUDA only
+        import warnings
+
+        warnings.warn(f"CUDA graph capture failed ({exc}); running the network eagerly",
+                      RuntimeWarning, stacklevel=2)
+        return False
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
@@ -350,9 +380,13 @@ def fit(
         net = net.to(memory_format=torch.channels_last)
         z = z.contiguous(memory_format=torch.channels_last)
     autocast_dtype = resolve_precision(config.precision, device)
+    net.train()  # a graph replays the mode it was captured in
+    graphed = use_cuda_graphs(config, device)
+    autocast = autocast_context(device, autocast_dtype, cache=not graphed)
+    graphed = graphed and graph_network(net, z, autocast)
     model = torch.compile(net) if config.compile else net
     jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    opt = make_optimizer(net, config.lr, device)
     y = observation.to(device)
     op = operator.to(device)
     ref = reference.to(device) if reference is not None else None
@@ -365,7 +399,6 @@ def fit(
     candidate = _Checkpoint(net, opt) if config.backtrack else None
     candidate_at = None
     reader = LossReader(rule, lag, 10 ** (config.backtrack_db / 10) if config.backtrack else None)
-    autocast = autocast_context(device, autocast_dtype)
 
     ema = best = best_at = None  # best_at: iteration of the kept image
     steps = 0
@@ -393,6 +426,8 @@ def fit(
             z_in = z + config.jitter * noise
         with autocast:
             out = model(z_in)
+        if graphed:  # a graph's output is overwritten by its next replay
+            out = out.clone()
         out = out[..., : out_hw[0], : out_hw[1]].float()
         loss = op.data_term(out, y)
         if candidate is not None and (it % CHECKPOINT_EVERY == 0 or it == 1):

@@ -40,6 +40,7 @@ class FitConfig:
     precision: str = "auto"  # "float32", "bfloat16" (autocast), "auto": bfloat16 on CUDA
     channels_last: bool | None = None  # None: on CUDA
     compile: bool = False  # torch.compile the network (long first step; fixed shapes only)
+    cuda_graphs: bool | None = None  # replay each step as CUDA graphs; None: on CUDA (fit.py)
 
     def __post_init__(self):
         if self.max_iters < 1:
