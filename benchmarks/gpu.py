@@ -196,8 +196,9 @@ def machine(device: str) -> dict:
         p = torch.cuda.get_device_properties(torch.device(device))
         info.update(gpu_memory_gib=round(p.total_memory / 2**30, 1), cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported())
-    if not info.get("napari_dip_commit"):  # a copy without .git (a lent machine): told by the caller
-        info["napari_dip_commit"] = os.environ.get("NAPARI_DIP_REVISION", "?")
+    # A lent machine's copy of the tree may carry a stale .git: the caller names the revision.
+    info["napari_dip_commit"] = (os.environ.get("NAPARI_DIP_REVISION")
+                                 or info.get("napari_dip_commit") or "?")
     return info
 
 
