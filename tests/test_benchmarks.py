@@ -324,3 +324,31 @@ def test_batch_task_runs_both_paths_and_reports(tmp_path, one_thread):
     assert res["speedup_cpu"] > 0 and math.isfinite(res["psnr_difference_db"])
     text = (tmp_path / "RESULTS.md").read_text()
     assert "### Batched slices" in text and "slices / CPU-s" in text and "GPU goal" in text
+
+
+def test_gpu_report_runs_its_parts_and_keeps_what_it_measured(tmp_path, monkeypatch, one_thread):
+    """``benchmarks.gpu`` on the CPU with a tiny image: the goal's variants, a part past the
+    budget reported as skipped, the JSON and the section written."""
+    from benchmarks import gpu
+
+    (case,) = [c for c in _cases(32) if c.task == "denoise"]
+    case.name = gpu.GOAL_IMAGE
+    monkeypatch.setattr(datasets, "denoise_cases", lambda data, crop, names=None: [case])
+    timed = gpu.timed_restore
+    monkeypatch.setattr(gpu, "timed_restore",
+                        lambda c, device, **o: timed(c, device, **{"max_iters": 6, **o}))
+    assert gpu.main(["--device", "cpu", "--data", str(tmp_path), "--out-dir", str(tmp_path),
+                     "--parts", "goal,colour"]) == 0
+    (saved,) = tmp_path.glob("gpu_*.json")
+    res = json.loads(saved.read_text())
+    runs = res["parts"]["goal"]["runs"]
+    assert {"cold", "warm", "no CUDA graphs", "light preset", "float32"} <= set(runs)
+    assert runs["float32"]["precision"] == "float32" and runs["light preset"]["preset"] == "light"
+    assert all(r["iterations"] == 6 and r["psnr"] > 0 for r in runs.values())
+    assert res["parts"]["colour"] == {"rows": []}  # the goal image is not scored twice
+    md = (tmp_path / "gpu_section.md").read_text()
+    assert "### The goal: a 512² RGB denoise" in md and "| no CUDA graphs |" in md
+    # a budget spent before the first part: nothing runs, and the report says so
+    assert gpu.main(["--device", "cpu", "--data", str(tmp_path), "--out-dir", str(tmp_path / "b"),
+                     "--parts", "goal", "--budget", "-1"]) == 0
+    assert "not started" in (tmp_path / "b" / "gpu_section.md").read_text()

@@ -130,6 +130,9 @@ def test_cuda_graphs_and_fused_adam_are_for_cuda_only():
     assert not use_cuda_graphs(make_config("denoise", "light", compile=True), torch.device("cuda"))
     opt = make_optimizer(torch.nn.Linear(2, 2), 0.01, CPU)
     assert not opt.defaults.get("fused")
+    outcome = run_fit(torch.rand(1, 1, 16, 16), Identity(),
+                      make_config("denoise", "light", max_iters=2, stopping="none"), device=CPU, seed=0)
+    assert outcome.cuda_graphs is False
 
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -145,6 +148,7 @@ def test_cuda_graphs_give_the_eager_fit(noisy_f16):
                              precision="float32")
         runs[graphs] = run_fit(obs, Identity(), config, device=dev, seed=0, reference=clean[None])
     eager, graphed = runs[False], runs[True]
+    assert graphed.cuda_graphs and not eager.cuda_graphs  # what the record says
     first, last = eager.history[0][1], eager.history[-1][1]
     assert graphed.history[0][1] == pytest.approx(first, rel=1e-3)  # the same start
     assert graphed.history[-1][1] == pytest.approx(last, rel=0.15) and last < 0.2 * first
@@ -165,7 +169,7 @@ def test_cuda_graphs_keep_backtracking_and_the_plain_output():
     config = make_config("denoise", "light", max_iters=60, stopping="none", ema=0.0,
                          precision="bfloat16")
     outcome = run_fit(obs, Spiky(), config, device=torch.device("cuda"), seed=0)
-    assert outcome.backtracks == 1
+    assert outcome.backtracks == 1 and outcome.cuda_graphs
     losses = [h[1] for h in outcome.history]
     assert losses[-1] < losses[0]
     assert torch.isfinite(outcome.image).all() and outcome.image.shape == (1, 32, 32)

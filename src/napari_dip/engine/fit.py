@@ -63,6 +63,7 @@ class FitOutcome:
     seed: int
     parameters: int
     precision: str = "float32"
+    cuda_graphs: bool = False  # whether the steps were replayed as CUDA graphs
     stopping: dict = field(default_factory=dict)  # the rule and what it measured
     history: list[tuple[int, float, float | None]] = field(default_factory=list)
     oracle: dict | None = None
@@ -259,17 +260,21 @@ def use_cuda_graphs(config: FitConfig, device: torch.device) -> bool:
 
 def graph_network(net: torch.nn.Module, z: torch.Tensor, autocast) -> bool:
     """Capture ``net``'s forward and backward on inputs like ``z`` as CUDA graphs, in place
-    (:func:`torch.cuda.make_graphed_callables`): a step then costs two launches instead of one
-    per layer, which is what bounds a DIP step on a fast GPU. Returns False, leaving ``net`` as
-    it was, where capture fails."""
+    (:func:`torch.cuda.make_graphed_callables`): the network's part of a step is then two graph
+    launches instead of hundreds of kernel launches from Python, which is what bounded a DIP
+    step on a fast GPU (benchmarks/RESULTS.md). Returns False where capture fails (the network
+    then runs eagerly)."""
+    import warnings
+
+    # Seen once per process on an H200 (torch 2.11) at the first step after capture: the
+    # weights' gradient nodes were made on the capture's stream. A harmless one-off sync.
+    warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")
     try:
         with autocast:
             # A copy: the graph's input is overwritten at every step, and z must stay fixed.
             torch.cuda.make_graphed_callables(net, (z.clone(memory_format=torch.preserve_format),))
         return True
     except (RuntimeError, TypeError, AssertionError) as exc:  # pragma: no cover - CUDA only
-        import warnings
-
         warnings.warn(f"CUDA graph capture failed ({exc}); running the network eagerly",
                       RuntimeWarning, stacklevel=2)
         return False
@@ -502,6 +507,7 @@ def fit(
         seed=seed,
         parameters=sum(p.numel() for p in net.parameters()),
         precision=precision_name(autocast_dtype),
+        cuda_graphs=graphed,
         stopping=rule.describe(),
         history=reader.history,
         oracle=oracle,
