@@ -208,6 +208,16 @@ def _mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def _table(title: str, header: list[str], rows: list[dict], cells, means: dict[int, str]) -> list[str]:
+    """A Markdown table of ``rows`` (``cells(row)`` gives a row's cells) ending in a row of the
+    means of the columns ``means`` names (column index: key)."""
+    out = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows]
+    mean = ["mean"] + [f"{_mean(r[means[i]] for r in rows):.2f}" if i in means else ""
+                       for i in range(1, len(header))]
+    return out + ["| " + " | ".join(mean) + " |", ""]
+
+
 def markdown(res: dict) -> str:
     m = res["machine"]
     lines = [f"## {res['date']} — GPU: issue 8's figures on {m.get('gpu') or m['device']}", "",
@@ -229,15 +239,12 @@ def markdown(res: dict) -> str:
     colour = res["parts"].get("colour")
     if colour and "rows" in colour:
         rows = colour["rows"] + ([goal["runs"]["warm"]] if goal and "runs" in goal else [])
-        lines += ["### The paper's colour set at full size, defaults", "",
-                  "| image | PSNR (dB) | paper's DIP (dB) | wall s | iterations | kept | ms / iteration |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append(f"| {r['image']} | {r['psnr']:.2f} | {r['paper'] or '—'} | {r['wall_s']:.2f} | "
-                         f"{r['iterations']} | {r['best_iteration']} | {r['ms_per_iteration']:.2f} |")
-        lines.append(f"| mean | {_mean(r['psnr'] for r in rows):.2f} | "
-                     f"{_mean(r['paper'] for r in rows):.2f} | {_mean(r['wall_s'] for r in rows):.2f} | | | |")
-        lines.append("")
+        lines += _table("The paper's colour set at full size, defaults",
+                        ["image", "PSNR (dB)", "paper's DIP (dB)", "wall s", "iterations", "kept",
+                         "ms / iteration"], rows,
+                        lambda r: [r["image"], f"{r['psnr']:.2f}", r["paper"] or "—", f"{r['wall_s']:.2f}",
+                                   r["iterations"], r["best_iteration"], f"{r['ms_per_iteration']:.2f}"],
+                        {1: "psnr", 2: "paper", 3: "wall_s"})
     batch = res["parts"].get("batch")
     if batch and "batched" in batch:
         from .batch_suite import markdown_batch
@@ -256,14 +263,11 @@ def markdown(res: dict) -> str:
         lines.append("")
     fluo = res["parts"].get("fluo")
     if fluo and "rows" in fluo:
-        lines += ["### Held-out fluorescence pairs (128², real noise), defaults", "",
-                  "| pair | PSNR (dB) | SSIM | wall s | iterations | kept |", "|---|---|---|---|---|---|"]
-        for r in fluo["rows"]:
-            lines.append(f"| {r['image']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['wall_s']:.2f} | "
-                         f"{r['iterations']} | {r['best_iteration']} |")
-        lines.append(f"| mean | {_mean(r['psnr'] for r in fluo['rows']):.2f} | | "
-                     f"{_mean(r['wall_s'] for r in fluo['rows']):.2f} | | |")
-        lines.append("")
+        lines += _table("Held-out fluorescence pairs (128², real noise), defaults",
+                        ["pair", "PSNR (dB)", "SSIM", "wall s", "iterations", "kept"], fluo["rows"],
+                        lambda r: [r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['wall_s']:.2f}",
+                                   r["iterations"], r["best_iteration"]],
+                        {1: "psnr", 3: "wall_s"})
     comp = res["parts"].get("compile")
     if comp and "runs" in comp:
         lines += ["### torch.compile on the goal image", ""] + head

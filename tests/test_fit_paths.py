@@ -11,6 +11,17 @@ from napari_dip.engine.presets import make_config
 CPU = torch.device("cpu")
 
 
+class Spiky(Identity):
+    """The data term blows up once, at the 33rd call (a step to undo)."""
+
+    calls = 0
+
+    def data_term(self, x, y):
+        self.calls += 1
+        loss = super().data_term(x, y)
+        return loss * 100 if self.calls == 33 else loss
+
+
 @pytest.fixture(scope="module")
 def noisy_f16():
     from conftest import load_crop
@@ -39,14 +50,6 @@ def test_reading_the_loss_every_5_steps_keeps_the_decision(noisy_f16):
 
 
 def test_backtracking_works_when_the_loss_is_read_in_chunks():
-    class Spiky(Identity):
-        calls = 0
-
-        def data_term(self, x, y):
-            self.calls += 1
-            loss = super().data_term(x, y)
-            return loss * 100 if self.calls == 33 else loss
-
     obs = torch.rand(1, 1, 32, 32)
     config = make_config("denoise", "light", max_iters=60, stopping="none", sync_every=5)
     outcome = run_fit(obs, Spiky(), config, device=CPU, seed=0)
@@ -157,14 +160,6 @@ def test_cuda_graphs_give_the_eager_fit(noisy_f16):
 
 @CUDA
 def test_cuda_graphs_keep_backtracking_and_the_plain_output():
-    class Spiky(Identity):
-        calls = 0
-
-        def data_term(self, x, y):
-            self.calls += 1
-            loss = super().data_term(x, y)
-            return loss * 100 if self.calls == 33 else loss
-
     obs = torch.rand(1, 1, 32, 32)
     config = make_config("denoise", "light", max_iters=60, stopping="none", ema=0.0,
                          precision="bfloat16")
