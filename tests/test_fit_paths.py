@@ -138,6 +138,25 @@ def test_cuda_graphs_and_fused_adam_are_for_cuda_only():
     assert outcome.cuda_graphs is False
 
 
+def test_a_graphed_forward_is_handed_back_not_left_on_the_network(monkeypatch):
+    """torch stores the graphed forward on the module; left there it forms a reference cycle
+    that keeps the graphs' GPU memory until the garbage collector runs (a stack of fits)."""
+    import contextlib
+
+    from napari_dip.engine.fit import graph_network
+
+    def fake_capture(module, sample_args):  # what make_graphed_callables does to a module
+        orig = module.forward
+        module.forward = lambda *a: orig(*a)
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake_capture)
+    net = torch.nn.Conv2d(2, 2, 3)
+    forward = graph_network(net, torch.rand(1, 2, 8, 8), contextlib.nullcontext())
+    assert callable(forward) and "forward" not in vars(net)
+    x = torch.rand(1, 2, 8, 8)
+    assert torch.equal(forward(x), net(x))
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

@@ -258,12 +258,14 @@ def use_cuda_graphs(config: FitConfig, device: torch.device) -> bool:
     return config.cuda_graphs is not False
 
 
-def graph_network(net: torch.nn.Module, z: torch.Tensor, autocast) -> bool:
+def graph_network(net: torch.nn.Module, z: torch.Tensor, autocast) -> Callable | None:
     """Capture ``net``'s forward and backward on inputs like ``z`` as CUDA graphs, in place
     (:func:`torch.cuda.make_graphed_callables`): the network's part of a step is then two graph
     launches instead of hundreds of kernel launches from Python, which is what bounded a DIP
-    step on a fast GPU (benchmarks/RESULTS.md). Returns False where capture fails (the network
-    then runs eagerly)."""
+    step on a fast GPU (benchmarks/RESULTS.md). Returns the graphed forward, or None where
+    capture fails (the network then runs eagerly). ``net`` keeps its own forward: a graphed one
+    stored on it would form a reference cycle that holds the graphs' memory until the garbage
+    collector runs, which a stack of fits on one GPU would pile up."""
     import warnings
 
     # Seen once per process on an H200 (torch 2.11) at the first step after capture: the
@@ -273,11 +275,13 @@ def graph_network(net: torch.nn.Module, z: torch.Tensor, autocast) -> bool:
         with autocast:
             # A copy: the graph's input is overwritten at every step, and z must stay fixed.
             torch.cuda.make_graphed_callables(net, (z.clone(memory_format=torch.preserve_format),))
-        return True
     except (RuntimeError, TypeError, AssertionError) as exc:  # pragma: no cover - CUDA only
         warnings.warn(f"CUDA graph capture failed ({exc}); running the network eagerly",
                       RuntimeWarning, stacklevel=2)
-        return False
+        return None
+    forward = net.forward
+    del net.forward
+    return forward
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
@@ -388,8 +392,9 @@ def fit(
     net.train()  # a graph replays the mode it was captured in
     graphed = use_cuda_graphs(config, device)
     autocast = autocast_context(device, autocast_dtype, cache=not graphed)
-    graphed = graphed and graph_network(net, z, autocast)
-    model = torch.compile(net) if config.compile else net
+    forward = graph_network(net, z, autocast) if graphed else None
+    graphed = forward is not None
+    model = forward or (torch.compile(net) if config.compile else net)
     jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
     opt = make_optimizer(net, config.lr, device)
     y = observation.to(device)
