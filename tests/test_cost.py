@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from napari_dip.engine import cost
 from napari_dip.engine.devices import estimate_memory
@@ -40,6 +41,21 @@ def test_time_per_iteration_is_measured_once_per_size(monkeypatch):
     assert len(calls) == 1
     cost.estimate_run(40, 100, preset="light", device="cpu")  # another size: measured
     assert len(calls) == 2
+
+
+def test_step_time_is_measured_where_the_loss_is_read_back_every_10_steps(monkeypatch):
+    """On CUDA the fit reads its data term back (and yields) only every 10 steps: the timing
+    must still see one step per event, and a 4-step fit must not run out of events."""
+    import napari_dip.engine.fit as fit_module
+
+    resolve = fit_module.resolve_sync_every
+    monkeypatch.setattr(fit_module, "resolve_sync_every",
+                        lambda config, device, every: resolve(config, device, every)
+                        if config.sync_every else 10)
+    seconds = cost._measure(32, 32, "denoise", "light", torch.device("cpu"), 4, 1)
+    assert math.isfinite(seconds) and seconds > 0
+    vol = cost._measure_volume(4, 16, 16, "denoise", "light", torch.device("cpu"), 1, (1, 1, 1))
+    assert math.isfinite(vol) and vol > 0
 
 
 def test_a_deconvolution_is_timed_with_a_stand_in_psf():

@@ -33,7 +33,9 @@ from .tiles import choose_tiling
 
 #: Largest number of output pixels measured directly; larger images are measured on a crop.
 MEASURE_PIXELS = 256 * 256
-#: Fit steps timed after one warm-up step (which builds the network and allocates memory).
+#: Fit steps timed after one warm-up step (which builds the network, allocates memory and, on
+#: CUDA, captures the step's graphs). The data term is read back at every step while timing:
+#: each event is then one step, and the read waits for a GPU to finish it.
 MEASURE_STEPS = 3
 #: A deconvolution is timed with a Gaussian PSF of this sigma (pixels) standing in for the
 #: run's: the PSF is not part of the settings an estimate is cached under, and its blur costs
@@ -236,7 +238,8 @@ def _measure(height: int, width: int, task: str, preset: str, device: torch.devi
     from .restoration import make_operator
 
     config = make_config(task, preset, factor if task == "sr" else None)
-    config = replace(config, max_iters=MEASURE_STEPS + 1, stopping="none", preview_every=0)
+    config = replace(config, max_iters=MEASURE_STEPS + 1, stopping="none", preview_every=0,
+                     sync_every=1)
     rng = np.random.default_rng(0)
     observation = torch.from_numpy(rng.random((1, channels, height, width), dtype=np.float32))
     mask = None
@@ -290,7 +293,7 @@ def _measure_volume(planes: int, height: int, width: int, task: str, preset: str
 
     config = make_config(task, preset, None)
     config = replace(config, net=volume_spec(config.net, planes, voxel_size),
-                     max_iters=MEASURE_STEPS + 1, stopping="none", preview_every=0)
+                     max_iters=MEASURE_STEPS + 1, stopping="none", preview_every=0, sync_every=1)
     rng = np.random.default_rng(0)
     shape = (planes, height, width)
     observation = torch.from_numpy(rng.random((1, channels, *shape), dtype=np.float32))
