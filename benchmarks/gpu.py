@@ -203,17 +203,14 @@ def machine(device: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- report
-def _mean(xs):
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else float("nan")
-
-
 def _table(title: str, header: list[str], rows: list[dict], cells, means: dict[int, str]) -> list[str]:
     """A Markdown table of ``rows`` (``cells(row)`` gives a row's cells) ending in a row of the
     means of the columns ``means`` names (column index: key)."""
     out = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in rows]
-    mean = ["mean"] + [f"{_mean(r[means[i]] for r in rows):.2f}" if i in means else ""
+    from .peers_suite import _f, _mean
+
+    mean = ["mean"] + [_f(_mean(r[means[i]] for r in rows)) if i in means else ""
                        for i in range(1, len(header))]
     return out + ["| " + " | ".join(mean) + " |", ""]
 

@@ -390,9 +390,9 @@ def fit(
         z = z.contiguous(memory_format=torch.channels_last)
     autocast_dtype = resolve_precision(config.precision, device)
     net.train()  # a graph replays the mode it was captured in
-    graphed = use_cuda_graphs(config, device)
-    autocast = autocast_context(device, autocast_dtype, cache=not graphed)
-    forward = graph_network(net, z, autocast) if graphed else None
+    capture = use_cuda_graphs(config, device)
+    autocast = autocast_context(device, autocast_dtype, cache=not capture)
+    forward = graph_network(net, z, autocast) if capture else None
     graphed = forward is not None
     model = forward or (torch.compile(net) if config.compile else net)
     jitter_gen = torch.Generator(device=device).manual_seed(seed + 1)
@@ -436,9 +436,8 @@ def fit(
             z_in = z + config.jitter * noise
         with autocast:
             out = model(z_in)
-        if graphed:  # a graph's output is overwritten by its next replay
-            out = out.clone()
-        out = out[..., : out_hw[0], : out_hw[1]].float()
+        # A graph's output is overwritten by its next replay: take a copy (one, also from bf16).
+        out = out[..., : out_hw[0], : out_hw[1]].to(torch.float32, copy=graphed)
         loss = op.data_term(out, y)
         if candidate is not None and (it % CHECKPOINT_EVERY == 0 or it == 1):
             candidate.save(ema=ema)
