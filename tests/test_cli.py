@@ -352,10 +352,15 @@ def test_a_mask_that_marks_the_pixels_to_keep_is_flagged_and_invert_mask_reads_i
 def test_the_second_stage_is_said_before_the_run_and_can_be_turned_off(tmp_path, cli, capsys):
     out = tmp_path / "o.tif"
     assert cli("restore", "@nuclei_64_uint16.tif", out, "--dry-run") == 0
-    assert "then the wiener second stage" in capsys.readouterr().out
+    assert "then a wiener second stage (auto: collaborative under gaussian" in \
+        capsys.readouterr().out.lower()
     assert cli("restore", "@nuclei_64_uint16.tif", out, "--max-iters", "5") == 0
-    assert _io.read_record(out)["planes"][0]["refinement"]["method"] == "wiener"
-    assert "second stage: wiener (a filter of the image" in capsys.readouterr().err
+    record = _io.read_record(out)
+    stage = record["planes"][0]["refinement"]
+    method = "wiener" if record["noise_model"]["model"] == "poisson-gaussian" else "collaborative"
+    assert (stage["asked"], stage["method"]) == ("auto", method)
+    assert f"second stage: {method} (auto: by the noise model) (a wiener filter" in \
+        capsys.readouterr().err.lower()
     assert cli("restore", "@nuclei_64_uint16.tif", out, "--max-iters", "5", "--refine",
                "none") == 0
     record = _io.read_record(out)

@@ -365,19 +365,22 @@ def test_the_second_stage_is_the_task_default_unless_chosen(viewer_widget, camer
     layer = viewer.add_image(camera[:48, :48], name="cam")
     combo = widget.refine.native
     labels = lambda: [combo.itemText(i) for i in range(combo.count())]  # noqa: E731
-    assert widget.refine.value is None and "task default (wiener)" in labels()
+    assert widget.refine.value is None and "task default (auto)" in labels()
     records = []
     for choice in (None, "none"):
         gui.configure(widget, layer, max_iters=10, stopping="none", refine=choice)
         widget.run()
         gui.wait_done(widget)
         records.append(gui.dip_layers(viewer)[-1].metadata["napari_dip"])
-    assert records[0]["config"]["refine"] == "wiener"
-    assert records[0]["planes"][0]["refinement"]["method"] == "wiener"
+    assert records[0]["config"]["refine"] == "auto"
+    stage = records[0]["planes"][0]["refinement"]
+    assert stage["asked"] == "auto"
+    assert stage["method"] == ("wiener" if records[0]["noise_model"]["model"] == "poisson-gaussian"
+                               else "collaborative")
     assert records[1]["config"]["refine"] == "none"
     assert "refinement" not in records[1]["planes"][0]
     widget.task.value = "inpaint"  # a task without the stage names its own default
-    assert "task default (none)" in labels() and "task default (wiener)" not in labels()
+    assert "task default (none)" in labels() and "task default (auto)" not in labels()
 
 
 def test_the_mask_can_mark_the_pixels_to_keep(viewer_widget, camera, gui):

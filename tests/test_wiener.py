@@ -1,4 +1,5 @@
-"""The Wiener second stage: what it adds to a denoising fit, where it applies, and its filter."""
+"""The Wiener second stage: what it adds to a denoising fit, where it applies, its two filters
+and how 'auto' chooses between them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import pytest
 import torch
 
 from napari_dip.engine import restore
-from napari_dip.engine.wiener import empirical_wiener
+from napari_dip.engine import collaborative
+from napari_dip.engine.collaborative import collaborative_wiener
+from napari_dip.engine.operators import Identity
+from napari_dip.engine.wiener import empirical_wiener, second_stage
 from napari_dip.metrics import psnr
 
 FAST = dict(preset="light", device="cpu", seed=0)
@@ -35,8 +39,12 @@ def test_the_second_stage_adds_psnr_to_a_denoising_fit(case, request, load, gaus
     # the same fit, then the stage: only the returned image differs
     assert refined.record["iterations"] == plain.record["iterations"]
     stage = refined.record["planes"][0]["refinement"]
-    assert stage["method"] == "wiener" and stage["colour"] == (noisy.ndim == 3)
-    assert refined.record["config"]["refine"] == "wiener"
+    assert stage["colour"] == (noisy.ndim == 3) and stage["asked"] == "auto"
+    # auto: block by block under the Poisson-Gaussian model, grouped under Gaussian noise
+    noise_model = refined.record["noise_model"]["model"]
+    assert (noise_model, stage["method"]) == (("poisson-gaussian", "wiener") if case == "photon_nuclei"
+                                              else ("gaussian", "collaborative"))
+    assert refined.record["config"]["refine"] == "auto"
     assert plain.record["planes"][0].get("refinement") is None
     assert refined.image.dtype == noisy.dtype and refined.image.shape == noisy.shape
     gain = psnr(truth, refined.image, peak) - psnr(truth, plain.image, peak)
@@ -80,3 +88,56 @@ def test_the_filter_keeps_what_the_pilot_calls_signal_and_drops_the_rest():
     assert empirical_wiener(tiny, tiny, [0.01, 0.02]).shape == (2, 5, 7)
     with pytest.raises(ValueError, match="one noise variance per channel"):
         empirical_wiener(tiny, tiny, [0.01])
+
+
+def test_grouping_alike_blocks_beats_the_local_filter_on_a_natural_image(load, gaussian_noise):
+    truth = load("f16_64.png")
+    noisy = gaussian_noise(truth, 25)
+    local = restore(noisy, "denoise", refine="wiener", **FAST)
+    grouped = restore(noisy, "denoise", refine="collaborative", **FAST)
+    assert grouped.record["iterations"] == local.record["iterations"]  # the same fit
+    assert grouped.record["planes"][0]["refinement"]["method"] == "collaborative"
+    assert psnr(truth, grouped.image, 255) > psnr(truth, local.image, 255) + 0.2
+
+
+def _stripes(shape=(64, 72), seed=0):
+    """A texture that repeats (diagonal stripes), plus noise of variance 0.01."""
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    clean = torch.tensor(0.5 + 0.3 * np.sign(np.sin((xx + yy) / 2.5)), dtype=torch.float32)
+    rng = np.random.default_rng(seed)
+    return clean, clean + torch.tensor(rng.normal(0, 0.1, clean.shape), dtype=torch.float32)
+
+
+def test_the_collaborative_filter_finds_a_repeated_texture_that_one_block_hides():
+    clean, noisy = _stripes()
+    err = lambda x: float(((x - clean) ** 2).mean())  # noqa: E731
+    grouped = collaborative_wiener(noisy[None], clean[None], [0.01])[0]
+    local = empirical_wiener(noisy[None], clean[None], [0.01])[0]
+    assert err(grouped) < err(noisy) / 10
+    assert err(grouped) < err(local) / 1.5
+    flat = collaborative_wiener(noisy[None], torch.full_like(clean, 0.5)[None], [0.01])[0]
+    assert abs(float(flat.mean()) - float(noisy.mean())) < 0.01  # the mean stays
+    assert err(flat) > err(grouped) * 3  # a pilot without the signal loses it
+
+
+def test_the_collaborative_filter_gives_one_result_whatever_its_bands(monkeypatch):
+    clean, noisy = _stripes((70, 40))
+    # a pilot without exact ties: equally near blocks may be grouped in either order
+    clean = clean + torch.tensor(np.random.default_rng(1).normal(0, 0.02, clean.shape),
+                                 dtype=torch.float32)
+    colour = torch.stack([noisy, noisy.flip(0), noisy.flip(1)])
+    pilot = torch.stack([clean, clean.flip(0), clean.flip(1)])
+    whole = collaborative_wiener(colour, pilot, [0.01] * 3, colour=True)
+    monkeypatch.setattr(collaborative, "_BAND_ELEMENTS", 64 * 40 * 40)  # bands of a few rows
+    banded = collaborative_wiener(colour, pilot, [0.01] * 3, colour=True)
+    assert float((whole - banded).abs().mean()) < 1e-4
+    assert whole.shape == colour.shape and whole.dtype == colour.dtype
+
+
+def test_a_plane_too_small_to_group_is_filtered_block_by_block():
+    noisy = torch.rand(1, 12, 30)
+    with pytest.raises(ValueError, match="at least 16"):
+        collaborative_wiener(noisy, noisy, [0.01])
+    refined, record = second_stage(noisy.clamp(0, 1), noisy, Identity(), "collaborative")
+    assert record["method"] == "wiener" and record["asked"] == "collaborative"
+    assert refined.shape == noisy.shape

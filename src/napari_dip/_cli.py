@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                    "which run the paper's iteration counts)")
     r.add_argument("--refine", choices=REFINE.values,
                    help=f"second stage on the fit's estimate: {REFINE.describe()} (default: the "
-                   "task's: wiener to denoise without a guide, none otherwise)")
+                   "task's: auto to denoise without a guide, none otherwise)")
     r.add_argument("--patience", type=int, help="iterations without improvement before stopping "
                    "(default: the task's preset)")
     r.add_argument("--channels", choices=CHANNELS.values, default=CHANNELS.default,
@@ -470,7 +470,9 @@ def fit_summary(config, preset: str, device, threads: int | None, out_hw: tuple[
 
     params = count_parameters(build_generator(config.net, config.input_channels, 1))
     memory = estimate_memory(*out_hw, config.net)
-    stage = "" if config.refine == "none" else f"; then the {config.refine} second stage"
+    stage = {"none": "", "auto": "; then a Wiener second stage (auto: collaborative under "
+             "Gaussian noise, local under Poisson-Gaussian)"}.get(
+        config.refine, f"; then the {config.refine} second stage")
     return [f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
             f"{config.stopping!r}, at most {config.max_iters} iterations per plane{stage}",
             f"device {device}" + (f", {threads} thread(s)" if threads else ""),

@@ -68,7 +68,11 @@ STOPPING = Option("stopping rule", (
 ), default="noise")
 
 REFINE = Option("second stage", (
-    ("wiener", "Wiener filter of the image with the fit's estimate as pilot (denoising)"),
+    ("auto", "Wiener filter with the fit's estimate as pilot: collaborative under Gaussian noise, "
+             "local under Poisson-Gaussian (denoising)"),
+    ("collaborative", "Wiener filter of groups of alike blocks (BM3D's second step), the fit's "
+                      "estimate as pilot (denoising)"),
+    ("wiener", "local Wiener filter, block by block, the fit's estimate as pilot (denoising)"),
     ("none", "none: the fit's estimate as it is"),
 ), default="none")
 

@@ -54,8 +54,11 @@ def choice_notes(record: dict) -> str:
     if stages:
         done = sum(isinstance(p.get("refinement"), dict) for p in fits)
         where = "" if done == len(fits) else f" on {done} of {len(fits)} fits"
-        lines.append(f"second stage: {', '.join(sorted(stages))}{where} (a filter of the image "
-                     "with the fit's estimate as pilot)")
+        auto = any(p["refinement"].get("asked") == "auto" for p in fits
+                   if isinstance(p.get("refinement"), dict))
+        lines.append(f"second stage: {', '.join(sorted(stages))}{where}"
+                     f"{' (auto: by the noise model)' if auto else ''} (a Wiener filter of the "
+                     "image with the fit's estimate as pilot)")
     return "".join("\n" + line for line in lines)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    "collaborative": ("collaborative_wiener",),
     "cost": ("RunEstimate", "estimate_run"),
     "devices": ("DIPMemoryError", "available_devices", "estimate_memory", "resolve_device"),
     "generators": ("LIGHT_DENOISE", "LIGHT_SKIP", "PAPER_SKIP", "GeneratorSpec", "build_generator", "hourglass"),

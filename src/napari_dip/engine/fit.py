@@ -530,7 +530,7 @@ def finish_estimate(config: FitConfig, estimate: torch.Tensor, observation: torc
     if config.refine != "none":
         from .wiener import second_stage
 
-        image, refinement = second_stage(image, observation, operator)
+        image, refinement = second_stage(image, observation, operator, config.refine)
     oracle = None
     if reference is not None:
         oracle = {"best_iteration": oracle_best[0], "best_psnr": oracle_best[1],

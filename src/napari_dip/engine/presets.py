@@ -71,9 +71,10 @@ _JPEG_NET = GeneratorSpec(
 
 PRESETS: dict[str, TaskPreset] = {
     # The Wiener second stage (.wiener) added 0.6 dB on the mean of the tuning fluorescence pairs
-    # and 0.4 dB on natural colour images (benchmarks/RESULTS.md, 2026-11-30).
+    # and 0.4 dB on natural colour images; grouping alike blocks (.collaborative) adds more under
+    # Gaussian noise (benchmarks/RESULTS.md, 2026-11-30), so 'auto' chooses by the noise model.
     "denoise": TaskPreset(
-        FitConfig(max_iters=3000, refine="wiener"), LIGHT_DENOISE,
+        FitConfig(max_iters=3000, refine="auto"), LIGHT_DENOISE,
         notes="paper: skip 128x5, 3000 iterations, EMA; then a Wiener second stage",
     ),
     "jpeg": TaskPreset(

@@ -1,5 +1,8 @@
 """A second stage after the fit: empirical Wiener filtering, with DIP's estimate as pilot.
 
+:func:`second_stage` runs it with one of two filters: the local one below, or the
+collaborative one of :mod:`.collaborative`, which groups alike blocks first (:func:`choose`).
+
 The fit's estimate is close to the clean image but smooth where the network's prior is weak
 (fine texture, faint structures) and it still carries some noise. As in the second stage of BM3D,
 the estimate is used as a *pilot*: in local transform blocks (an orthonormal 2-D DCT on
@@ -39,7 +42,7 @@ STEP = 2
 _CHUNK_BLOCKS = 8192
 
 # Opponent-colour basis (rows orthonormal): luminance and two colour differences.
-_OPPONENT = torch.tensor([[1 / math.sqrt(3)] * 3,
+OPPONENT = torch.tensor([[1 / math.sqrt(3)] * 3,
                           [1 / math.sqrt(2), 0.0, -1 / math.sqrt(2)],
                           [1 / math.sqrt(6), -2 / math.sqrt(6), 1 / math.sqrt(6)]])
 
@@ -120,9 +123,9 @@ def empirical_wiener(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence
     if colour:
         if len(y) != 3:
             raise ValueError("colour filtering needs three channels")
-        basis = _OPPONENT.to(y.device)
+        basis = OPPONENT.to(y.device)
         y, p = torch.einsum("ij,jyx->iyx", basis, y), torch.einsum("ij,jyx->iyx", basis, p)
-        var = _OPPONENT.double() ** 2 @ var  # each opponent channel's noise variance
+        var = OPPONENT.double() ** 2 @ var  # each opponent channel's noise variance
     out = torch.stack([_filter_plane(y[c], p[c], max(float(var[c]), 1e-12), block, step)
                        for c in range(len(y))])
     if colour:
@@ -148,14 +151,33 @@ def check(refine: str, operator, task: str | None = None) -> None:
                          "another forward model: use refine 'none'")
 
 
-def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator) -> tuple[torch.Tensor, dict]:
+def choose(refine: str, operator, plane_shape) -> str:
+    """The filter that ``refine`` means for this fit: 'auto' groups alike blocks
+    (.collaborative) under Gaussian noise and filters block by block under the Poisson-Gaussian
+    model, where the grouping lost on very noisy pairs (RESULTS.md, 2026-11-30); planes too small
+    to group blocks in are filtered block by block."""
+    from .collaborative import fits
+    from .operators import Stabilised
+
+    if refine == "auto":
+        refine = "wiener" if isinstance(operator, Stabilised) else "collaborative"
+    if refine == "collaborative" and not fits(plane_shape):
+        refine = "wiener"
+    return refine
+
+
+def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator,
+                 refine: str = "auto") -> tuple[torch.Tensor, dict]:
     """A fit's (C, *spatial) ``estimate`` (network units, [0, 1]) refined against ``data``, the
-    observation the fit compared with (stabilised under the Poisson-Gaussian model); a volume's
-    planes are filtered one by one. Returns the refined estimate and its record."""
+    observation the fit compared with (stabilised under the Poisson-Gaussian model), by the filter
+    ``refine`` names (see :func:`choose`); a volume's planes are filtered one by one. Returns the
+    refined estimate and its record."""
+    from . import collaborative
     from .noise import estimate_noise
     from .operators import Stabilised
 
-    check("wiener", operator)
+    check(refine, operator)
+    method = choose(refine, operator, estimate.shape[-2:])
     t0 = time.perf_counter()
     with torch.no_grad():
         pilot = operator.forward(estimate[None])[0]
@@ -166,12 +188,20 @@ def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator) -> tuple[
         for y, p in planes:
             variance = estimate_noise(y.float().cpu().numpy()).variance
             variances.append([float(v) for v in variance])
-            out.append(empirical_wiener(y, p, variance, colour=colour))
+            if method == "collaborative":
+                out.append(collaborative.collaborative_wiener(y, p, variance, colour=colour))
+            else:
+                out.append(empirical_wiener(y, p, variance, colour=colour))
         refined = torch.stack(out, 1) if volume else out[0]
         if isinstance(operator, Stabilised):
             refined = operator.anscombe.inverse_torch(refined[None])[0]
         refined = refined.clamp(0, 1).to(estimate.dtype)
-    record = {"method": "wiener", "block": BLOCK, "step": STEP, "colour": colour,
+    if method == "collaborative":
+        shape = {"block": collaborative.BLOCK, "step": collaborative.STEP,
+                 "radius": collaborative.RADIUS, "group": collaborative.GROUP}
+    else:
+        shape = {"block": BLOCK, "step": STEP}
+    record = {"method": method, "asked": refine, **shape, "colour": colour,
               "noise_variance": variances[0] if not volume else
               [float(sum(v[c] for v in variances) / len(variances)) for c in range(len(data))],
               "seconds": round(time.perf_counter() - t0, 3)}
