@@ -422,7 +422,8 @@ def markdown_tables(rows: list[dict]) -> str:
         out += ["| " + " | ".join(mean_cells) + " |", "", comparisons(trows, base_names), ""]
     every = sorted({r["napari_dip"].get("oracle_every") for r in rows} - {None})
     out.append("DIP auto = what the automatic stop returned (kept iter = the iterate it kept), after the task's "
-               "second stage (denoising: the Wiener filter with that iterate as pilot). Oracle best = the "
+               "second stage (denoising: a Wiener filter with that iterate as pilot, collaborative under "
+               "Gaussian noise, local under Poisson-Gaussian). Oracle best = the "
                "best of the same run's fit outputs (before any second stage), scored against the ground truth "
                f"in the same metric as the other columns of its table, every {'/'.join(map(str, every)) or '?'} "
                "iteration(s); it never steers the run. Gap = oracle best − DIP auto (negative where the second "
