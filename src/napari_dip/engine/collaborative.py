@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from .wiener import OPPONENT, dct_matrix
+from .wiener import dct_matrix, filter_space, image_space
 
 #: Block side, step between reference blocks, search radius and group size (BM3D's Wiener step
 #: uses 8, 3, 19 and 32; a radius of 12 and groups of 16 cost a third as much for 0.0-0.1 dB).
@@ -114,23 +114,10 @@ def collaborative_wiener(data: torch.Tensor, pilot: torch.Tensor, variance, *,
     """Filter a noisy (C, Y, X) ``data`` by groups of alike blocks of ``pilot`` (same shape, same
     space): see the module's docstring. ``variance``: each channel's noise variance. ``colour``:
     three channels filtered in the opponent-colour basis, grouped by their luminance."""
-    if data.shape != pilot.shape or data.ndim != 3:
-        raise ValueError(f"data and pilot must be (C, Y, X) of one shape, not {tuple(data.shape)} "
-                         f"and {tuple(pilot.shape)}")
-    if len(variance) != data.shape[0]:
-        raise ValueError(f"one noise variance per channel: {len(variance)} for {data.shape[0]}")
-    if not fits(data.shape[1:]):
+    y, p, variances = filter_space(data, pilot, variance, colour)
+    if min(data.shape[1:]) < 2 * block:
         raise ValueError(f"a {tuple(data.shape[1:])} plane is too small to group {block}-px "
                          f"blocks: the sides must be at least {2 * block}")
-    y, p = data.float(), pilot.float()
-    var = torch.as_tensor(list(variance), dtype=torch.float64)
-    if colour:
-        if len(y) != 3:
-            raise ValueError("colour filtering needs three channels")
-        basis = OPPONENT.to(y.device)
-        y, p = torch.einsum("ij,jyx->iyx", basis, y), torch.einsum("ij,jyx->iyx", basis, p)
-        var = OPPONENT.double() ** 2 @ var
-    variances = [max(float(v), 1e-12) for v in var]
     h, w = y.shape[1:]
     rows, cols = _corners(h, block, step), _corners(w, block, step)
     band_height = max(1, (_BAND_ELEMENTS // (_OFFSETS_AT_ONCE * w) - 2 * radius - block) // step)
@@ -150,6 +137,4 @@ def collaborative_wiener(data: torch.Tensor, pilot: torch.Tensor, variance, *,
             _filter_groups([y[c].reshape(-1) for c in channels], [p[c].reshape(-1) for c in channels],
                            [variances[c] for c in channels], top + r0, left, w, block, num, den)
         out[channels] = (num / den).reshape(len(channels), h, w)
-    if colour:
-        out = torch.einsum("ji,jyx->iyx", basis, out)
-    return out.to(data.dtype)
+    return image_space(out, colour).to(data.dtype)

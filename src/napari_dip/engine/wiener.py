@@ -111,13 +111,22 @@ def empirical_wiener(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence
     space): see the module's docstring. ``variance``: the noise variance of each channel of
     ``data``. ``colour``: three channels filtered in the opponent-colour basis.
     """
+    block = min(block, *data.shape[1:])
+    step = max(1, min(step, block // 2))
+    y, p, var = filter_space(data, pilot, variance, colour)
+    out = torch.stack([_filter_plane(y[c], p[c], var[c], block, step) for c in range(len(y))])
+    return image_space(out, colour).to(data.dtype)
+
+
+def filter_space(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence[float],
+                 colour: bool) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """Check a filter's (C, Y, X) ``data``, ``pilot`` and per-channel ``variance``; return them
+    as float32, in the opponent-colour basis where ``colour``, with each channel's variance there."""
     if data.shape != pilot.shape or data.ndim != 3:
         raise ValueError(f"data and pilot must be (C, Y, X) of one shape, not {tuple(data.shape)} "
                          f"and {tuple(pilot.shape)}")
     if len(variance) != data.shape[0]:
         raise ValueError(f"one noise variance per channel: {len(variance)} for {data.shape[0]}")
-    block = min(block, *data.shape[1:])
-    step = max(1, min(step, block // 2))
     y, p = data.float(), pilot.float()
     var = torch.as_tensor(list(variance), dtype=torch.float64)
     if colour:
@@ -126,11 +135,14 @@ def empirical_wiener(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence
         basis = OPPONENT.to(y.device)
         y, p = torch.einsum("ij,jyx->iyx", basis, y), torch.einsum("ij,jyx->iyx", basis, p)
         var = OPPONENT.double() ** 2 @ var  # each opponent channel's noise variance
-    out = torch.stack([_filter_plane(y[c], p[c], max(float(var[c]), 1e-12), block, step)
-                       for c in range(len(y))])
-    if colour:
-        out = torch.einsum("ji,jyx->iyx", basis, out)
-    return out.to(data.dtype)
+    return y, p, [max(float(v), 1e-12) for v in var]
+
+
+def image_space(filtered: torch.Tensor, colour: bool) -> torch.Tensor:
+    """:func:`filter_space`'s channels back to the image's."""
+    if not colour:
+        return filtered
+    return torch.einsum("ji,jyx->iyx", OPPONENT.to(filtered.device), filtered)
 
 
 def filters(operator) -> bool:
