@@ -141,3 +141,13 @@ def test_a_plane_too_small_to_group_is_filtered_block_by_block():
     refined, record = second_stage(noisy.clamp(0, 1), noisy, Identity(), "collaborative")
     assert record["method"] == "wiener" and record["asked"] == "collaborative"
     assert refined.shape == noisy.shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_collaborative_filter_gives_the_cpu_result_on_cuda():
+    clean, noisy = _stripes()
+    clean = clean + 0.02 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    on_cpu = collaborative_wiener(noisy[None], clean[None], [0.01])
+    on_gpu = collaborative_wiener(noisy[None].cuda(), clean[None].cuda(), [0.01])
+    assert on_gpu.device.type == "cuda"
+    assert float((on_gpu.cpu() - on_cpu).abs().mean()) < 1e-4
