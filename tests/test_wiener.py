@@ -120,6 +120,18 @@ def test_the_collaborative_filter_finds_a_repeated_texture_that_one_block_hides(
     assert err(flat) > err(grouped) * 3  # a pilot without the signal loses it
 
 
+def test_the_collaborative_filter_keeps_the_data_type_whatever_the_default_one():
+    clean, noisy = _stripes()
+    expected = collaborative_wiener(noisy[None], clean[None], [0.01])
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # as the batched path's tests run the engine
+    try:
+        got = collaborative_wiener(noisy[None], clean[None], [0.01])
+    finally:
+        torch.set_default_dtype(before)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)
+
+
 def test_the_collaborative_filter_gives_one_result_whatever_its_bands(monkeypatch):
     clean, noisy = _stripes((70, 40))
     # a pilot without exact ties: equally near blocks may be grouped in either order

@@ -87,12 +87,12 @@ def match_blocks(pilot: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, *,
 def _filter_groups(planes, pilots, variances, top, left, width, block, num, den):
     """Filter the groups at (``top``, ``left``) of each plane (flattened (Y*X,)) and add them,
     weighted, into that plane's ``num`` and ``den``."""
-    dev = planes[0].device
+    dev, dtype = planes[0].device, planes[0].dtype
     size = top.shape[1]
-    d = dct_matrix(block, device=dev)
+    d = dct_matrix(block, dtype, dev)
     spatial = torch.kron(d, d)  # 2-D DCT of a row-major flattened block
-    across = dct_matrix(size, device=dev)
-    win = torch.kaiser_window(block, periodic=False, beta=2.0, device=dev)
+    across = dct_matrix(size, dtype, dev)
+    win = torch.kaiser_window(block, periodic=False, beta=2.0, dtype=dtype, device=dev)
     win = torch.outer(win, win).reshape(-1)
     u = torch.arange(block, device=dev)
     pixels = ((top * width + left)[..., None] + (u[:, None] * width + u[None, :]).reshape(-1))
@@ -126,7 +126,7 @@ def collaborative_wiener(data: torch.Tensor, pilot: torch.Tensor, variance, *,
     out = torch.empty_like(y)
     for channels in sets:
         guide = p[channels[0]]
-        num = torch.zeros(len(channels), h * w, device=y.device)
+        num = torch.zeros(len(channels), h * w, dtype=y.dtype, device=y.device)
         den = torch.zeros_like(num)
         for start in range(0, len(rows), band_height):
             band = rows[start:start + band_height]
