@@ -36,9 +36,9 @@ _BAND_ELEMENTS = 8_000_000
 _OFFSETS_AT_ONCE = 64
 
 
-def fits(shape) -> bool:
-    """Whether a plane of this (Y, X) shape is large enough to group blocks in."""
-    return min(shape) >= 2 * BLOCK
+def fits(shape, block: int = BLOCK) -> bool:
+    """Whether a plane of this (Y, X) shape is large enough to group ``block``-px blocks in."""
+    return min(shape) >= 2 * block
 
 
 def _corners(n: int, block: int, step: int) -> torch.Tensor:
@@ -115,7 +115,7 @@ def collaborative_wiener(data: torch.Tensor, pilot: torch.Tensor, variance, *,
     space): see the module's docstring. ``variance``: each channel's noise variance. ``colour``:
     three channels filtered in the opponent-colour basis, grouped by their luminance."""
     y, p, variances = filter_space(data, pilot, variance, colour)
-    if min(data.shape[1:]) < 2 * block:
+    if not fits(data.shape[1:], block):
         raise ValueError(f"a {tuple(data.shape[1:])} plane is too small to group {block}-px "
                          f"blocks: the sides must be at least {2 * block}")
     h, w = y.shape[1:]
@@ -126,6 +126,8 @@ def collaborative_wiener(data: torch.Tensor, pilot: torch.Tensor, variance, *,
     out = torch.empty_like(y)
     for channels in sets:
         guide = p[channels[0]]
+        planes = [y[c].reshape(-1) for c in channels]
+        pilots = [p[c].reshape(-1) for c in channels]
         num = torch.zeros(len(channels), h * w, dtype=y.dtype, device=y.device)
         den = torch.zeros_like(num)
         for start in range(0, len(rows), band_height):
@@ -134,7 +136,7 @@ def collaborative_wiener(data: torch.Tensor, pilot: torch.Tensor, variance, *,
             r1 = min(h, int(band[-1]) + block + radius)
             top, left = match_blocks(guide[r0:r1], band - r0, cols, block=block, radius=radius,
                                      group=group)
-            _filter_groups([y[c].reshape(-1) for c in channels], [p[c].reshape(-1) for c in channels],
-                           [variances[c] for c in channels], top + r0, left, w, block, num, den)
+            _filter_groups(planes, pilots, [variances[c] for c in channels], top + r0, left, w,
+                           block, num, den)
         out[channels] = (num / den).reshape(len(channels), h, w)
     return image_space(out, colour).to(data.dtype)

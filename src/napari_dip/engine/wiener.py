@@ -190,6 +190,8 @@ def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator,
 
     check(refine, operator)
     method = choose(refine, operator, estimate.shape[-2:])
+    grouped = method == "collaborative"
+    filter_ = collaborative.collaborative_wiener if grouped else empirical_wiener
     t0 = time.perf_counter()
     with torch.no_grad():
         pilot = operator.forward(estimate[None])[0]
@@ -200,15 +202,12 @@ def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator,
         for y, p in planes:
             variance = estimate_noise(y.float().cpu().numpy()).variance
             variances.append([float(v) for v in variance])
-            if method == "collaborative":
-                out.append(collaborative.collaborative_wiener(y, p, variance, colour=colour))
-            else:
-                out.append(empirical_wiener(y, p, variance, colour=colour))
+            out.append(filter_(y, p, variance, colour=colour))
         refined = torch.stack(out, 1) if volume else out[0]
         if isinstance(operator, Stabilised):
             refined = operator.anscombe.inverse_torch(refined[None])[0]
         refined = refined.clamp(0, 1).to(estimate.dtype)
-    if method == "collaborative":
+    if grouped:
         shape = {"block": collaborative.BLOCK, "step": collaborative.STEP,
                  "radius": collaborative.RADIUS, "group": collaborative.GROUP}
     else:
