@@ -11,7 +11,8 @@ from napari_dip.engine import restore
 from napari_dip.engine import collaborative
 from napari_dip.engine.collaborative import collaborative_wiener
 from napari_dip.engine.operators import Identity
-from napari_dip.engine.wiener import empirical_wiener, second_stage
+from napari_dip.engine.operators import Stabilised
+from napari_dip.engine.wiener import COLLABORATIVE_STOP, empirical_wiener, second_stage, stop_fraction
 from napari_dip.metrics import psnr
 
 FAST = dict(preset="light", device="cpu", seed=0)
@@ -36,8 +37,6 @@ def test_the_second_stage_adds_psnr_to_a_denoising_fit(case, request, load, gaus
         noisy, peak = gaussian_noise(truth, 25), 255
     plain = restore(noisy, "denoise", refine="none", **FAST)
     refined = restore(noisy, "denoise", **FAST)
-    # the same fit, then the stage: only the returned image differs
-    assert refined.record["iterations"] == plain.record["iterations"]
     stage = refined.record["planes"][0]["refinement"]
     assert stage["colour"] == (noisy.ndim == 3) and stage["asked"] == "auto"
     # auto: block by block under the Poisson-Gaussian model, grouped under Gaussian noise
@@ -46,6 +45,14 @@ def test_the_second_stage_adds_psnr_to_a_denoising_fit(case, request, load, gaus
                                               else ("gaussian", "collaborative"))
     assert refined.record["config"]["refine"] == "auto"
     assert plain.record["planes"][0].get("refinement") is None
+    # the block-by-block filter follows the same fit; the grouping, a longer one
+    kappa = refined.record["planes"][0]["stopping"]["kappa"]
+    assert plain.record["planes"][0]["stopping"]["kappa"] == 1
+    if stage["method"] == "wiener":
+        assert kappa == 1 and refined.record["iterations"] == plain.record["iterations"]
+    else:
+        assert kappa == COLLABORATIVE_STOP < 1
+        assert refined.record["iterations"] > plain.record["iterations"]
     assert refined.image.dtype == noisy.dtype and refined.image.shape == noisy.shape
     gain = psnr(truth, refined.image, peak) - psnr(truth, plain.image, peak)
     assert gain > 0.3, gain
@@ -95,9 +102,25 @@ def test_grouping_alike_blocks_beats_the_local_filter_on_a_natural_image(load, g
     noisy = gaussian_noise(truth, 25)
     local = restore(noisy, "denoise", refine="wiener", **FAST)
     grouped = restore(noisy, "denoise", refine="collaborative", **FAST)
-    assert grouped.record["iterations"] == local.record["iterations"]  # the same fit
     assert grouped.record["planes"][0]["refinement"]["method"] == "collaborative"
+    # the grouping's fit goes on past the noise level, whose texture the grouping cleans
+    assert grouped.record["iterations"] > local.record["iterations"]
     assert psnr(truth, grouped.image, 255) > psnr(truth, local.image, 255) + 0.2
+
+
+def test_the_stop_aims_below_the_noise_level_only_before_the_grouping():
+    from napari_dip.engine.operators import Mask
+    from napari_dip.engine.vst import Anscombe
+
+    plane = (64, 64)
+    assert stop_fraction("auto", Identity(), plane) == COLLABORATIVE_STOP < 1
+    assert stop_fraction("collaborative", Identity(), plane) == COLLABORATIVE_STOP
+    assert stop_fraction("wiener", Identity(), plane) == 1
+    assert stop_fraction("none", Identity(), plane) == 1
+    assert stop_fraction("auto", Identity(), (12, 64)) == 1  # too small to group: local filter
+    stabilised = Stabilised(Identity(), Anscombe((0.01,), (1e-4,)))
+    assert stop_fraction("auto", stabilised, plane) == 1  # Poisson-Gaussian: local filter
+    assert stop_fraction("auto", Mask(np.ones(plane)), plane) == 1  # no stage
 
 
 def _stripes(shape=(64, 72), seed=0):

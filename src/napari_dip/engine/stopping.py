@@ -124,7 +124,8 @@ class NoiseLevel(StoppingRule):
                     f"averaging {max(left, 0)} more")
         if self._smoothed is None:
             return "starting"
-        return f"fit error {self._smoothed:.3g}, stops at the noise level {self.target:.3g}"
+        level = "the noise level" if self.kappa == 1 else f"{self.kappa:g}x the noise level"
+        return f"fit error {self._smoothed:.3g}, stops at {level} {self.target:.3g}"
 
     def describe(self):
         return {"name": self.name, "noise_variance": self.noise_variance, "kappa": self.kappa,
@@ -264,13 +265,15 @@ class ExponentialVariance(_VarianceRule):
 
 
 def make_stopping_rule(name: str, *, noise_variance: float | None, patience: int = 1000,
-                       window: int = 100, lag: int = 99, min_iters: int = 0) -> StoppingRule:
+                       window: int = 100, lag: int = 99, min_iters: int = 0,
+                       kappa: float = 1.0) -> StoppingRule:
     """The rule ``name`` (one of :data:`RULES`) for an image of the given noise variance (in the
-    fit's normalised units; None when unknown). ``min_iters``: the noise rule's earliest pick."""
+    fit's normalised units; None when unknown). ``min_iters`` and ``kappa``: the noise rule's
+    earliest pick and the fraction of the noise variance it aims at."""
     if name == "noise":
         if noise_variance is None:
             raise ValueError("the 'noise' stopping rule needs the image's noise variance")
-        return NoiseLevel(noise_variance, lag=lag, min_iters=min_iters)
+        return NoiseLevel(noise_variance, kappa=kappa, lag=lag, min_iters=min_iters)
     if name == "wmv":
         return WindowedVariance(window=window, gate=noise_variance, patience=patience)
     if name == "emv":

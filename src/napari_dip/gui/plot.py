@@ -8,7 +8,7 @@ from __future__ import annotations
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 #: Line labels (also how tests find the lines).
-LOSS, SIGNAL, KEPT, TARGET = "loss", "stopping signal", "picked iterate", "noise level"
+LOSS, SIGNAL, KEPT, TARGET = "loss", "stopping signal", "picked iterate", "stop target"
 
 
 class FitPlot:
