@@ -704,6 +704,8 @@ def main(argv=None) -> int:
         if args.zsn2n_steps:
             cfg["zsn2n_steps"] = args.zsn2n_steps
         peer_cases = build_peer_cases(cfg, args.data)
+        if args.names:  # the peers' own image list is in their config
+            peer_cases = [c for c in peer_cases if c.name in wanted]
     run_suite(args.suite, suite, cases=cases, device=args.device, speed_input=speed_input,
               peer_cases=peer_cases, out_dir=args.out_dir, log=log,
               batch_data=args.data if "batch" in tasks else None, threads=args.threads)

@@ -360,3 +360,15 @@ def test_gpu_report_runs_its_parts_and_keeps_what_it_measured(tmp_path, monkeypa
     assert gpu.main(["--device", "cpu", "--data", str(tmp_path), "--out-dir", str(tmp_path / "b"),
                      "--parts", "goal", "--budget", "-1"]) == 0
     assert "not started" in (tmp_path / "b" / "gpu_section.md").read_text()
+
+
+def test_names_limit_the_peers_images_too(monkeypatch, tmp_path):
+    from benchmarks import peers_suite
+
+    cases = [c for c in _cases(64) if c.task in ("denoise", "fluo")]
+    cases[1].name = "cells"
+    monkeypatch.setattr(peers_suite, "build_cases", lambda config, data: cases)
+    seen = {}
+    monkeypatch.setattr(run, "run_suite", lambda *a, peer_cases=None, **kw: seen.update(p=peer_cases))
+    run.main(["--suite", "peers", "--names", "cells", "--no-curves", "--out-dir", str(tmp_path)])
+    assert [c.name for c in seen["p"]] == ["cells"]
