@@ -180,7 +180,8 @@ def choose(refine: str, operator, plane_shape) -> str:
 
 #: The noise-level stop's target, as a fraction of the noise variance, when the collaborative
 #: filter follows the fit: a pilot fitted past the noise level keeps texture that the grouping
-#: then cleans (natural images, held-out ones included: RESULTS.md, 2026-12-01).
+#: then cleans (natural images, held-out ones included: RESULTS.md, "probe: where to stop before
+#: the collaborative stage").
 COLLABORATIVE_STOP = 0.95
 
 
