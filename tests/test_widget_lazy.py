@@ -264,3 +264,38 @@ def test_a_lazy_stack_deconvolution_shares_one_headroom_over_its_slices(viewer_w
     assert len(record["slices"]) == 3
     assert record["operator"]["gain"][0] > 1 and record["operator"]["peak_ratio"][0] >= 2
     assert "room for peaks" in widget.status.value
+
+
+def test_a_dim_integer_lazy_stack_is_stored_as_float32_as_one_in_memory_is(viewer_widget, gui,
+                                                                          load):
+    """Rounding a restoration back to the few levels of a dim acquisition loses much of it: a
+    lazy stack gets the float32 result an in-memory one gets, judged on the same slices."""
+    import dask
+
+    nuclei = load("nuclei3d_3x40x40_uint16.tif").astype(np.float64)
+    rng = np.random.default_rng(5)
+    photons = 1 + 30 * (nuclei - nuclei.min()) / np.ptp(nuclei)
+    dim = rng.poisson(photons).astype(np.uint16)  # about 40 levels
+    counted = CountedStack(dim)
+    viewer, widget = viewer_widget
+    with dask.config.set(scheduler=counted.scheduler):
+        layer = _add(viewer, da.from_array(counted, chunks=(1, 40, 40)), dim)
+        gui.configure(widget, layer, slices=ALL, max_iters=4, stopping="none")
+        counted.reset()
+        assert widget.run() is not None
+        gui.wait_done(widget)
+    _assert_slice_at_a_time(counted, 3)
+    out = viewer.layers["nuclei" + SUFFIX]
+    record = out.metadata["napari_dip"]
+    stored = zarr.open_array(record["store"], mode="r")
+    assert stored.dtype == np.float32 and out.data.dtype == np.float32
+    assert record["result_type"]["input_levels"] < 64 and "reason" in record["result_type"]
+    restored = np.asarray(stored[0])
+    assert not np.array_equal(restored, np.rint(restored))  # not rounded back to the levels
+    from napari_dip.gui.plan import make_plan
+
+    in_memory = make_plan(viewer.add_image(dim, name="in memory"), task="denoise")
+    assert in_memory.result_dtype == np.float32
+    assert in_memory.levels == record["result_type"]["input_levels"]
+    assert layer.data.dtype == np.uint16
+    np.testing.assert_array_equal(np.asarray(layer.data), dim)

@@ -69,15 +69,22 @@ class Plan:
     @cached_property
     def levels(self) -> int | None:
         """The integer levels the input spans where the 'auto' result type depends on them
-        (:func:`~napari_dip.choices.result_is_float`), else None. A lazy layer is not read for
-        it: its store is laid out before the run reads the slices."""
-        if self.output_dtype != "auto" or self.task == "deconvolve" or self.lazy or \
+        (:func:`~napari_dip.choices.result_is_float`), else None. A lazy layer's are read from
+        the few slices that decide them (at most 8, one at a time) before its store is laid out."""
+        if self.output_dtype != "auto" or self.task == "deconvolve" or \
                 not np.issubdtype(self.data.dtype, np.integer):
             return None
-        from ..engine.units import folded_levels
+        from ..engine.units import folded_levels, integer_levels
 
-        return folded_levels(self.work, self.layout, self.mask, self.task,
-                             f"layer {self.sources[0].name!r}",
+        name = f"layer {self.sources[0].name!r}"
+        if self.lazy:
+            from ..engine.axes import slice_masks
+
+            n = self.layout.n_slices
+            return integer_levels(self.read_slice, self.slices_asked,
+                                  slice_masks(self.mask, n, self.layout.yx_shape),
+                                  self.layout.plane_channel_axis, self.task, name)
+        return folded_levels(self.work, self.layout, self.mask, self.task, name,
                              None if self.slice_index is None else [self.slice_index])
 
     @property
