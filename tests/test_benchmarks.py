@@ -370,5 +370,6 @@ def test_names_limit_the_peers_images_too(monkeypatch, tmp_path):
     monkeypatch.setattr(peers_suite, "build_cases", lambda config, data: cases)
     seen = {}
     monkeypatch.setattr(run, "run_suite", lambda *a, peer_cases=None, **kw: seen.update(p=peer_cases))
-    run.main(["--suite", "peers", "--names", "cells", "--no-curves", "--out-dir", str(tmp_path)])
+    run.main(["--suite", "peers", "--names", "cells", "--no-curves", "--out-dir", str(tmp_path),
+              "--data", str(tmp_path)])  # a fresh clone has no shared data folder
     assert [c.name for c in seen["p"]] == ["cells"]
