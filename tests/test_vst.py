@@ -123,33 +123,3 @@ def test_the_algebraic_inverse_undoes_the_transform_below_the_floor_too():
     a = Anscombe((0.01, 0.002), (1e-4, -2e-4))  # read noise, and a black level
     x = torch.linspace(-0.2, 1.5, 200, dtype=torch.float64).expand(1, 2, 200).contiguous()
     assert torch.allclose(a.inverse_torch(a.forward_torch(x)), x, atol=1e-9)
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_auto_reads_gaussian_noise_clipped_in_a_dark_image_as_gaussian(load, gaussian_noise, seed):
-    """Noise clipped at black is flat where the image is dark: that looks like noise growing
-    with intensity unless the clipped pixels are set aside (as set5's bird was misread)."""
-    from napari_dip.engine.restoration import resolve_noise_model
-
-    dark = (255 * (load("kate_64.png") / 255.0) ** 2).round().astype(np.uint8)  # RGB
-    noisy = np.moveaxis(gaussian_noise(dark, 25, seed) / 255.0, -1, 0).astype(np.float32)
-    assert (noisy == 0).mean() > 0.1  # a clipped background
-    choice = resolve_noise_model("auto", noisy, None, "denoise")
-    assert choice.model == "gaussian" and "clipped pixels left out" in choice.reason
-    # asked for, the model is fitted to every pixel, as before
-    asked = resolve_noise_model("poisson-gaussian", noisy, None, "denoise")
-    assert asked.model == "poisson-gaussian" and asked.estimate == choice.estimate
-
-
-def test_shot_noise_with_a_clipped_black_and_a_saturated_top_stays_poisson_gaussian(load):
-    from napari_dip.engine.restoration import resolve_noise_model
-
-    clean = load("nuclei_64_uint16.tif").astype(np.float64)
-    photons = 40 * (clean - clean.min()) / np.ptp(clean)
-    counts = np.random.default_rng(2).poisson(photons)
-    counts = np.minimum(counts, np.quantile(counts, 0.95))  # saturated, and zeros below
-    assert (counts == 0).mean() > 0.002 and (counts == counts.max()).mean() > 0.01
-    x = (counts / counts.max())[None].astype(np.float32)
-    choice = resolve_noise_model("auto", x, None, "denoise")
-    assert choice.model == "poisson-gaussian" and "clipped pixels left out" in choice.reason
-    assert choice.estimate == estimate_noise(x)  # the model's parameters: every pixel's fit

@@ -19,12 +19,6 @@ import numpy as np
 _MAD_TO_SIGMA = 1 / 0.6745
 _BINS = 16
 _MIN_PER_BIN = 16
-#: A channel's minimum or maximum held by more than this fraction of its pixels is a pile-up:
-#: the range clipped the noise there.
-CLIP_PILEUP = 0.001
-#: The fewest pixels, as a fraction of those observed, left to judge the noise on once the
-#: clipped ones are set aside.
-_MIN_UNCLIPPED = 0.25
 
 
 @dataclass(frozen=True)
@@ -98,32 +92,3 @@ def estimate_noise(cyx: np.ndarray, known: np.ndarray | None = None) -> NoiseEst
         cyx = cyx[None]
     per = [_channel(ch, known) for ch in cyx]
     return NoiseEstimate(*(tuple(x) for x in zip(*per)))
-
-
-def clipped_pixels(cyx: np.ndarray) -> np.ndarray | None:
-    """(Y, X) pixels at which some channel sits at its own minimum or maximum where that value
-    is a pile-up (:data:`CLIP_PILEUP`); None when no channel is clipped."""
-    clipped = None
-    for ch in np.asarray(cyx):
-        for end in (ch.min(), ch.max()):
-            at = ch == end
-            if at.mean() > CLIP_PILEUP:
-                clipped = at if clipped is None else clipped | at
-    return clipped
-
-
-def unclipped_estimate(cyx: np.ndarray, known: np.ndarray | None = None) -> NoiseEstimate | None:
-    """:func:`estimate_noise` without the clipped pixels (:func:`clipped_pixels`), where some
-    are and enough others are left; else None. Clipping flattens the noise at the range's ends,
-    which reads as noise that grows with intensity (a clipped dark background) or shrinks."""
-    cyx = np.asarray(cyx)
-    if cyx.ndim == 2:
-        cyx = cyx[None]
-    clipped = clipped_pixels(cyx)
-    if clipped is None:
-        return None
-    keep = ~clipped if known is None else (np.asarray(known) != 0) & ~clipped
-    observed = clipped.size if known is None else int(np.count_nonzero(known))
-    if keep.sum() < _MIN_UNCLIPPED * observed:
-        return None
-    return estimate_noise(cyx, keep)

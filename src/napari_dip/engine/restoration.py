@@ -23,7 +23,7 @@ from .devices import (
 from .fit import fit, start_level
 from .intensity import IntensityMap
 from .masks import classify_mask
-from .noise import estimate_noise, unclipped_estimate
+from .noise import estimate_noise
 from .operators import Blur, Downsample, Headroom, Identity, Mask, Operator, Stabilised
 from .presets import FitConfig, make_config
 from .wiener import check as check_refine
@@ -418,8 +418,7 @@ def resolve_noise_model(requested: str, observed: np.ndarray, known: np.ndarray 
                              "use noise model 'auto' or 'gaussian'")
         return NoiseModelChoice("gaussian", requested, estimate, 1.0, "task jpeg")
     pixels = observed if known is None else observed[:, known]
-    return choose_noise_model(requested, estimate, pixels.reshape(len(observed), -1), name,
-                              unclipped_estimate(observed, known))
+    return choose_noise_model(requested, estimate, pixels.reshape(len(observed), -1), name)
 
 
 def _guide_input(guide, out_hw, name: str) -> tuple[torch.Tensor, dict]:

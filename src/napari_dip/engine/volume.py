@@ -20,7 +20,7 @@ from .devices import check_fits, cpu_run, resolve_device
 from .fit import fit, start_level
 from .generators import volume_spec
 from .intensity import IntensityMap
-from .noise import estimate_noise, unclipped_estimate
+from .noise import estimate_noise
 from .operators import Blur, Headroom, Identity, Stabilised
 from .presets import make_config
 from .psf import PSF, make_psf
@@ -101,10 +101,8 @@ def restore_volume_iter(
     if isinstance(noise_model, NoiseModelChoice):
         noise = noise_model
     else:
-        planes = _planes(observed)
-        noise = choose_noise_model(noise_model, estimate_noise(planes),
-                                   observed.reshape(len(observed), -1), name,
-                                   unclipped_estimate(planes))
+        est = estimate_noise(_planes(observed))
+        noise = choose_noise_model(noise_model, est, observed.reshape(len(observed), -1), name)
     anscombe = noise.anscombe()
     data = observed if anscombe is None else anscombe.forward(observed)
     # The data term's noise level, in its own space: measured here, as the fit's 2-D

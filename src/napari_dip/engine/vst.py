@@ -246,21 +246,12 @@ def std_ratio(estimate: NoiseEstimate, cyx: np.ndarray) -> float:
 
 
 def choose_noise_model(requested: str, estimate: NoiseEstimate, cyx: np.ndarray,
-                       name: str = "image",
-                       unclipped: NoiseEstimate | None = None) -> NoiseModelChoice:
+                       name: str = "image") -> NoiseModelChoice:
     """Resolve ``requested`` ('auto', 'gaussian', 'poisson-gaussian') for a (C, Y, X) image in
-    normalised units, given its noise ``estimate``. 'auto' judges on ``unclipped`` where given
-    (:func:`.noise.unclipped_estimate`); the Poisson-Gaussian model's parameters stay
-    ``estimate``'s."""
+    normalised units, given its noise ``estimate``."""
     requested = NOISE_MODEL.check(requested)
-    judged = estimate if unclipped is None or requested != "auto" else unclipped
-    ratio = std_ratio(judged, cyx)
+    ratio = std_ratio(estimate, cyx)
     positive = all(g > 0 for g in estimate.gain)
-    if requested == "auto" and unclipped is not None:
-        # the model's parameters come from ``estimate``: both fits must see the noise grow
-        gains = [min(u, g) for u, g in zip(unclipped.gain, estimate.gain)]
-        return _auto_choice(estimate, ratio, all(g > 0 for g in gains), gains,
-                            " (clipped pixels left out)")
     if requested == "gaussian":
         return NoiseModelChoice("gaussian", requested, estimate, ratio, "asked for")
     if requested == "poisson-gaussian":
@@ -270,21 +261,15 @@ def choose_noise_model(requested: str, estimate: NoiseEstimate, cyx: np.ndarray,
                 "Poisson-Gaussian model to stabilise; use noise model 'gaussian' or 'auto'"
             )
         return NoiseModelChoice("poisson-gaussian", requested, estimate, ratio, "asked for")
-    return _auto_choice(estimate, ratio, positive, estimate.gain, "")
-
-
-def _auto_choice(estimate: NoiseEstimate, ratio: float, positive: bool, gains,
-                 judged_on: str) -> NoiseModelChoice:
-    """'auto': Poisson-Gaussian where the noise std grows enough with intensity (``ratio``)."""
     if not positive:
-        flat = [c for c, g in enumerate(gains) if g <= 0]
-        where = f" in channel(s) {', '.join(map(str, flat))}" if len(gains) > 1 else ""
-        reason = f"the noise does not grow with intensity{where} (fitted gain 0){judged_on}"
-        return NoiseModelChoice("gaussian", "auto", estimate, ratio, reason)
+        flat = [c for c, g in enumerate(estimate.gain) if g <= 0]
+        where = f" in channel(s) {', '.join(map(str, flat))}" if len(estimate.gain) > 1 else ""
+        reason = f"the noise does not grow with intensity{where} (fitted gain 0)"
+        return NoiseModelChoice("gaussian", requested, estimate, ratio, reason)
     if ratio >= SIGNAL_DEPENDENT_STD_RATIO:
         reason = (f"noise std grows {ratio:.2f}x from dark to bright "
-                  f"(>= {SIGNAL_DEPENDENT_STD_RATIO}): signal-dependent{judged_on}")
-        return NoiseModelChoice("poisson-gaussian", "auto", estimate, ratio, reason)
+                  f"(>= {SIGNAL_DEPENDENT_STD_RATIO}): signal-dependent")
+        return NoiseModelChoice("poisson-gaussian", requested, estimate, ratio, reason)
     reason = (f"noise std grows {ratio:.2f}x from dark to bright "
-              f"(< {SIGNAL_DEPENDENT_STD_RATIO}): about constant{judged_on}")
-    return NoiseModelChoice("gaussian", "auto", estimate, ratio, reason)
+              f"(< {SIGNAL_DEPENDENT_STD_RATIO}): about constant")
+    return NoiseModelChoice("gaussian", requested, estimate, ratio, reason)
