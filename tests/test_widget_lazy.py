@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -234,7 +235,7 @@ def test_a_lazy_run_that_restores_nothing_leaves_no_store(viewer_widget, gui, mo
     assert widget.run() is not None
     gui.wait_done(widget)
     assert "every slice is constant" in widget.status.value
-    assert made == [folder]  # the run made its store, and removed it (empty)
+    assert made == []  # the first pass found nothing to restore before a store was made
     assert not folder.exists() and gui.dip_layers(viewer) == []
 
 
@@ -269,7 +270,8 @@ def test_a_lazy_stack_deconvolution_shares_one_headroom_over_its_slices(viewer_w
 def test_a_dim_integer_lazy_stack_is_stored_as_float32_as_one_in_memory_is(viewer_widget, gui,
                                                                           load):
     """Rounding a restoration back to the few levels of a dim acquisition loses much of it: a
-    lazy stack gets the float32 result an in-memory one gets, judged on the same slices."""
+    lazy stack gets the float32 result an in-memory one gets, judged on the same slices, which
+    the run's own first pass reads (in the worker: the viewer reads nothing)."""
     import dask
 
     nuclei = load("nuclei3d_3x40x40_uint16.tif").astype(np.float64)
@@ -282,9 +284,14 @@ def test_a_dim_integer_lazy_stack_is_stored_as_float32_as_one_in_memory_is(viewe
         layer = _add(viewer, da.from_array(counted, chunks=(1, 40, 40)), dim)
         gui.configure(widget, layer, slices=ALL, max_iters=4, stopping="none")
         counted.reset()
+        main_thread_reads = []
+        counted.on_read = lambda i: main_thread_reads.append(i) \
+            if threading.current_thread() is threading.main_thread() else None
         assert widget.run() is not None
         gui.wait_done(widget)
     _assert_slice_at_a_time(counted, 3)
+    assert main_thread_reads == []
+    assert sorted(Counter(counted.reads).items()) == [(0, 2), (1, 2), (2, 2)]  # pass, then fit
     out = viewer.layers["nuclei" + SUFFIX]
     record = out.metadata["napari_dip"]
     stored = zarr.open_array(record["store"], mode="r")
@@ -299,3 +306,24 @@ def test_a_dim_integer_lazy_stack_is_stored_as_float32_as_one_in_memory_is(viewe
     assert in_memory.levels == record["result_type"]["input_levels"]
     assert layer.data.dtype == np.uint16
     np.testing.assert_array_equal(np.asarray(layer.data), dim)
+
+
+def test_a_store_that_cannot_be_made_fails_the_run_with_the_reason(viewer_widget, gui,
+                                                                   monkeypatch, tmp_path,
+                                                                   lazy_stack):
+    """The store is made by the worker after its first pass: a folder that cannot hold it
+    ends the run with the reason, adds no layer and leaves the input as it was."""
+    from napari_dip.gui import lazy
+
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(lazy, "temporary_folder", lambda: str(blocker / "run"))
+    noisy, data, _ = lazy_stack
+    viewer, widget = viewer_widget
+    layer = _add(viewer, data, noisy)
+    gui.configure(widget, layer, slices=ALL, max_iters=3)
+    assert widget.run() is not None
+    gui.wait_done(widget)
+    assert "cannot create the result store on disk" in widget.status.value
+    assert gui.dip_layers(viewer) == [] and layer.visible
+    np.testing.assert_array_equal(np.asarray(layer.data), noisy)

@@ -445,25 +445,23 @@ class _FileRun:
         shared choices are made from, how alike neighbours are (the stack ``mode``, where not
         fixed) and the integer levels the input spans. Returns (sample, mode, levels)."""
         from ._cli import resolve_task
-        from .engine.intensity import IntegerRange
-        from .engine.shared import PlaneSample, spread
+        from .engine.shared import PlaneSample
         from .engine.stacks import NeighbourCorrelation
+        from .engine.units import LevelSample
 
         n = self.layout.n_slices
         sample = PlaneSample(range(n), brightest=resolve_task(self.args) == "deconvolve")
-        neighbours, ranges, sampled = NeighbourCorrelation(), [], set(spread(range(n)))
+        neighbours, levels = NeighbourCorrelation(), LevelSample(range(n))
 
         def see(i, colour, known):
             sample.see(i, colour, known)
             neighbours.see(colour)
-            if i in sampled:  # the slices units.integer_levels looks at
-                ranges.append(IntegerRange.of(colour, known))
+            levels.see(i, colour, known)
 
         self.norm = self.fit_map(on_plane=see)
         if self.layout.stack and mode is None:
             mode = neighbours.choice()
-        span = IntegerRange.combine(ranges)
-        return sample, mode, None if span is None else span.levels
+        return sample, mode, levels.levels
 
     def _sink(self, resume: bool):
         from ._lazy_io import MemorySink, TiffSink

@@ -140,6 +140,29 @@ def integer_levels(read: Callable, slices, masks, channel_axis: int | None, task
     return None if levels is None else levels.levels
 
 
+class LevelSample:
+    """:func:`integer_levels`, seen during a pass that reads every slice anyway (the intensity
+    map's, :func:`shared_map`'s ``on_plane``): the same slices, no read of its own."""
+
+    def __init__(self, slices):
+        from .shared import spread
+
+        self.sampled, self.ranges = set(spread(slices)), []
+
+    def see(self, i: int, colour: np.ndarray, known) -> None:
+        from .intensity import IntegerRange
+
+        if i in self.sampled:
+            self.ranges.append(IntegerRange.of(colour, known))
+
+    @property
+    def levels(self) -> int | None:
+        from .intensity import IntegerRange
+
+        span = IntegerRange.combine(self.ranges)
+        return None if span is None else span.levels
+
+
 def folded_levels(planes: np.ndarray, layout, mask, task: str, name: str,
                   slices=None) -> int | None:
     """:func:`integer_levels` of an input held in memory: ``planes`` folded by ``layout`` (an

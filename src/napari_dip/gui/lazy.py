@@ -59,23 +59,24 @@ def _jsonable(value):
                                  else str(v)))
 
 
-def restore_lazy_iter(plan: Plan, store, cancel):
-    """Restore the asked slices of ``plan`` (a lazy stack) into ``store``; yields the engine's
-    Progress events (those of a finished slice once more with ``final``), then a Result whose
-    image is ``store``. Each slice's previews and its result are in ``store`` before their
-    event is yielded."""
+def restore_lazy_iter(plan: Plan, cancel, open_store=create_store):
+    """Restore the asked slices of ``plan`` (a lazy stack) into a store that ``open_store(plan)``
+    makes once the first pass has read the levels its type depends on (:attr:`.Plan.levels`),
+    so that no slice is read for them alone; yields the engine's Progress events (those of a
+    finished slice once more with ``final``), then a Result whose image is the store. Each
+    slice's previews and its result are in the store before their event is yielded."""
     from ..engine import arrays, axes
     from ..engine.restoration import Result, as_cancel_check, draw_seed, restore_iter
     from ..engine.shared import PlaneSample, deconvolves
     from ..engine.stacks import (NeighbourCorrelation, StackRecord, _warm_settings,
                                  fixed_stack_mode)
-    from ..engine.units import passthrough, shared_map, skip_reason
+    from ..engine.units import LevelSample, passthrough, shared_map, skip_reason
 
     layout, task = plan.layout, plan.task
     n, todo, cax = layout.n_slices, plan.slices_asked, layout.plane_channel_axis
     name = f"layer {plan.sources[0].name!r}"
     masks = axes.slice_masks(plan.mask, n, layout.yx_shape)
-    kwargs = {**plan.kwargs, **plan.engine_kwargs()}
+    kwargs = {**plan.kwargs, **plan.engine_kwargs(result_type=False)}
     requested_mode = kwargs.pop("stack_mode", None)
     kwargs.pop("voxel_size", None)
     seed = kwargs.pop("seed", None)
@@ -97,14 +98,19 @@ def restore_lazy_iter(plan: Plan, store, cancel):
     # the choices every slice shares (noise model, a deconvolution's headroom) are made from,
     # and how alike neighbouring slices are (the stack mode, unless asked for).
     sample = PlaneSample(todo, brightest=deconvolves(task, kwargs))
-    neighbours = NeighbourCorrelation()
+    neighbours, levels = NeighbourCorrelation(), LevelSample(todo)
 
     def see(i, colour, known):
         sample.see(i, colour, known)
         neighbours.see(colour)
+        levels.see(i, colour, known)
 
     norm = shared_map(plan.read_slice, todo, masks, cax, task, layout.colour, name,
                       on_plane=see)
+    plan.learn_levels(levels.levels)
+    if plan.as_float:
+        kwargs["as_float"] = True
+    store = open_store(plan)
     shared = sample.take_choices(task, norm, name, kwargs)
     sample = None  # its planes are not needed any more
     mode = fixed_stack_mode(requested_mode, len(todo)) or neighbours.choice()

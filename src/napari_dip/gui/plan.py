@@ -66,13 +66,17 @@ class Plan:
         """Whether the result is float32 in the input's units rather than the input's type."""
         return result_is_float(self.output_dtype, self.task, self.levels)
 
+    def _levels_decide(self) -> bool:
+        return self.output_dtype == "auto" and self.task != "deconvolve" and \
+            np.issubdtype(self.data.dtype, np.integer)
+
     @cached_property
     def levels(self) -> int | None:
         """The integer levels the input spans where the 'auto' result type depends on them
-        (:func:`~napari_dip.choices.result_is_float`), else None. A lazy layer's are read from
-        the few slices that decide them (at most 8, one at a time) before its store is laid out."""
-        if self.output_dtype != "auto" or self.task == "deconvolve" or \
-                not np.issubdtype(self.data.dtype, np.integer):
+        (:func:`~napari_dip.choices.result_is_float`), else None. A lazy run learns them in its
+        first pass (:meth:`learn_levels`); asked before, they are read from the few slices that
+        decide them (at most 8, one at a time)."""
+        if not self._levels_decide():
             return None
         from ..engine.units import folded_levels, integer_levels
 
@@ -86,6 +90,11 @@ class Plan:
                                   self.layout.plane_channel_axis, self.task, name)
         return folded_levels(self.work, self.layout, self.mask, self.task, name,
                              None if self.slice_index is None else [self.slice_index])
+
+    def learn_levels(self, levels: int | None) -> None:
+        """The levels a lazy run's first pass saw on the slices :attr:`levels` reads
+        (:class:`~napari_dip.engine.units.LevelSample`), so that none is read again."""
+        self.__dict__["levels"] = levels if self._levels_decide() else None
 
     @property
     def result_dtype(self) -> np.dtype:
@@ -140,9 +149,10 @@ class Plan:
         return tuple(1 if a in self.layout.stack else n
                      for a, n in enumerate(self.output_shape))
 
-    def engine_kwargs(self) -> dict:
+    def engine_kwargs(self, result_type: bool = True) -> dict:
         """The arrays and choices taken from the layers, as the engine's keywords (the PSF,
-        the guide, the stack mode)."""
+        the guide, the stack mode; the result type unless ``result_type`` is False: it needs
+        :attr:`levels`)."""
         kw = {}
         if self.psf is not None:
             kw.update(psf=self.psf, psf_name=f"the PSF layer {self.psf_name!r}")
@@ -152,7 +162,7 @@ class Plan:
             kw.update(guide=self.guide, guide_name=f"the guide layer {self.guide_name!r}")
         if self.is_stack:
             kw.update(stack_mode=self.stack_mode, voxel_size=self.voxel_size)
-        if self.as_float:
+        if result_type and self.as_float:
             kw["as_float"] = True
         return kw
 

@@ -39,11 +39,13 @@ SHUTDOWN_WAIT_S = 60.0
 
 @dataclass
 class RunState:
-    """What one run holds while it goes on (main thread only)."""
+    """What one run holds while it goes on (main thread only, but for a lazy run's store,
+    which the worker makes before it yields any event: :func:`open_store`)."""
 
     plan: Plan
     cancel: threading.Event
-    buffer: np.ndarray  # the output in the engine's (folded) layout, in the input's dtype
+    buffer: np.ndarray | None  # the output in the engine's (folded) layout, in the result's
+    # dtype; a lazy run's store (None until the worker makes it)
     started: float  # time.monotonic() at Run
     progress: object = None  # the napari progress bar in the activity dock
     outputs: list = field(default_factory=list)  # result layers, made at the first estimate
@@ -135,26 +137,17 @@ class RunController:
         from napari.utils import progress
 
         n = len(plan.slices_asked)
-        store = path = None
-        if plan.lazy:  # a dask/zarr stack: read a slice at a time, written into a store
-            from .lazy import create_store
-
-            try:
-                store, path = create_store(plan)
-            except OSError as exc:
-                message = f"cannot create the result store on disk: {exc}"
-                show_error(f"napari-dip: {message}")
-                self.status.emit(f"failed: {message}")
-                return None
-        state = RunState(plan, threading.Event(),
-                         store if plan.lazy else plan.upsampled(plan.work), time.monotonic(),
-                         store_path=path)
+        # A lazy (dask/zarr) stack is read a slice at a time and written into a store that the
+        # worker makes after its first pass (:func:`open_store`); nothing is read here.
+        state = RunState(plan, threading.Event(), None if plan.lazy else plan.upsampled(plan.work),
+                         time.monotonic())
         # A bar that counts slices (when there are several), never iterations: the stopping
         # rule, not the cap, decides how many there will be.
         state.progress = progress(total=n if n > 1 else 0, desc="napari-dip: preparing")
         self.state = state
         names = ", ".join(repr(s.name) for s in plan.sources)
-        task = _NamedTask(restoration, plan, state.cancel, store)
+        task = _NamedTask(restoration, plan, state.cancel,
+                          functools.partial(open_store, state) if plan.lazy else None)
         task.label = f"Deep Image Prior restoration of {names}"
         worker = create_worker(task, _worker_class=RestorationWorker, _start_thread=False)
         worker.on_quit = self.shutdown
@@ -481,28 +474,39 @@ def store_text(path: str, partial: bool = False) -> str:
             + ("; slices not restored read as 0)" if partial else ")"))
 
 
-def restoration(plan: Plan, cancel: threading.Event, store=None):
+def open_store(state: RunState, plan: Plan):
+    """A lazy run's result store, made by the worker after its first pass; ``state`` holds it
+    from then on (the main thread reads it only when the worker's next event arrives)."""
+    from .lazy import create_store
+
+    try:
+        state.buffer, state.store_path = create_store(plan)
+    except OSError as exc:
+        raise ValueError(f"cannot create the result store on disk: {exc}") from exc
+    return state.buffer
+
+
+def restoration(plan: Plan, cancel: threading.Event, open_store=None):
     """The worker: yields engine progress (throttled), returns the Result or the user error.
-    A lazy plan is restored slice by slice into ``store`` (:mod:`.lazy`)."""
+    A lazy plan is restored slice by slice into the store ``open_store(plan)`` makes
+    (:mod:`.lazy`)."""
     from ..engine import DIPMemoryError, restore_iter, restore_stack_iter
 
     try:
-        kwargs = dict(mask=plan.mask, channel_axis=plan.layout.plane_channel_axis,
-                      factor=plan.factor, cancel=cancel,
-                      name=f"layer {plan.sources[0].name!r}",
-                      mask_name=f"the mask {plan.mask_name!r}", **plan.kwargs,
-                      **plan.engine_kwargs())
         if plan.lazy:
             from .lazy import restore_lazy_iter
 
-            events = restore_lazy_iter(plan, store, cancel)
-        elif plan.is_stack:
+            events = restore_lazy_iter(plan, cancel, open_store)
+        else:
+            kwargs = dict(mask=plan.mask, channel_axis=plan.layout.plane_channel_axis,
+                          factor=plan.factor, cancel=cancel,
+                          name=f"layer {plan.sources[0].name!r}",
+                          mask_name=f"the mask {plan.mask_name!r}", **plan.kwargs,
+                          **plan.engine_kwargs())
             events = restore_stack_iter(
                 plan.work, plan.task,
                 slices=None if plan.slice_index is None else [plan.slice_index], **kwargs,
-            )
-        else:
-            events = restore_iter(plan.work, plan.task, **kwargs)
+            ) if plan.is_stack else restore_iter(plan.work, plan.task, **kwargs)
         last, where = 0.0, None
         for event in events:
             if not hasattr(event, "iteration"):  # the Result
