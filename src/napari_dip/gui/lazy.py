@@ -59,9 +59,10 @@ def _jsonable(value):
                                  else str(v)))
 
 
-def restore_lazy_iter(plan: Plan, cancel, open_store=create_store):
+def restore_lazy_iter(plan: Plan, cancel, open_store=None):
     """Restore the asked slices of ``plan`` (a lazy stack) into a store that ``open_store(plan)``
-    makes once the first pass has read the levels its type depends on (:attr:`.Plan.levels`),
+    (default: :func:`create_store`'s array) makes once the first pass has read the levels its
+    type depends on (:attr:`.Plan.levels`),
     so that no slice is read for them alone; yields the engine's Progress events (those of a
     finished slice once more with ``final``), then a Result whose image is the store. Each
     slice's previews and its result are in the store before their event is yielded."""
@@ -110,7 +111,7 @@ def restore_lazy_iter(plan: Plan, cancel, open_store=create_store):
     plan.learn_levels(levels.levels)
     if plan.as_float:
         kwargs["as_float"] = True
-    store = open_store(plan)
+    store = open_store(plan) if open_store is not None else create_store(plan)[0]
     shared = sample.take_choices(task, norm, name, kwargs)
     sample = None  # its planes are not needed any more
     mode = fixed_stack_mode(requested_mode, len(todo)) or neighbours.choice()
