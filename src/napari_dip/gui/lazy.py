@@ -62,10 +62,10 @@ def _jsonable(value):
 def restore_lazy_iter(plan: Plan, cancel, open_store=None):
     """Restore the asked slices of ``plan`` (a lazy stack) into a store that ``open_store(plan)``
     (default: :func:`create_store`'s array) makes once the first pass has read the levels its
-    type depends on (:attr:`.Plan.levels`),
-    so that no slice is read for them alone; yields the engine's Progress events (those of a
-    finished slice once more with ``final``), then a Result whose image is the store. Each
-    slice's previews and its result are in the store before their event is yielded."""
+    type depends on (:attr:`.Plan.levels`), so that no slice is read for them alone; yields the
+    engine's Progress events (those of a finished slice once more with ``final``), then a
+    Result whose image is the store. Each slice's previews and its result are in the store
+    before their event is yielded."""
     from ..engine import arrays, axes
     from ..engine.restoration import Result, as_cancel_check, draw_seed, restore_iter
     from ..engine.shared import PlaneSample, deconvolves
