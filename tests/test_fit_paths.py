@@ -46,7 +46,7 @@ def test_reading_the_loss_every_5_steps_keeps_the_decision(noisy_f16):
     assert abs(a.iterations - b.iterations) < 5
     # the kept images are averages a few iterations apart: the same image for the eye
     mse = float(((a.image - b.image) ** 2).mean())
-    assert 10 * np.log10(1 / mse) > 40
+    assert mse < 1e-4  # above 40 dB; 0 where a processor's kernels take both to one path
 
 
 def test_backtracking_works_when_the_loss_is_read_in_chunks():
