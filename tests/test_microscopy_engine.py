@@ -190,9 +190,7 @@ def test_2d_deconvolution_of_points_raises_their_peaks_and_narrows_them():
                         for y, x in points], axis=0)
 
     (wy0, wx0, peak0), (wy, wx, peak) = widths(noisy), widths(result.image)
-    # well above anything observed (a fit bounded by the observed range stays at or under 1x);
-    # how far after 200 steps depends on the processor's kernels (1.9x on one, above 2x on another)
-    assert peak > 1.5 * noisy.max() and peak > 2 * peak0, (peak0, peak, noisy.max())
+    assert peak > 2 * noisy.max(), (peak0, peak)
     assert wy < 0.85 * wy0 and wx < 0.85 * wx0, ((wy0, wx0), (wy, wx))
     assert result.record["operator"]["gain"][0] > 1
     clipped = restore(noisy, "deconvolve", psf=k, max_iters=300, stopping="none", **FAST)
