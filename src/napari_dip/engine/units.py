@@ -124,20 +124,16 @@ def integer_levels(read: Callable, slices, masks, channel_axis: int | None, task
     'auto' result type decides on (:func:`napari_dip.choices.result_is_float`); None too when
     every slice picked has nothing to restore."""
     from . import tiles
-    from .intensity import IntegerRange
-    from .shared import spread
 
-    ranges = []
-    for i in spread(slices):
+    sample = LevelSample(slices)
+    for i in sample.picked:
         plane = read(i)
         lay = arrays.infer_layout(plane, channel_axis)
         colour, _ = arrays.split_alpha(lay.to_cyx(plane), lay)
         if tiles.skip_reason(colour, masks[i], task):  # as shared_map skips it
             continue
-        ranges.append(IntegerRange.of(colour, None if masks[i] is None
-                                      else ~arrays.fill_of(masks[i])))
-    levels = IntegerRange.combine(ranges)  # None: float data, or nothing to restore here
-    return None if levels is None else levels.levels
+        sample.see(i, colour, None if masks[i] is None else ~arrays.fill_of(masks[i]))
+    return sample.levels  # None: float data, or nothing to restore here
 
 
 class LevelSample:
@@ -147,7 +143,8 @@ class LevelSample:
     def __init__(self, slices):
         from .shared import spread
 
-        self.sampled, self.ranges = set(spread(slices)), []
+        self.picked = spread(slices)  # in the order a pass meets them
+        self.sampled, self.ranges = set(self.picked), []
 
     def see(self, i: int, colour: np.ndarray, known) -> None:
         from .intensity import IntegerRange
