@@ -41,7 +41,7 @@ def fits(shape, block: int = BLOCK) -> bool:
     return min(shape) >= 2 * block
 
 
-def _corners(n: int, block: int, step: int) -> torch.Tensor:
+def corners(n: int, block: int, step: int) -> torch.Tensor:
     """Reference blocks' first rows (or columns): every ``step``, and the last one flush."""
     first = list(range(0, n - block + 1, step))
     if first[-1] != n - block:
@@ -84,6 +84,29 @@ def match_blocks(pilot: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, *,
     return top, left
 
 
+def pixel_indices(top: torch.Tensor, left: torch.Tensor, width: int, block: int) -> torch.Tensor:
+    """Flat indices into a (Y*X,) plane of ``width`` columns of the blocks whose first rows and
+    columns are ``top`` and ``left`` (any shape S): (*S, block*block), each block row-major."""
+    u = torch.arange(block, device=top.device)
+    return (top * width + left)[..., None] + (u[:, None] * width + u[None, :]).reshape(-1)
+
+
+def groups(guide: torch.Tensor, *, block: int, step: int, radius: int, group: int):
+    """The groups of alike blocks of a (Y, X) ``guide``, a band of reference rows at a time:
+    yields the (references, group) first rows and columns of each band's groups (see
+    :func:`match_blocks`); every ``step`` pixels, and flush with the far edges."""
+    h, w = guide.shape
+    rows, cols = corners(h, block, step), corners(w, block, step)
+    band_height = max(1, (_BAND_ELEMENTS // (_OFFSETS_AT_ONCE * w) - 2 * radius - block) // step)
+    for start in range(0, len(rows), band_height):
+        band = rows[start:start + band_height]
+        r0 = max(0, int(band[0]) - radius)
+        r1 = min(h, int(band[-1]) + block + radius)
+        top, left = match_blocks(guide[r0:r1], band - r0, cols, block=block, radius=radius,
+                                 group=group)
+        yield top + r0, left
+
+
 def _filter_groups(planes, pilots, variances, top, left, width, block, num, den):
     """Filter the groups at (``top``, ``left``) of each plane (flattened (Y*X,)) and add them,
     weighted, into that plane's ``num`` and ``den``."""
@@ -94,8 +117,7 @@ def _filter_groups(planes, pilots, variances, top, left, width, block, num, den)
     across = dct_matrix(size, dtype, dev)
     win = torch.kaiser_window(block, periodic=False, beta=2.0, dtype=dtype, device=dev)
     win = torch.outer(win, win).reshape(-1)
-    u = torch.arange(block, device=dev)
-    pixels = ((top * width + left)[..., None] + (u[:, None] * width + u[None, :]).reshape(-1))
+    pixels = pixel_indices(top, left, width, block)
     for c, (y, p, var) in enumerate(zip(planes, pilots, variances)):
         cy = across @ y[pixels] @ spatial.T
         cp = across @ p[pixels] @ spatial.T
@@ -119,8 +141,6 @@ def collaborative_wiener(data: torch.Tensor, pilot: torch.Tensor, variance, *,
         raise ValueError(f"a {tuple(data.shape[1:])} plane is too small to group {block}-px "
                          f"blocks: the sides must be at least {2 * block}")
     h, w = y.shape[1:]
-    rows, cols = _corners(h, block, step), _corners(w, block, step)
-    band_height = max(1, (_BAND_ELEMENTS // (_OFFSETS_AT_ONCE * w) - 2 * radius - block) // step)
     # one grouping for colour (by luminance); otherwise each channel by its own pilot
     sets = [list(range(len(y)))] if colour else [[c] for c in range(len(y))]
     out = torch.empty_like(y)
@@ -130,13 +150,8 @@ def collaborative_wiener(data: torch.Tensor, pilot: torch.Tensor, variance, *,
         pilots = [p[c].reshape(-1) for c in channels]
         num = torch.zeros(len(channels), h * w, dtype=y.dtype, device=y.device)
         den = torch.zeros_like(num)
-        for start in range(0, len(rows), band_height):
-            band = rows[start:start + band_height]
-            r0 = max(0, int(band[0]) - radius)
-            r1 = min(h, int(band[-1]) + block + radius)
-            top, left = match_blocks(guide[r0:r1], band - r0, cols, block=block, radius=radius,
-                                     group=group)
-            _filter_groups(planes, pilots, [variances[c] for c in channels], top + r0, left, w,
+        for top, left in groups(guide, block=block, step=step, radius=radius, group=group):
+            _filter_groups(planes, pilots, [variances[c] for c in channels], top, left, w,
                            block, num, den)
         out[channels] = (num / den).reshape(len(channels), h, w)
     return image_space(out, colour).to(data.dtype)
