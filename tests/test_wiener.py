@@ -39,16 +39,16 @@ def test_the_second_stage_adds_psnr_to_a_denoising_fit(case, request, load, gaus
     refined = restore(noisy, "denoise", **FAST)
     stage = refined.record["planes"][0]["refinement"]
     assert stage["colour"] == (noisy.ndim == 3) and stage["asked"] == "auto"
-    # auto: block by block under the Poisson-Gaussian model, grouped under Gaussian noise
+    # auto: a blend of filters under the Poisson-Gaussian model, grouped under Gaussian noise
     noise_model = refined.record["noise_model"]["model"]
-    assert (noise_model, stage["method"]) == (("poisson-gaussian", "wiener") if case == "photon_nuclei"
+    assert (noise_model, stage["method"]) == (("poisson-gaussian", "blend") if case == "photon_nuclei"
                                               else ("gaussian", "collaborative"))
     assert refined.record["config"]["refine"] == "auto"
     assert plain.record["planes"][0].get("refinement") is None
-    # the block-by-block filter follows the same fit; the grouping, a longer one
+    # the blend follows the same fit; the grouping, a longer one
     kappa = refined.record["planes"][0]["stopping"]["kappa"]
     assert plain.record["planes"][0]["stopping"]["kappa"] == 1
-    if stage["method"] == "wiener":
+    if stage["method"] == "blend":
         assert kappa == 1 and refined.record["iterations"] == plain.record["iterations"]
     else:
         assert kappa == COLLABORATIVE_STOP < 1
@@ -119,7 +119,8 @@ def test_the_stop_aims_below_the_noise_level_only_before_the_grouping():
     assert stop_fraction("none", Identity(), plane) == 1
     assert stop_fraction("auto", Identity(), (12, 64)) == 1  # too small to group: local filter
     stabilised = Stabilised(Identity(), Anscombe((0.01,), (1e-4,)))
-    assert stop_fraction("auto", stabilised, plane) == 1  # Poisson-Gaussian: local filter
+    assert stop_fraction("auto", stabilised, plane) == 1  # Poisson-Gaussian: the blend
+    assert stop_fraction("blend", Identity(), plane) == 1
     assert stop_fraction("auto", Mask(np.ones(plane)), plane) == 1  # no stage
 
 
@@ -169,12 +170,13 @@ def test_the_collaborative_filter_gives_one_result_whatever_its_bands(monkeypatc
     assert whole.shape == colour.shape and whole.dtype == colour.dtype
 
 
-def test_a_plane_too_small_to_group_is_filtered_block_by_block():
+@pytest.mark.parametrize("asked", ["collaborative", "blend"])
+def test_a_plane_too_small_to_group_is_filtered_block_by_block(asked):
     noisy = torch.rand(1, 12, 30)
     with pytest.raises(ValueError, match="at least 16"):
         collaborative_wiener(noisy, noisy, [0.01])
-    refined, record = second_stage(noisy.clamp(0, 1), noisy, Identity(), "collaborative")
-    assert record["method"] == "wiener" and record["asked"] == "collaborative"
+    refined, record = second_stage(noisy.clamp(0, 1), noisy, Identity(), asked)
+    assert record["method"] == "wiener" and record["asked"] == asked
     assert refined.shape == noisy.shape
 
 

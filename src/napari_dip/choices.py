@@ -69,7 +69,9 @@ STOPPING = Option("stopping rule", (
 
 REFINE = Option("second stage", (
     ("auto", "Wiener filter with the fit's estimate as pilot: collaborative under Gaussian noise, "
-             "local under Poisson-Gaussian (denoising)"),
+             "blend under Poisson-Gaussian (denoising)"),
+    ("blend", "the mean of three Wiener filters whose pilot is the fit's estimate averaged with "
+              "BM3D's hard-thresholding step (denoising)"),
     ("collaborative", "Wiener filter of groups of alike blocks (BM3D's second step), the fit's "
                       "estimate as pilot (denoising)"),
     ("wiener", "local Wiener filter, block by block, the fit's estimate as pilot (denoising)"),

@@ -175,6 +175,12 @@ class Anscombe:
         f = 2 / a * _sqrt(a * x + 0.375 * a * a + b, 0.375 * a * a, torch)
         return (f - lo) / (hi - lo)
 
+    def variance_torch(self, x):
+        """The model's noise variance at the intensities of an (N, C, ...) tensor ``x`` (at
+        least a tiny floor: the model can reach zero at the black level)."""
+        a, b, _, _ = self._torch_constants(x)
+        return (a * x.clamp(min=0) + b).clamp(min=1e-8)
+
     def inverse_torch(self, s):
         """The algebraic inverse of :meth:`forward_torch` on an (N, C, ...) tensor: the
         intensities whose transform is ``s`` (with f's linear continuation below the floor)."""

@@ -70,14 +70,17 @@ def _pad_for(size: int, block: int, step: int) -> tuple[int, int]:
     return before, after
 
 
-def _filter_plane(y: torch.Tensor, p: torch.Tensor, variance: float, block: int, step: int):
-    """One (Y, X) plane, filtered with one noise variance."""
+def _filter_plane(y: torch.Tensor, p: torch.Tensor, variance, block: int, step: int):
+    """One (Y, X) plane, filtered with one noise variance, or a (Y, X) map of them (each block
+    then takes the mean of its pixels' variances)."""
     h, w = y.shape
     (t, b), (le, r) = _pad_for(h, block, step), _pad_for(w, block, step)
     # Reflection needs a pad shorter than the side; replicate covers tiny planes.
     mode = "reflect" if max(t, b) < h and max(le, r) < w else "replicate"
     pad = lambda a: F.pad(a[None, None], (le, r, t, b), mode=mode)[0, 0]  # noqa: E731
     yp, pp = pad(y), pad(p)
+    mapped = torch.is_tensor(variance)
+    vp = pad(variance) if mapped else None
     hp, wp = yp.shape
     d = dct_matrix(block, y.dtype, y.device)
     win = _window(block, y.dtype, y.device)
@@ -92,12 +95,15 @@ def _filter_plane(y: torch.Tensor, p: torch.Tensor, variance: float, block: int,
         band = lambda a: F.unfold(a[None, None, y0:y1], block, stride=step)[0]  # noqa: E731
         cy = band(yp).T.reshape(-1, block, block)
         cp = band(pp).T.reshape(-1, block, block)
+        var = band(vp).mean(0)[:, None, None] if mapped else variance
         cy, cp = d @ cy @ d.T, d @ cp @ d.T
         power = cp * cp
-        gain = power / (power + variance)
+        gain = power / (power + var)
         est = d.T @ (gain * cy) @ d
         # the noise a block keeps is variance * sum(gain**2): trust blocks that keep less
         trust = 1.0 / (gain * gain).sum((1, 2)).clamp(min=1e-3)
+        if mapped:
+            trust = trust / var.reshape(-1)
         cols_ = (est * win * trust[:, None, None]).reshape(-1, block * block).T[None]
         out[y0:y1] += F.fold(cols_, (y1 - y0, wp), block, stride=step)[0, 0]
         weight[y0:y1] += F.fold((win.reshape(-1, 1) * trust[None])[None],
@@ -105,11 +111,12 @@ def _filter_plane(y: torch.Tensor, p: torch.Tensor, variance: float, block: int,
     return (out / weight)[t:t + h, le:le + w]
 
 
-def empirical_wiener(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence[float], *,
+def empirical_wiener(data: torch.Tensor, pilot: torch.Tensor, variance, *,
                      colour: bool = False, block: int = BLOCK, step: int = STEP) -> torch.Tensor:
     """Filter a noisy (C, Y, X) ``data`` with the Wiener gains of ``pilot`` (same shape, same
     space): see the module's docstring. ``variance``: the noise variance of each channel of
-    ``data``. ``colour``: three channels filtered in the opponent-colour basis.
+    ``data``, or a (C, Y, X) tensor of each pixel's (noise that varies with the signal).
+    ``colour``: three channels filtered in the opponent-colour basis.
     """
     block = min(block, *data.shape[1:])
     step = max(1, min(step, block // 2))
@@ -118,23 +125,32 @@ def empirical_wiener(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence
     return image_space(out, colour).to(data.dtype)
 
 
-def filter_space(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence[float],
-                 colour: bool) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-    """Check a filter's (C, Y, X) ``data``, ``pilot`` and per-channel ``variance``; return them
-    as float32, in the opponent-colour basis where ``colour``, with each channel's variance there."""
+def filter_space(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence[float] | torch.Tensor,
+                 colour: bool) -> tuple[torch.Tensor, torch.Tensor, list[float] | torch.Tensor]:
+    """Check a filter's (C, Y, X) ``data``, ``pilot`` and per-channel ``variance`` (or (C, Y, X)
+    map of variances); return them as float32, in the opponent-colour basis where ``colour``, with
+    each channel's variance there."""
     if data.shape != pilot.shape or data.ndim != 3:
         raise ValueError(f"data and pilot must be (C, Y, X) of one shape, not {tuple(data.shape)} "
                          f"and {tuple(pilot.shape)}")
+    mapped = torch.is_tensor(variance) and variance.ndim == 3
+    if mapped and variance.shape != data.shape:
+        raise ValueError(f"a map of noise variances must have the data's shape "
+                         f"{tuple(data.shape)}, not {tuple(variance.shape)}")
     if len(variance) != data.shape[0]:
         raise ValueError(f"one noise variance per channel: {len(variance)} for {data.shape[0]}")
     y, p = data.float(), pilot.float()
-    var = torch.as_tensor(list(variance), dtype=torch.float64)
+    var = variance.float() if mapped else torch.as_tensor(list(variance), dtype=torch.float64)
     if colour:
         if len(y) != 3:
             raise ValueError("colour filtering needs three channels")
         basis = OPPONENT.to(y.device)
         y, p = torch.einsum("ij,jyx->iyx", basis, y), torch.einsum("ij,jyx->iyx", basis, p)
-        var = OPPONENT.double() ** 2 @ var  # each opponent channel's noise variance
+        # each opponent channel's noise variance (the channels' noise is independent)
+        var = (torch.einsum("ij,jyx->iyx", basis ** 2, var) if mapped
+               else OPPONENT.double() ** 2 @ var)
+    if mapped:
+        return y, p, var.clamp(min=1e-12)
     return y, p, [max(float(v), 1e-12) for v in var]
 
 
@@ -165,15 +181,16 @@ def check(refine: str, operator, task: str | None = None) -> None:
 
 def choose(refine: str, operator, plane_shape) -> str:
     """The filter that ``refine`` means for this fit: 'auto' groups alike blocks
-    (.collaborative) under Gaussian noise and filters block by block under the Poisson-Gaussian
-    model, where the grouping lost on very noisy pairs (RESULTS.md, 2026-11-30); planes too small
-    to group blocks in are filtered block by block."""
+    (.collaborative) under Gaussian noise and blends three filters under the Poisson-Gaussian
+    model (:func:`blend`), where the grouping alone lost on very noisy pairs (RESULTS.md,
+    2026-11-30 and 2026-12-01); planes too small to group blocks in are filtered block by
+    block."""
     from .collaborative import fits
     from .operators import Stabilised
 
     if refine == "auto":
-        refine = "wiener" if isinstance(operator, Stabilised) else "collaborative"
-    if refine == "collaborative" and not fits(plane_shape):
+        refine = "blend" if isinstance(operator, Stabilised) else "collaborative"
+    if refine in ("collaborative", "blend") and not fits(plane_shape):
         refine = "wiener"
     return refine
 
@@ -195,6 +212,34 @@ def stop_fraction(refine: str, operator, plane_shape) -> float:
     return COLLABORATIVE_STOP if choose(refine, operator, plane_shape) == "collaborative" else 1.0
 
 
+def blend(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence[float], *,
+          colour: bool = False, anscombe=None) -> torch.Tensor:
+    """The mean of several Wiener filters of a (C, Y, X) ``data`` whose pilot is the mean of the
+    fit's ``pilot`` and of :func:`.thresholding.hard_threshold`'s estimate. Returns intensities.
+
+    The filters: the local one and the collaborative one in the data's space and, where
+    ``anscombe`` says the data are variance-stabilised, the local one again on the intensities
+    themselves, each block with the noise variance the model gives its pilot's intensities.
+    The fit and the thresholding err in different places (smooth texture, blocky edges), and so
+    do the filters (the stabilised space's inverse bends dim values; the intensity domain
+    trusts the model's gain): on real fluorescence pairs the mean was ahead of each alone
+    (benchmarks/RESULTS.md, 2026-12-01)."""
+    from .collaborative import collaborative_wiener
+    from .thresholding import hard_threshold
+
+    mixed = (pilot + hard_threshold(data, variance, colour=colour)) / 2
+    parts = [empirical_wiener(data, mixed, variance, colour=colour),
+             collaborative_wiener(data, mixed, variance, colour=colour)]
+    if anscombe is None:
+        return sum(parts) / len(parts)
+    back = lambda s: anscombe.inverse_torch(s[None])[0]  # noqa: E731
+    parts = [back(part) for part in parts]
+    intensity = back(mixed.float())
+    parts.append(empirical_wiener(back(data.float()), intensity,
+                                  anscombe.variance_torch(intensity[None])[0], colour=colour))
+    return sum(parts) / len(parts)
+
+
 def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator,
                  refine: str = "auto") -> tuple[torch.Tensor, dict]:
     """A fit's (C, *spatial) ``estimate`` (network units, [0, 1]) refined against ``data``, the
@@ -207,8 +252,12 @@ def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator,
 
     check(refine, operator)
     method = choose(refine, operator, estimate.shape[-2:])
-    grouped = method == "collaborative"
-    filter_ = collaborative.collaborative_wiener if grouped else empirical_wiener
+    anscombe = operator.anscombe if isinstance(operator, Stabilised) else None
+    if method == "blend":
+        filter_ = lambda y, p, v, colour: blend(y, p, v, colour=colour, anscombe=anscombe)  # noqa: E731
+    else:
+        filter_ = (collaborative.collaborative_wiener if method == "collaborative"
+                   else empirical_wiener)
     t0 = time.perf_counter()
     with torch.no_grad():
         pilot = operator.forward(estimate[None])[0]
@@ -221,12 +270,23 @@ def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator,
             variances.append([float(v) for v in variance])
             out.append(filter_(y, p, variance, colour=colour))
         refined = torch.stack(out, 1) if volume else out[0]
-        if isinstance(operator, Stabilised):
-            refined = operator.anscombe.inverse_torch(refined[None])[0]
+        if anscombe is not None and method != "blend":  # blend returns intensities
+            refined = anscombe.inverse_torch(refined[None])[0]
         refined = refined.clamp(0, 1).to(estimate.dtype)
-    if grouped:
-        shape = {"block": collaborative.BLOCK, "step": collaborative.STEP,
-                 "radius": collaborative.RADIUS, "group": collaborative.GROUP}
+    grouped = {"block": collaborative.BLOCK, "step": collaborative.STEP,
+               "radius": collaborative.RADIUS, "group": collaborative.GROUP}
+    if method == "collaborative":
+        shape = grouped
+    elif method == "blend":
+        from . import thresholding
+
+        shape = {"pilot": "the fit's and hard thresholding's mean",
+                 "filters": ["local", "collaborative"] + (["local, on intensities"]
+                                                          if anscombe is not None else []),
+                 "local": {"block": BLOCK, "step": STEP}, "collaborative": grouped,
+                 "thresholding": {"block": thresholding.BLOCK, "step": thresholding.STEP,
+                                  "radius": thresholding.RADIUS, "group": thresholding.GROUP,
+                                  "lambda": thresholding.LAMBDA}}
     else:
         shape = {"block": BLOCK, "step": STEP}
     record = {"method": method, "asked": refine, **shape, "colour": colour,
