@@ -59,11 +59,12 @@ def centre_box(shape: tuple[int, int], size: int | None, multiple: int = 1) -> t
     return y0, y0 + sh, x0, x0 + sw
 
 
-def content_box(image: np.ndarray, size: int | None) -> tuple[int, int, int, int]:
+def content_box(image: np.ndarray, size: int | None, avoid=None) -> tuple[int, int, int, int]:
     """The ``size`` square (on a grid of stride size/2) where ``image`` varies most; full image if None.
 
     Microscopy frames are mostly background, so a centre crop can be empty (GigaDB's 2048² centre is).
-    Chosen on the clean image only; every method is then scored on that same region.
+    Chosen on the clean image only; every method is then scored on that same region. ``avoid``: a
+    box (y0, y1, x0, x1) the square must not overlap.
     """
     h, w = image.shape[:2]
     if size is None or (size >= h and size >= w):
@@ -72,6 +73,9 @@ def content_box(image: np.ndarray, size: int | None) -> tuple[int, int, int, int
     best, best_std = None, -1.0
     for y0 in range(0, h - size + 1, step):
         for x0 in range(0, w - size + 1, step):
+            if avoid is not None and (y0 < avoid[1] and avoid[0] < y0 + size
+                                      and x0 < avoid[3] and avoid[2] < x0 + size):
+                continue
             sd = float(np.std(image[y0:y0 + size, x0:x0 + size]))
             if sd > best_std:
                 best, best_std = (y0, y0 + size, x0, x0 + size), sd
@@ -183,10 +187,12 @@ def inpaint_cases(data: Path, crop: int | None, names=None) -> list[Case]:
     return cases
 
 
-def fluo_cases(data: Path, crop: int | None, names=None) -> list[Case]:
+def fluo_cases(data: Path, crop: int | None, names=None, window: int = 1) -> list[Case]:
     """Real noisy/clean pairs; the clean image is brought onto the noisy one's grid and intensity scale.
 
-    * The crop is the most structured window of the clean image (:func:`content_box`), not the centre.
+    * The crop is the most structured window of the clean image (:func:`content_box`), not the centre;
+      ``window=2``: the most structured one that does not overlap it (a second, unseen region of
+      the same acquisition; its case is named ``<pair>_w2``).
     * FMD: one intensity scale; the raw frame is one row off the average, so the clean crop is taken one
       row lower (raw row r <-> gt row r + 1). Scored directly, peak 255.
     * W2S, GigaDB: noisy and clean were contrast-stretched separately; every method's output is mapped to
@@ -199,7 +205,10 @@ def fluo_cases(data: Path, crop: int | None, names=None) -> list[Case]:
             continue
         noisy = _to_uint8(read_image(folder / noisy_rel))
         clean = read_image(folder / clean_rel).astype(np.float64)
-        box = content_box(clean[:-1] if mode == "fmd" else clean, crop)
+        grid = clean[:-1] if mode == "fmd" else clean
+        box = content_box(grid, crop)
+        if window == 2:
+            box = content_box(grid, crop, avoid=box)
         if mode == "fmd":
             y0, y1, x0, x1 = box
             if y1 == noisy.shape[0]:
@@ -212,6 +221,7 @@ def fluo_cases(data: Path, crop: int | None, names=None) -> list[Case]:
             from .metrics import affine_fit
 
             reference = np.clip(affine_fit(truth, _cut(noisy, box)), 0, 255)
-        cases.append(Case("fluo", name, _cut(noisy, box), truth, 255.0, reference=reference,
+        cases.append(Case("fluo", name if window == 1 else f"{name}_w2", _cut(noisy, box), truth,
+                          255.0, reference=reference,
                           note="affine" if mode == "affine" else "direct"))
     return cases

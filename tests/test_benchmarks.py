@@ -254,6 +254,17 @@ def test_metrics_reproduce_the_papers_recomputed_figures():
     assert run.score(house, house.published["DIP (paper)"])["psnr"] == pytest.approx(39.00, abs=0.01)
 
 
+def test_a_second_window_is_the_most_varied_one_that_does_not_overlap_the_first():
+    from benchmarks.datasets import content_box
+
+    image = np.zeros((64, 64))
+    image[:16, :16] = np.indices((16, 16)).sum(0) % 2 * 9  # most varied: top left
+    image[40:56, 40:56] = np.indices((16, 16)).sum(0) % 2 * 5  # second: bottom right
+    first = content_box(image, 16)
+    assert first == (0, 16, 0, 16)
+    assert content_box(image, 16, avoid=first) == (40, 56, 40, 56)
+
+
 def test_microscopy_suite_pipeline_on_tiny_images(one_thread):
     from benchmarks import microscopy
 
@@ -302,7 +313,9 @@ def test_microscopy_suite_pipeline_on_tiny_images(one_thread):
     assert bs["stack_gain"] == pytest.approx(bs["own_gain"][1], rel=1e-3)
     assert bs["in_focus_slice"] == 1 and bs["iterations"] == [3, 3, 3]
     results["bead-slices"] = {**bs, "crop": [[0, 3], [0, 32], [0, 32]]}
+    results["noise-w2"] = results["noise"]
     md = microscopy.report(results)
+    assert "a second window of every pair" in md and md.count("pairs (lowest") == 2
     for title in ("Poisson-Gaussian noise model", "Deconvolution: Gaussian blur", "Stacks:",
                   "Guided restoration", "one headroom per stack", "Deconvolution of two channels"):
         assert title in md
