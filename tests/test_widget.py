@@ -375,7 +375,7 @@ def test_the_second_stage_is_the_task_default_unless_chosen(viewer_widget, camer
     assert records[0]["config"]["refine"] == "auto"
     stage = records[0]["planes"][0]["refinement"]
     assert stage["asked"] == "auto"
-    assert stage["method"] == ("wiener" if records[0]["noise_model"]["model"] == "poisson-gaussian"
+    assert stage["method"] == ("blend" if records[0]["noise_model"]["model"] == "poisson-gaussian"
                                else "collaborative")
     assert records[1]["config"]["refine"] == "none"
     assert "refinement" not in records[1]["planes"][0]

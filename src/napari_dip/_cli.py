@@ -471,7 +471,7 @@ def fit_summary(config, preset: str, device, threads: int | None, out_hw: tuple[
     params = count_parameters(build_generator(config.net, config.input_channels, 1))
     memory = estimate_memory(*out_hw, config.net)
     stage = {"none": "", "auto": "; then a Wiener second stage (auto: collaborative under "
-             "Gaussian noise, local under Poisson-Gaussian)"}.get(
+             "Gaussian noise, a blend of filters under Poisson-Gaussian)"}.get(
         config.refine, f"; then the {config.refine} second stage")
     return [f"network: preset {preset!r}, about {params:,} parameters; stopping rule "
             f"{config.stopping!r}, at most {config.max_iters} iterations per plane{stage}",
