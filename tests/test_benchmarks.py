@@ -315,7 +315,9 @@ def test_microscopy_suite_pipeline_on_tiny_images(one_thread):
     results["bead-slices"] = {**bs, "crop": [[0, 3], [0, 32], [0, 32]]}
     results["noise-w2"] = results["noise"]
     md = microscopy.report(results)
-    assert "a second window of every pair" in md and md.count("pairs (lowest") == 2
+    assert "a second window of every pair" in md
+    # the count of pairs behind GAT+BM3D, where BM3D is installed (the benchmark extras)
+    assert md.count("pairs (lowest") == (2 if "GAT+BM3D" in row else 0)
     for title in ("Poisson-Gaussian noise model", "Deconvolution: Gaussian blur", "Stacks:",
                   "Guided restoration", "one headroom per stack", "Deconvolution of two channels"):
         assert title in md
