@@ -107,16 +107,20 @@ def groups(guide: torch.Tensor, *, block: int, step: int, radius: int, group: in
         yield top + r0, left
 
 
+def group_transforms(block: int, size: int, dtype, device):
+    """What a group of ``size`` flattened ``block``-px blocks is filtered with: the 2-D DCT of a
+    row-major block, the DCT across the group, and the Kaiser window the blocks are put back
+    with (flattened)."""
+    d = dct_matrix(block, dtype, device)
+    win = torch.kaiser_window(block, periodic=False, beta=2.0, dtype=dtype, device=device)
+    return torch.kron(d, d), dct_matrix(size, dtype, device), torch.outer(win, win).reshape(-1)
+
+
 def _filter_groups(planes, pilots, variances, top, left, width, block, num, den):
     """Filter the groups at (``top``, ``left``) of each plane (flattened (Y*X,)) and add them,
     weighted, into that plane's ``num`` and ``den``."""
-    dev, dtype = planes[0].device, planes[0].dtype
-    size = top.shape[1]
-    d = dct_matrix(block, dtype, dev)
-    spatial = torch.kron(d, d)  # 2-D DCT of a row-major flattened block
-    across = dct_matrix(size, dtype, dev)
-    win = torch.kaiser_window(block, periodic=False, beta=2.0, dtype=dtype, device=dev)
-    win = torch.outer(win, win).reshape(-1)
+    spatial, across, win = group_transforms(block, top.shape[1], planes[0].dtype,
+                                            planes[0].device)
     pixels = pixel_indices(top, left, width, block)
     for c, (y, p, var) in enumerate(zip(planes, pilots, variances)):
         cy = across @ y[pixels] @ spatial.T

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .collaborative import fits, groups, pixel_indices
-from .wiener import dct_matrix, filter_space, image_space
+from .collaborative import fits, group_transforms, groups, pixel_indices
+from .wiener import filter_space, image_space
 
 #: Block side, step between reference blocks, search radius and group size (BM3D's first step
 #: uses 8, 3, 16 and 16).
@@ -38,18 +38,13 @@ LAMBDA = 2.7
 def _threshold_groups(plane, sigma, top, left, width, block, num, den):
     """Threshold the groups at (``top``, ``left``) of a flattened (Y*X,) ``plane`` and add them,
     weighted, into ``num`` and ``den``."""
-    dev, dtype = plane.device, plane.dtype
-    d = dct_matrix(block, dtype, dev)
-    spatial = torch.kron(d, d)  # 2-D DCT of a row-major flattened block
-    across = dct_matrix(top.shape[1], dtype, dev)
-    win = torch.kaiser_window(block, periodic=False, beta=2.0, dtype=dtype, device=dev)
-    win = torch.outer(win, win).reshape(-1)
+    spatial, across, win = group_transforms(block, top.shape[1], plane.dtype, plane.device)
     pixels = pixel_indices(top, left, width, block)
     coef = across @ plane[pixels] @ spatial.T
     keep = coef.abs() > LAMBDA * sigma
     keep[:, 0, 0] = True  # the group's mean is never noise alone
     est = across.T @ (coef * keep) @ spatial
-    weight = (win / (sigma * sigma * keep.sum((1, 2)).to(dtype))[:, None, None]).expand_as(est)
+    weight = (win / (sigma * sigma * keep.sum((1, 2)).to(plane.dtype))[:, None, None]).expand_as(est)
     num.index_add_(0, pixels.reshape(-1), (est * weight).reshape(-1))
     den.index_add_(0, pixels.reshape(-1), weight.reshape(-1))
 
@@ -70,7 +65,8 @@ def hard_threshold(data: torch.Tensor, variance: Sequence[float], *, colour: boo
         sigma = variances[c] ** 0.5
         num = torch.zeros(h * w, dtype=y.dtype, device=y.device)
         den = torch.zeros_like(num)
+        flat = y[c].reshape(-1)
         for top, left in groups(y[c], block=block, step=step, radius=radius, group=group):
-            _threshold_groups(y[c].reshape(-1), sigma, top, left, w, block, num, den)
+            _threshold_groups(flat, sigma, top, left, w, block, num, den)
         out[c] = (num / den).reshape(h, w)
     return image_space(out, colour).to(data.dtype)
