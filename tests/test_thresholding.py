@@ -86,3 +86,20 @@ def test_under_shot_noise_the_blend_beats_the_local_filter_on_a_textured_image(n
     # the same fit (the same stop) under both filters
     assert auto.record["iterations"] == local.record["iterations"]
     assert psnr(truth, auto.image, truth.max()) > psnr(truth, local.image, truth.max()) + 0.5
+
+
+@pytest.mark.parametrize("grey", [False, True], ids=["rgb", "grey"])
+def test_under_gaussian_noise_the_collaborative_pilot_owes_half_to_the_thresholding(
+        grey, load, gaussian_noise, monkeypatch):
+    img = load("kate_64.png")[..., :3].astype(np.float64)
+    truth = img.mean(-1) if grey else img
+    noisy = gaussian_noise(truth, 25)
+    auto = restore(noisy, "denoise", **FAST)
+    stage = auto.record["planes"][0]["refinement"]
+    assert stage["method"] == "collaborative" and stage["pilot"].startswith("the fit's and hard")
+    assert stage["thresholding"]["lambda"] == thresholding.LAMBDA
+    # the same fit, its estimate alone as the collaborative filter's pilot
+    monkeypatch.setattr(thresholding, "mixed_pilot", lambda data, pilot, variance, colour: pilot)
+    alone = restore(noisy, "denoise", **FAST)
+    assert alone.record["iterations"] == auto.record["iterations"]
+    assert psnr(truth, auto.image, 255) > psnr(truth, alone.image, 255) + 0.2

@@ -68,12 +68,13 @@ STOPPING = Option("stopping rule", (
 ), default="noise")
 
 REFINE = Option("second stage", (
-    ("auto", "Wiener filter with the fit's estimate as pilot: collaborative under Gaussian noise, "
-             "blend under Poisson-Gaussian (denoising)"),
+    ("auto", "Wiener filter with the fit's estimate in the pilot: collaborative under Gaussian "
+             "noise, blend under Poisson-Gaussian (denoising)"),
     ("blend", "the mean of three Wiener filters whose pilot is the fit's estimate averaged with "
               "BM3D's hard-thresholding step (denoising)"),
-    ("collaborative", "Wiener filter of groups of alike blocks (BM3D's second step), the fit's "
-                      "estimate as pilot (denoising)"),
+    ("collaborative", "Wiener filter of groups of alike blocks (BM3D's second step), whose pilot "
+                      "is the fit's estimate averaged with BM3D's hard-thresholding step "
+                      "(denoising)"),
     ("wiener", "local Wiener filter, block by block, the fit's estimate as pilot (denoising)"),
     ("none", "none: the fit's estimate as it is"),
 ), default="none")

@@ -56,8 +56,8 @@ def choice_notes(record: dict) -> str:
         where = "" if done == len(fits) else f" on {done} of {len(fits)} fits"
         auto = any(p["refinement"].get("asked") == "auto" for p in fits
                    if isinstance(p.get("refinement"), dict))
-        pilot = ("the fit's estimate averaged with hard thresholding" if "blend" in stages
-                 else "the fit's estimate")
+        pilot = ("the fit's estimate" if stages <= {"wiener"}
+                 else "the fit's estimate averaged with hard thresholding")
         lines.append(f"second stage: {', '.join(sorted(stages))}{where}"
                      f"{' (auto: by the noise model)' if auto else ''} (a Wiener filter of the "
                      f"image with {pilot} as pilot)")

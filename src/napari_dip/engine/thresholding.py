@@ -9,9 +9,10 @@ IEEE TIP 2007).
 
 On its own this is a weaker estimate than the fit's, but its errors are others: the fit is
 smooth where the network's prior is weak, the thresholding is blocky where the noise hid the
-grouping. :func:`.wiener.second_stage` averages the two into the pilot of its Wiener filters
-under the Poisson-Gaussian model, which measured ahead of either pilot alone on real
-fluorescence pairs (benchmarks/RESULTS.md, 2026-12-01).
+grouping. :func:`mixed_pilot` averages the two into the pilot of the second stage's grouped
+filters (:func:`.wiener.second_stage`: the blend and the collaborative filter), which measured
+ahead of either pilot alone on real fluorescence pairs and on natural images under Gaussian
+noise (benchmarks/RESULTS.md, 2026-12-01).
 
 Pure torch; reference blocks are taken in bands of rows so that memory stays bounded.
 """
@@ -70,3 +71,10 @@ def hard_threshold(data: torch.Tensor, variance: Sequence[float], *, colour: boo
             _threshold_groups(flat, sigma, top, left, w, block, num, den)
         out[c] = (num / den).reshape(h, w)
     return image_space(out, colour).to(data.dtype)
+
+
+def mixed_pilot(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence[float], *,
+                colour: bool = False) -> torch.Tensor:
+    """The mean of a fit's ``pilot`` and of :func:`hard_threshold`'s estimate of ``data`` (both
+    (C, Y, X), in the data's space): a pilot for the Wiener filters that owes half to the fit."""
+    return (pilot + hard_threshold(data, variance, colour=colour).to(pilot.dtype)) / 2

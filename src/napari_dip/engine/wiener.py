@@ -1,7 +1,9 @@
 """A second stage after the fit: empirical Wiener filtering, with DIP's estimate as pilot.
 
-:func:`second_stage` runs it with one of two filters: the local one below, or the
-collaborative one of :mod:`.collaborative`, which groups alike blocks first (:func:`choose`).
+:func:`second_stage` runs it with one of three filters: the local one below, the
+collaborative one of :mod:`.collaborative`, which groups alike blocks first, or :func:`blend`,
+the mean of several (:func:`choose`). The grouped ones take as pilot the mean of the fit's
+estimate and of BM3D's first step (:func:`.thresholding.mixed_pilot`).
 
 The fit's estimate is close to the clean image but smooth where the network's prior is weak
 (fine texture, faint structures) and it still carries some noise. As in the second stage of BM3D,
@@ -183,8 +185,9 @@ def choose(refine: str, operator, plane_shape) -> str:
     """The filter that ``refine`` means for this fit: 'auto' groups alike blocks
     (.collaborative) under Gaussian noise and blends three filters under the Poisson-Gaussian
     model (:func:`blend`), where the grouping alone lost on very noisy pairs (RESULTS.md,
-    2026-11-30 and 2026-12-01); planes too small to group blocks in are filtered block by
-    block."""
+    2026-11-30 and 2026-12-01); both with the fit's and the thresholding's mean as pilot.
+    Planes too small to group blocks in are filtered block by block, the fit's estimate as
+    pilot."""
     from .collaborative import fits
     from .operators import Stabilised
 
@@ -226,9 +229,9 @@ def blend(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence[float], *,
     variants tried: ahead of the local filter with the fit's pilot by 0.1-0.2 dB, and with the
     highest lowest pair (benchmarks/RESULTS.md, 2026-12-01)."""
     from .collaborative import collaborative_wiener
-    from .thresholding import hard_threshold
+    from .thresholding import mixed_pilot
 
-    mixed = (pilot + hard_threshold(data, variance, colour=colour)) / 2
+    mixed = mixed_pilot(data, pilot, variance, colour=colour)
     parts = [empirical_wiener(data, mixed, variance, colour=colour),
              collaborative_wiener(data, mixed, variance, colour=colour)]
     if anscombe is None:
@@ -247,7 +250,7 @@ def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator,
     observation the fit compared with (stabilised under the Poisson-Gaussian model), by the filter
     ``refine`` names (see :func:`choose`); a volume's planes are filtered one by one. Returns the
     refined estimate and its record."""
-    from . import collaborative
+    from . import collaborative, thresholding
     from .noise import estimate_noise
     from .operators import Stabilised
 
@@ -256,9 +259,12 @@ def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator,
     anscombe = operator.anscombe if isinstance(operator, Stabilised) else None
     if method == "blend":
         filter_ = lambda y, p, v, colour: blend(y, p, v, colour=colour, anscombe=anscombe)  # noqa: E731
+    elif method == "collaborative":
+        def filter_(y, p, v, colour):
+            return collaborative.collaborative_wiener(
+                y, thresholding.mixed_pilot(y, p, v, colour=colour), v, colour=colour)
     else:
-        filter_ = (collaborative.collaborative_wiener if method == "collaborative"
-                   else empirical_wiener)
+        filter_ = empirical_wiener
     t0 = time.perf_counter()
     with torch.no_grad():
         pilot = operator.forward(estimate[None])[0]
@@ -276,18 +282,17 @@ def second_stage(estimate: torch.Tensor, data: torch.Tensor, operator,
         refined = refined.clamp(0, 1).to(estimate.dtype)
     grouped = {"block": collaborative.BLOCK, "step": collaborative.STEP,
                "radius": collaborative.RADIUS, "group": collaborative.GROUP}
+    mixed = {"pilot": "the fit's and hard thresholding's mean",
+             "thresholding": {"block": thresholding.BLOCK, "step": thresholding.STEP,
+                              "radius": thresholding.RADIUS, "group": thresholding.GROUP,
+                              "lambda": thresholding.LAMBDA}}
     if method == "collaborative":
-        shape = grouped
+        shape = {**grouped, **mixed}
     elif method == "blend":
-        from . import thresholding
-
-        shape = {"pilot": "the fit's and hard thresholding's mean",
+        shape = {**mixed,
                  "filters": ["local", "collaborative"] + (["local, on intensities"]
                                                           if anscombe is not None else []),
-                 "local": {"block": BLOCK, "step": STEP}, "collaborative": grouped,
-                 "thresholding": {"block": thresholding.BLOCK, "step": thresholding.STEP,
-                                  "radius": thresholding.RADIUS, "group": thresholding.GROUP,
-                                  "lambda": thresholding.LAMBDA}}
+                 "local": {"block": BLOCK, "step": STEP}, "collaborative": grouped}
     else:
         shape = {"block": BLOCK, "step": STEP}
     record = {"method": method, "asked": refine, **shape, "colour": colour,
