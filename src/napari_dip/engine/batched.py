@@ -278,7 +278,7 @@ def fit_batch(
     loss_jump = 10 ** (config.backtrack_db / 10) if config.backtrack else None
     units = []
     for k in range(n):
-        rule = stopping_rule(config, stop_variance(observations[k], ops[k]), lag, ops[k], out_hw)
+        rule = stopping_rule(config, stop_variance(observations[k], ops[k]), lag)
         units.append(_Unit(k, seed_of[k], LossReader(rule, lag, loss_jump)))
     needs_outputs = units[0].reader.rule.needs_outputs
     sync_every = resolve_sync_every(config, device, needs_outputs or refs is not None)

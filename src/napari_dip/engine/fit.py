@@ -220,16 +220,11 @@ def ema_lag(ema: float) -> int:
     return round(ema / (1 - ema)) if ema > 0 else 0
 
 
-def stopping_rule(config: FitConfig, noise_variance: float | None, lag: int,
-                  operator: Operator, plane_shape):
-    """The stopping rule ``config`` asks for, for a data term of this noise level; the noise
-    rule aims lower where the collaborative stage follows (:func:`.wiener.stop_fraction`)."""
-    from .wiener import stop_fraction
-
+def stopping_rule(config: FitConfig, noise_variance: float | None, lag: int):
+    """The stopping rule ``config`` asks for, for a data term of this noise level."""
     return make_stopping_rule(config.stopping, noise_variance=noise_variance,
                               patience=config.patience, window=config.window, lag=lag,
-                              min_iters=config.min_iters,
-                              kappa=stop_fraction(config.refine, operator, plane_shape))
+                              min_iters=config.min_iters)
 
 
 def resolve_sync_every(config: FitConfig, device: torch.device, every_output: bool) -> int:
@@ -406,8 +401,7 @@ def fit(
     op = operator.to(device)
     ref = reference.to(device) if reference is not None else None
     lag = ema_lag(config.ema)
-    rule = stopping_rule(config, stop_variance(observation, operator, noise_variance), lag,
-                         operator, out_hw)
+    rule = stopping_rule(config, stop_variance(observation, operator, noise_variance), lag)
     sync_every = resolve_sync_every(config, device, rule.needs_outputs or ref is not None)
     # ``kept`` holds verified weights; ``candidate`` the weights of the latest checkpoint
     # iteration, saved before its step and kept once its data term has been read and found sound.

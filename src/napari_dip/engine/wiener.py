@@ -198,23 +198,6 @@ def choose(refine: str, operator, plane_shape) -> str:
     return refine
 
 
-#: The noise-level stop's target, as a fraction of the noise variance, when the collaborative
-#: filter follows the fit: a pilot fitted past the noise level keeps texture that the grouping
-#: then cleans (natural images, held-out ones included: RESULTS.md, "probe: where to stop before
-#: the collaborative stage").
-COLLABORATIVE_STOP = 0.95
-
-
-def stop_fraction(refine: str, operator, plane_shape) -> float:
-    """The fraction of the noise variance the noise-level stop aims at for a fit that ``refine``'s
-    stage follows: :data:`COLLABORATIVE_STOP` before the collaborative filter, 1 otherwise (a
-    later stop before the local filter, under the Poisson-Gaussian model, lost up to 3 dB on
-    fluorescence pairs: RESULTS.md, 2026-11-30)."""
-    if refine == "none" or not filters(operator):
-        return 1.0
-    return COLLABORATIVE_STOP if choose(refine, operator, plane_shape) == "collaborative" else 1.0
-
-
 def blend(data: torch.Tensor, pilot: torch.Tensor, variance: Sequence[float], *,
           colour: bool = False, anscombe=None) -> torch.Tensor:
     """The mean of several Wiener filters of a (C, Y, X) ``data`` whose pilot is the mean of the
